@@ -1,0 +1,290 @@
+//! Who is calling: API keys from settings (operator and service) and, later, Lanyard access
+//! tokens. Keys are held only as SHA-256 digests and compared in constant time.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::ids::OrganizationId;
+use crate::values::{Permission, RoleName};
+use crate::UserId;
+
+/// An authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// Acts on any organization.
+    Operator {
+        /// A short, non-secret fingerprint of the key, for logs and the audit log.
+        key_id: String,
+    },
+    /// What an operator may do, plus the internal RPCs.
+    Service {
+        /// A short, non-secret fingerprint of the key.
+        key_id: String,
+    },
+    /// A member acting through an access token, limited to its active organization.
+    Member(MemberPrincipal),
+}
+
+/// The principal of a Lanyard access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberPrincipal {
+    /// The user.
+    pub user_id: UserId,
+    /// The token's active organization.
+    pub organization_id: OrganizationId,
+    /// Roles held in that organization.
+    pub roles: Vec<RoleName>,
+    /// Effective permissions in that organization.
+    pub permissions: Vec<Permission>,
+}
+
+/// Why a caller may not do something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The caller acts for another organization.
+    #[error("the caller acts for another organization")]
+    WrongOrganization,
+    /// The caller lacks the permission.
+    #[error("the caller lacks a permission")]
+    MissingPermission,
+    /// Only an operator (or service) may do this.
+    #[error("only an operator may do this")]
+    OperatorOnly,
+    /// Only a service key may call internal RPCs.
+    #[error("only a service key may call internal RPCs")]
+    ServiceOnly,
+}
+
+impl Caller {
+    /// What the audit log records as the actor.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Operator { key_id } => format!("operator:{key_id}"),
+            Self::Service { key_id } => format!("service:{key_id}"),
+            Self::Member(p) => format!("user:{}", p.user_id),
+        }
+    }
+
+    /// The caller kind, for spans and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Operator { .. } => "operator",
+            Self::Service { .. } => "service",
+            Self::Member(_) => "member",
+        }
+    }
+
+    /// Operators and services act across organizations.
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Self::Operator { .. } | Self::Service { .. })
+    }
+
+    /// Requires operator (or service) rights.
+    pub fn require_operator(&self) -> Result<(), Denied> {
+        if self.is_operator() {
+            Ok(())
+        } else {
+            Err(Denied::OperatorOnly)
+        }
+    }
+
+    /// Requires a service key, for internal RPCs.
+    pub fn require_service(&self) -> Result<(), Denied> {
+        match self {
+            Self::Service { .. } => Ok(()),
+            _ => Err(Denied::ServiceOnly),
+        }
+    }
+
+    /// Requires `permission` within `org`.
+    pub fn require(&self, org: OrganizationId, permission: &str) -> Result<(), Denied> {
+        match self {
+            Self::Operator { .. } | Self::Service { .. } => Ok(()),
+            Self::Member(p) if p.organization_id != org => Err(Denied::WrongOrganization),
+            Self::Member(p) => {
+                let wanted = Permission::parse(permission).map_err(|_| Denied::MissingPermission)?;
+                if p.permissions.iter().any(|g| g.grants(&wanted)) {
+                    Ok(())
+                } else {
+                    Err(Denied::MissingPermission)
+                }
+            }
+        }
+    }
+}
+
+/// Why credentials were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `authorization` metadata.
+    #[error("missing credentials: send `authorization: Bearer <key>`")]
+    Missing,
+    /// Not a `Bearer` credential, or not valid text.
+    #[error("malformed authorization header: expected `Bearer <key>`")]
+    Malformed,
+    /// Unknown key or invalid token.
+    #[error("invalid credentials")]
+    Invalid,
+}
+
+/// The configured API keys, as digests.
+#[derive(Clone, Default)]
+pub struct ApiKeys {
+    operators: Vec<[u8; 32]>,
+    services: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeys")
+            .field("operators", &self.operators.len())
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+/// The shortest API key accepted in settings.
+pub const MIN_API_KEY_LEN: usize = 16;
+
+impl ApiKeys {
+    /// Builds the key set; keys shorter than [`MIN_API_KEY_LEN`] are refused.
+    pub fn new<'a>(
+        operators: impl IntoIterator<Item = &'a str>,
+        services: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, String> {
+        let digest_all = |keys: Vec<&str>| -> Result<Vec<[u8; 32]>, String> {
+            keys.into_iter()
+                .map(|k| {
+                    if k.len() < MIN_API_KEY_LEN {
+                        Err(format!("API keys must be at least {MIN_API_KEY_LEN} characters"))
+                    } else {
+                        Ok(digest(k))
+                    }
+                })
+                .collect()
+        };
+        Ok(Self {
+            operators: digest_all(operators.into_iter().collect())?,
+            services: digest_all(services.into_iter().collect())?,
+        })
+    }
+
+    /// Finds the caller a key belongs to. Every configured digest is compared, in constant time,
+    /// so the time taken does not reveal which key (or how much of one) matched.
+    pub fn lookup(&self, key: &str) -> Option<Caller> {
+        let d = digest(key);
+        let mut found = None;
+        for k in &self.services {
+            if bool::from(k.ct_eq(&d)) {
+                found = Some(Caller::Service { key_id: key_id(&d) });
+            }
+        }
+        for k in &self.operators {
+            if bool::from(k.ct_eq(&d)) && found.is_none() {
+                found = Some(Caller::Operator { key_id: key_id(&d) });
+            }
+        }
+        found
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn key_id(d: &[u8; 32]) -> String {
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Verifies Lanyard access tokens; the token service provides the implementation.
+pub trait AccessTokenVerifier: Send + Sync + 'static {
+    /// The principal of a valid token, or why it is refused.
+    fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError>;
+}
+
+/// Turns request metadata into a [`Caller`].
+#[derive(Clone, Default)]
+pub struct Authenticator {
+    keys: ApiKeys,
+    tokens: Option<Arc<dyn AccessTokenVerifier>>,
+}
+
+impl Authenticator {
+    /// API keys only.
+    pub fn new(keys: ApiKeys) -> Self {
+        Self { keys, tokens: None }
+    }
+
+    /// Also accepts access tokens through `verifier`.
+    pub fn with_access_tokens(mut self, verifier: Arc<dyn AccessTokenVerifier>) -> Self {
+        self.tokens = Some(verifier);
+        self
+    }
+
+    /// Authenticates the value of an `authorization` header.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let (scheme, credential) = header.split_once(' ').ok_or(AuthError::Malformed)?;
+        let credential = credential.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || credential.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        if let Some(caller) = self.keys.lookup(credential) {
+            return Ok(caller);
+        }
+        match &self.tokens {
+            // A JWT has two dots; an API key never needs any.
+            Some(v) if credential.matches('.').count() == 2 => v.verify(credential).map(Caller::Member),
+            _ => Err(AuthError::Invalid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OP: &str = "operator-key-0123456789";
+    const SVC: &str = "service-key-0123456789";
+
+    fn auth() -> Authenticator {
+        Authenticator::new(ApiKeys::new([OP], [SVC]).unwrap())
+    }
+
+    #[test]
+    fn recognizes_keys() {
+        let a = auth();
+        assert!(matches!(a.authenticate(Some(&format!("Bearer {OP}"))), Ok(Caller::Operator { .. })));
+        assert!(matches!(a.authenticate(Some(&format!("bearer {SVC}"))), Ok(Caller::Service { .. })));
+        assert_eq!(a.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(a.authenticate(Some(OP)), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(Some(&format!("Basic {OP}"))), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(Some("Bearer ")), Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(Some("Bearer operator-key-012345678X")), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn refuses_short_keys() {
+        assert!(ApiKeys::new(["short"], []).is_err());
+    }
+
+    #[test]
+    fn members_are_held_to_their_org_and_permissions() {
+        let org = OrganizationId::new();
+        let member = Caller::Member(MemberPrincipal {
+            user_id: UserId::new(),
+            organization_id: org,
+            roles: vec![RoleName::admin()],
+            permissions: vec![Permission::parse("members:*").unwrap()],
+        });
+        assert_eq!(member.require(org, "members:write"), Ok(()));
+        assert_eq!(member.require(org, "roles:write"), Err(Denied::MissingPermission));
+        assert_eq!(member.require(OrganizationId::new(), "members:write"), Err(Denied::WrongOrganization));
+        assert_eq!(member.require_operator(), Err(Denied::OperatorOnly));
+        let op = Caller::Operator { key_id: "x".into() };
+        assert_eq!(op.require_service(), Err(Denied::ServiceOnly));
+        assert_eq!(op.require(org, "members:write"), Ok(()));
+    }
+}

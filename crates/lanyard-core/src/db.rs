@@ -1,0 +1,228 @@
+//! Database access shared by the services: one connection pool per service on Postgres (its own
+//! schema) or SQLite (its own file), through sqlx's `Any` driver so each store is written once;
+//! the backend-specific parts (connection setup, migrations, error codes) live here.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyConnection;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Connection, Executor};
+
+/// Which database a pool talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL: production.
+    Postgres,
+    /// SQLite: the embedded default.
+    Sqlite,
+}
+
+impl Backend {
+    /// Detects the backend from a URL.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// A service's connection pool and its backend.
+#[derive(Clone, Debug)]
+pub struct Database {
+    /// The pool.
+    pub pool: AnyPool,
+    /// The backend behind it.
+    pub backend: Backend,
+}
+
+/// Where a service keeps its tables.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `postgres://...` or `sqlite://path?mode=rwc`.
+    pub url: String,
+    /// The Postgres schema the service owns (ignored on SQLite, where the file is the service's).
+    pub schema: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+/// How long a SQLite writer waits for the write lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+
+impl Database {
+    /// Connects; on Postgres, creates the service's schema first and confines every connection to it.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(&config.url)
+            .ok_or_else(|| sqlx::Error::Configuration("database URL must start with postgres:// or sqlite:".into()))?;
+        let schema = config.schema.clone();
+        if !schema.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') || schema.is_empty() {
+            return Err(sqlx::Error::Configuration(format!("invalid schema name {schema:?}").into()));
+        }
+        if backend == Backend::Postgres {
+            let mut conn = AnyConnection::connect(&config.url).await?;
+            // Two services starting at once may race to create it; the loser sees it exist.
+            if let Err(e) = conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await {
+                if classify(backend, &e) != DbErrorKind::UniqueViolation {
+                    return Err(e);
+                }
+            }
+            conn.close().await?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    match backend {
+                        Backend::Postgres => {
+                            conn.execute(format!("SET search_path TO {schema}").as_str()).await?;
+                        }
+                        Backend::Sqlite => {
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
+                                .await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&config.url)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Runs the service's migrations for this backend.
+    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+        match self.backend {
+            Backend::Postgres => postgres.run(&self.pool).await,
+            Backend::Sqlite => sqlite.run(&self.pool).await,
+        }
+    }
+
+    /// Answers a trivial query (for health checks).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+}
+
+/// What a database error means to the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A unique constraint was violated.
+    UniqueViolation,
+    /// A foreign key was violated.
+    ForeignKeyViolation,
+    /// The transaction lost a race (serialization failure, deadlock, busy): retry it.
+    Retryable,
+    /// Anything else.
+    Other,
+}
+
+/// Classifies an error by the backend's own error codes.
+pub fn classify(backend: Backend, error: &sqlx::Error) -> DbErrorKind {
+    let Some(db) = error.as_database_error() else {
+        return match error {
+            sqlx::Error::PoolTimedOut => DbErrorKind::Retryable,
+            _ => DbErrorKind::Other,
+        };
+    };
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    match backend {
+        Backend::Postgres => classify_postgres(&code),
+        Backend::Sqlite => classify_sqlite(&code),
+    }
+}
+
+fn classify_postgres(sqlstate: &str) -> DbErrorKind {
+    match sqlstate {
+        "23505" => DbErrorKind::UniqueViolation,
+        "23503" => DbErrorKind::ForeignKeyViolation,
+        "40001" | "40P01" | "55P03" => DbErrorKind::Retryable,
+        _ => DbErrorKind::Other,
+    }
+}
+
+fn classify_sqlite(extended_code: &str) -> DbErrorKind {
+    match extended_code {
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+        "2067" | "1555" => DbErrorKind::UniqueViolation,
+        // SQLITE_CONSTRAINT_FOREIGNKEY
+        "787" => DbErrorKind::ForeignKeyViolation,
+        // SQLITE_BUSY, SQLITE_LOCKED and their extended forms (BUSY_SNAPSHOT = 517, ...)
+        "5" | "6" | "261" | "262" | "517" | "773" => DbErrorKind::Retryable,
+        _ => DbErrorKind::Other,
+    }
+}
+
+/// An error that may be worth retrying as a whole transaction.
+pub trait Retryable {
+    /// Whether a fresh attempt may succeed.
+    fn is_retryable(&self) -> bool;
+}
+
+/// How many times a transaction is attempted before its error is returned.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Runs `attempt` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] are spent, backing off
+/// with jitter between attempts. The one place where lost races are retried.
+pub async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => {
+                let base = 5u64 << tries.min(6);
+                let jitter = rand::random::<u64>() % base;
+                tracing::debug!(tries, "retrying a transaction that lost a race");
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_codes() {
+        assert_eq!(classify_postgres("23505"), DbErrorKind::UniqueViolation);
+        assert_eq!(classify_postgres("40001"), DbErrorKind::Retryable);
+        assert_eq!(classify_sqlite("2067"), DbErrorKind::UniqueViolation);
+        assert_eq!(classify_sqlite("517"), DbErrorKind::Retryable);
+        assert_eq!(classify_sqlite("1"), DbErrorKind::Other);
+        assert_eq!(Backend::from_url("postgres://x/y"), Some(Backend::Postgres));
+        assert_eq!(Backend::from_url("sqlite://x.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("mysql://x"), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite_connects_and_reports_unique_violations() {
+        let dir = std::env::temp_dir().join(format!("lanyard-db-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let db = Database::connect(&DatabaseConfig { url, schema: "t".into(), max_connections: 2 }).await.unwrap();
+        db.ping().await.unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)").execute(&db.pool).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES ($1)").bind("a").execute(&db.pool).await.unwrap();
+        let err = sqlx::query("INSERT INTO t VALUES ($1)").bind("a").execute(&db.pool).await.unwrap_err();
+        assert_eq!(classify(db.backend, &err), DbErrorKind::UniqueViolation);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

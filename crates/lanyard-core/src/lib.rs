@@ -1,0 +1,16 @@
+//! Shared building blocks of the Lanyard services: parsed domain values, callers and API keys,
+//! gRPC error details, storage and crypto helpers. Nothing here knows about any one service.
+
+pub mod caller;
+pub mod clock;
+pub mod crypto;
+pub mod db;
+pub mod ids;
+pub mod page;
+pub mod status;
+pub mod values;
+
+pub use caller::{ApiKeys, Authenticator, Caller};
+pub use clock::Timestamp;
+pub use ids::{ConnectionId, EventId, OrganizationId, ReservationId, UserId};
+pub use values::{DisplayName, Domain, Email, OrgSlug, Permission, RoleName, ValueError};

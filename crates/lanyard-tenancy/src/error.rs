@@ -1,0 +1,160 @@
+//! TenancyService's errors and their one mapping to the API's codes and stable reasons.
+
+use lanyard_core::caller::{AuthError, Denied};
+use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::status::Problem;
+use lanyard_core::ValueError;
+use tonic::Code;
+
+/// Everything a tenancy operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum TenancyError {
+    #[error(transparent)]
+    Invalid(#[from] ValueError),
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("organization not found")]
+    OrganizationNotFound,
+    #[error("the organization is deleted")]
+    OrganizationDeleted,
+    #[error("the organization is suspended")]
+    OrganizationSuspended,
+    #[error("an organization with this slug already exists")]
+    SlugTaken,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("the user is already an active member")]
+    MemberExists,
+    #[error("all {limit} seats are in use")]
+    SeatsExhausted { limit: u32, used: u32 },
+    #[error("the seat limit {requested} is below the {used} seats in use")]
+    SeatLimitBelowUsage { requested: u32, used: u32 },
+    #[error("the email domain is not one of the organization's allowed domains")]
+    EmailDomainNotAllowed,
+    #[error("public webmail domains are refused unless an operator allows them")]
+    PublicDomainNotAllowed,
+    #[error("the domain is already allowed")]
+    DomainExists,
+    #[error("the domain is not an allowed domain of the organization")]
+    DomainNotFound,
+    #[error("the owner cannot be removed or demoted; transfer ownership first")]
+    OwnerProtected,
+    #[error("the organization already has an owner; use TransferOwnership")]
+    OwnerExists,
+    #[error("role not found: {0}")]
+    RoleNotFound(String),
+    #[error("a role with this name already exists")]
+    RoleExists,
+    #[error("built-in roles cannot be changed")]
+    RoleBuiltIn,
+    #[error("the role is held by {0} active member(s)")]
+    RoleInUse(u64),
+    #[error("SSO connection not found")]
+    ConnectionNotFound,
+    #[error("seat reservation not found")]
+    ReservationNotFound,
+    #[error("the seat reservation has expired")]
+    ReservationExpired,
+    #[error("the seat reservation was released")]
+    ReservationReleased,
+    #[error("the seat reservation was claimed by another user")]
+    ReservationClaimed,
+    #[error("the identity is not linked and carries no usable email")]
+    IdentityConflict,
+    #[error("database error")]
+    Database { backend: Backend, source: sqlx::Error },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl TenancyError {
+    /// Wraps a database error, remembering the backend that classifies it.
+    pub fn db(backend: Backend) -> impl Fn(sqlx::Error) -> Self {
+        move |source| Self::Database { backend, source }
+    }
+
+    /// The database error's meaning, if this is one.
+    pub fn db_kind(&self) -> Option<DbErrorKind> {
+        match self {
+            Self::Database { backend, source } => Some(lanyard_core::db::classify(*backend, source)),
+            _ => None,
+        }
+    }
+
+    /// The API form: a code, a stable reason and details.
+    pub fn to_problem(&self) -> Problem {
+        use TenancyError::*;
+        let msg = self.to_string();
+        match self {
+            Invalid(e) => Problem::from(e.clone()),
+            InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
+            Unauthenticated(e) => Problem::from(*e),
+            Denied(e) => Problem::from(*e),
+            OrganizationNotFound => Problem::new(Code::NotFound, "ORGANIZATION_NOT_FOUND", msg),
+            OrganizationDeleted => Problem::new(Code::FailedPrecondition, "ORGANIZATION_DELETED", msg)
+                .with_precondition("ORGANIZATION_STATUS", "organization", "the organization must be active"),
+            OrganizationSuspended => Problem::new(Code::FailedPrecondition, "ORGANIZATION_SUSPENDED", msg)
+                .with_precondition("ORGANIZATION_STATUS", "organization", "the organization must be active"),
+            SlugTaken => Problem::new(Code::AlreadyExists, "SLUG_TAKEN", msg),
+            MemberNotFound => Problem::new(Code::NotFound, "NOT_A_MEMBER", msg),
+            UserNotFound => Problem::new(Code::NotFound, "USER_NOT_FOUND", msg),
+            MemberExists => Problem::new(Code::AlreadyExists, "MEMBER_EXISTS", msg),
+            SeatsExhausted { limit, used } => Problem::new(Code::ResourceExhausted, "SEATS_EXHAUSTED", msg)
+                .with_quota_violation("organization", format!("{used} of {limit} seats are in use"))
+                .with_metadata("seat_limit", limit)
+                .with_metadata("seats_used", used),
+            SeatLimitBelowUsage { requested, used } => {
+                Problem::new(Code::FailedPrecondition, "SEAT_LIMIT_BELOW_USAGE", msg)
+                    .with_precondition("SEAT_USAGE", "seat_limit", format!("{used} seats are in use"))
+                    .with_metadata("seat_limit_requested", requested)
+                    .with_metadata("seats_used", used)
+            }
+            EmailDomainNotAllowed => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_ALLOWED", msg),
+            PublicDomainNotAllowed => Problem::new(Code::InvalidArgument, "PUBLIC_DOMAIN_NOT_ALLOWED", msg),
+            DomainExists => Problem::new(Code::AlreadyExists, "DOMAIN_EXISTS", msg),
+            DomainNotFound => Problem::new(Code::NotFound, "DOMAIN_NOT_FOUND", msg),
+            OwnerProtected => Problem::new(Code::FailedPrecondition, "OWNER_PROTECTED", msg)
+                .with_precondition("OWNERSHIP", "owner", "transfer ownership first"),
+            OwnerExists => Problem::new(Code::FailedPrecondition, "OWNER_EXISTS", msg)
+                .with_precondition("OWNERSHIP", "owner", "use TransferOwnership"),
+            RoleNotFound(name) => Problem::new(Code::NotFound, "ROLE_NOT_FOUND", msg).with_metadata("role", name),
+            RoleExists => Problem::new(Code::AlreadyExists, "ROLE_EXISTS", msg),
+            RoleBuiltIn => Problem::new(Code::FailedPrecondition, "ROLE_BUILT_IN", msg),
+            RoleInUse(n) => Problem::new(Code::FailedPrecondition, "ROLE_IN_USE", msg)
+                .with_precondition("ROLE_USAGE", "role", format!("{n} active member(s) hold it")),
+            ConnectionNotFound => Problem::new(Code::NotFound, "CONNECTION_NOT_FOUND", msg),
+            ReservationNotFound => Problem::new(Code::NotFound, "RESERVATION_NOT_FOUND", msg),
+            ReservationExpired => Problem::new(Code::FailedPrecondition, "RESERVATION_EXPIRED", msg),
+            ReservationReleased => Problem::new(Code::FailedPrecondition, "RESERVATION_RELEASED", msg),
+            ReservationClaimed => Problem::new(Code::FailedPrecondition, "RESERVATION_CLAIMED", msg),
+            IdentityConflict => Problem::new(Code::FailedPrecondition, "IDENTITY_CONFLICT", msg),
+            Database { .. } if self.is_retryable() => {
+                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
+            }
+            Database { .. } | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+        }
+    }
+}
+
+impl Retryable for TenancyError {
+    fn is_retryable(&self) -> bool {
+        self.db_kind() == Some(DbErrorKind::Retryable)
+    }
+}
+
+impl From<TenancyError> for tonic::Status {
+    fn from(e: TenancyError) -> Self {
+        let problem = e.to_problem();
+        if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
+            // The cause chain goes to the log, never to the caller.
+            tracing::error!(error = ?e, "tenancy request failed");
+        }
+        problem.into_status()
+    }
+}

@@ -1,0 +1,700 @@
+//! The gRPC adapter: converts protobuf requests into domain values (parsing every field at the
+//! edge), calls [`Tenancy`], converts back. The only module of this crate that knows tonic.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lanyard_core::page::Page;
+use lanyard_core::{Authenticator, Caller, ConnectionId, Domain, Email, OrgSlug, OrganizationId, Permission,
+    ReservationId, RoleName, UserId, ValueError};
+use lanyard_proto::tenancy::v1 as pb;
+use lanyard_proto::tenancy::v1::tenancy_service_server::TenancyService;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::domain::*;
+use crate::error::TenancyError;
+use crate::service::Tenancy;
+
+/// The longest `request_id` accepted.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// TenancyService over gRPC.
+#[derive(Clone)]
+pub struct TenancyGrpc {
+    tenancy: Tenancy,
+    auth: Authenticator,
+}
+
+impl TenancyGrpc {
+    /// Serves `tenancy`, authenticating callers with `auth`.
+    pub fn new(tenancy: Tenancy, auth: Authenticator) -> Self {
+        Self { tenancy, auth }
+    }
+
+    /// The tonic server for this adapter.
+    pub fn into_server(self) -> pb::tenancy_service_server::TenancyServiceServer<Self> {
+        pb::tenancy_service_server::TenancyServiceServer::new(self)
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let header = req.metadata().get("authorization").map(|v| v.to_str().map_err(|_| ()));
+        let header = match header {
+            Some(Ok(v)) => Some(v),
+            Some(Err(())) => return Err(TenancyError::from(lanyard_core::caller::AuthError::Malformed).into()),
+            None => None,
+        };
+        let caller = self.auth.authenticate(header).map_err(TenancyError::from)?;
+        tracing::Span::current().record("caller", caller.kind());
+        Ok(caller)
+    }
+
+    /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,
+    /// on the same method) gets the first response back without running it again.
+    async fn once<R, F, Fut>(&self, caller: &Caller, method: &str, request_id: &str, run: F) -> Result<Response<R>, Status>
+    where
+        R: Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, TenancyError>>,
+    {
+        if request_id.is_empty() {
+            return Ok(Response::new(run().await?));
+        }
+        if request_id.len() > MAX_REQUEST_ID_LEN || request_id.chars().any(char::is_control) {
+            return Err(TenancyError::from(ValueError::TooLong("request_id", MAX_REQUEST_ID_LEN)).into());
+        }
+        let scope = format!("{}|{method}", caller.actor());
+        let store = self.tenancy.store();
+        if let Some(stored) = store.recall(&scope, request_id).await? {
+            let bytes = STANDARD.decode(stored).map_err(|e| TenancyError::Internal(e.to_string()))?;
+            return Ok(Response::new(R::decode(bytes.as_slice()).map_err(|e| TenancyError::Internal(e.to_string()))?));
+        }
+        let response = run().await?;
+        store.remember(&scope, request_id, &STANDARD.encode(response.encode_to_vec())).await?;
+        Ok(Response::new(response))
+    }
+}
+
+fn org_id(s: &str) -> Result<OrganizationId, TenancyError> {
+    let id = OrganizationId::parse(s)?;
+    tracing::Span::current().record("org", s);
+    Ok(id)
+}
+
+fn roles(v: &[String]) -> Result<Vec<RoleName>, TenancyError> {
+    v.iter().map(|r| RoleName::parse(r).map_err(TenancyError::from)).collect()
+}
+
+fn permissions(v: &[String]) -> Result<Vec<Permission>, TenancyError> {
+    v.iter().map(|p| Permission::parse(p).map_err(TenancyError::from)).collect()
+}
+
+fn domains(v: &[String], field: &'static str) -> Result<Vec<Domain>, TenancyError> {
+    v.iter()
+        .map(|d| Domain::parse(d).map_err(|e| TenancyError::InvalidField { field, message: format!("{d:?}: {e}") }))
+        .collect()
+}
+
+fn page(size: i32, token: &str) -> Result<Page, TenancyError> {
+    Ok(Page::parse(size, token)?)
+}
+
+fn mask_paths(mask: Option<prost_types::FieldMask>) -> Result<Vec<String>, TenancyError> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(ValueError::Missing("update_mask").into());
+    }
+    Ok(paths)
+}
+
+fn org_to_pb(o: Organization) -> pb::Organization {
+    pb::Organization {
+        organization_id: o.id.to_string(),
+        slug: o.slug.to_string(),
+        display_name: o.display_name.to_string(),
+        seat_limit: i32::try_from(o.seat_limit).unwrap_or(i32::MAX),
+        allowed_domains: o.allowed_domains.iter().map(|d| d.to_string()).collect(),
+        metadata: o.metadata.into_iter().collect(),
+        status: match o.status {
+            OrgStatus::Active => pb::OrganizationStatus::Active,
+            OrgStatus::Suspended => pb::OrganizationStatus::Suspended,
+            OrgStatus::Deleted => pb::OrganizationStatus::Deleted,
+        } as i32,
+        owner_user_id: o.owner_user_id.map(|u| u.to_string()).unwrap_or_default(),
+        create_time: Some(o.created_at.to_proto()),
+        update_time: Some(o.updated_at.to_proto()),
+        delete_time: o.deleted_at.map(|t| t.to_proto()),
+    }
+}
+
+fn member_to_pb(m: Member) -> pb::Member {
+    pb::Member {
+        organization_id: m.organization_id.to_string(),
+        user_id: m.user_id.to_string(),
+        email: m.email.unwrap_or_default(),
+        display_name: m.display_name,
+        roles: m.roles.iter().map(|r| r.to_string()).collect(),
+        status: match m.status {
+            MemberStatus::Active => pb::MembershipStatus::Active,
+            MemberStatus::Removed => pb::MembershipStatus::Removed,
+        } as i32,
+        version: m.version,
+        invited_by: m.invited_by,
+        create_time: Some(m.created_at.to_proto()),
+        update_time: Some(m.updated_at.to_proto()),
+    }
+}
+
+fn role_to_pb(r: Role) -> pb::Role {
+    let built_in = r.built_in();
+    pb::Role {
+        organization_id: r.organization_id.map(|o| o.to_string()).unwrap_or_default(),
+        name: r.name.to_string(),
+        description: r.description,
+        permissions: r.permissions.iter().map(|p| p.to_string()).collect(),
+        built_in,
+        create_time: (!built_in).then(|| r.created_at.to_proto()),
+        update_time: (!built_in).then(|| r.updated_at.to_proto()),
+    }
+}
+
+fn connection_to_pb(c: SsoConnection) -> pb::SsoConnection {
+    pb::SsoConnection {
+        connection_id: c.id.to_string(),
+        organization_id: c.organization_id.to_string(),
+        kind: match c.kind {
+            SsoKind::GoogleWorkspace => pb::SsoConnectionKind::GoogleWorkspace,
+            SsoKind::Okta => pb::SsoConnectionKind::Okta,
+            SsoKind::AzureAd => pb::SsoConnectionKind::AzureAd,
+            SsoKind::Oidc => pb::SsoConnectionKind::Oidc,
+        } as i32,
+        issuer: c.issuer,
+        client_id: c.client_id,
+        hosted_domains: c.hosted_domains.iter().map(|d| d.to_string()).collect(),
+        tenant_id: c.tenant_id,
+        enabled: c.enabled,
+        has_client_secret: c.has_client_secret,
+        create_time: Some(c.created_at.to_proto()),
+    }
+}
+
+fn reservation_to_pb(r: Reservation) -> pb::SeatReservation {
+    pb::SeatReservation {
+        reservation_id: r.id.to_string(),
+        organization_id: r.organization_id.to_string(),
+        expire_time: Some(r.expires_at.to_proto()),
+        state: match r.state {
+            ReservationState::Held => pb::SeatReservationState::Held,
+            ReservationState::Claimed => pb::SeatReservationState::Claimed,
+            ReservationState::Released => pb::SeatReservationState::Released,
+            ReservationState::Expired => pb::SeatReservationState::Expired,
+        } as i32,
+        claimed_user_id: r.claimed_user_id.map(|u| u.to_string()).unwrap_or_default(),
+    }
+}
+
+fn user_to_pb(u: User) -> pb::User {
+    pb::User {
+        user_id: u.id.to_string(),
+        primary_email: u.primary_email.unwrap_or_default(),
+        email_verified: u.email_verified,
+        display_name: u.display_name,
+        create_time: Some(u.created_at.to_proto()),
+    }
+}
+
+fn usage_to_pb(u: SeatUsage) -> pb::SeatUsage {
+    let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    pb::SeatUsage {
+        organization_id: u.organization_id.to_string(),
+        seat_limit: n(u.seat_limit),
+        active: n(u.active),
+        reserved: n(u.reserved),
+        available: n(u.available()),
+    }
+}
+
+fn seat_limit(v: i32) -> Result<u32, TenancyError> {
+    u32::try_from(v).map_err(|_| TenancyError::InvalidField {
+        field: "seat_limit",
+        message: "seat_limit must be between 1 and 1000000".into(),
+    })
+}
+
+fn metadata(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+fn duration(d: Option<prost_types::Duration>) -> Result<Option<std::time::Duration>, TenancyError> {
+    d.map(|d| {
+        std::time::Duration::try_from(d)
+            .map_err(|_| TenancyError::InvalidField { field: "ttl", message: "ttl must be a positive duration".into() })
+    })
+    .transpose()
+}
+
+#[tonic::async_trait]
+impl TenancyService for TenancyGrpc {
+    async fn create_organization(
+        &self,
+        request: Request<pb::CreateOrganizationRequest>,
+    ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "CreateOrganization", &req.request_id.clone(), || async {
+            let new = NewOrganization {
+                slug: OrgSlug::parse(&req.slug)?,
+                display_name: lanyard_core::DisplayName::parse(&req.display_name, "display_name")?,
+                seat_limit: seat_limit(req.seat_limit)?,
+                allowed_domains: domains(&req.allowed_domains, "allowed_domains")?,
+                metadata: metadata(req.metadata),
+                owner_email: if req.owner_email.is_empty() { None } else { Some(Email::parse(&req.owner_email)?) },
+            };
+            let org = self.tenancy.create_organization(&caller, new, req.allow_public_domains).await?;
+            Ok(pb::CreateOrganizationResponse { organization: Some(org_to_pb(org)) })
+        })
+        .await
+    }
+
+    async fn get_organization(
+        &self,
+        request: Request<pb::GetOrganizationRequest>,
+    ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let org = match request.into_inner().key {
+            Some(pb::get_organization_request::Key::OrganizationId(id)) => {
+                self.tenancy.get_organization(&caller, org_id(&id)?).await?
+            }
+            Some(pb::get_organization_request::Key::Slug(slug)) => {
+                self.tenancy.get_organization_by_slug(&caller, &OrgSlug::parse(&slug).map_err(TenancyError::from)?).await?
+            }
+            None => return Err(TenancyError::from(ValueError::Missing("organization_id")).into()),
+        };
+        Ok(Response::new(pb::GetOrganizationResponse { organization: Some(org_to_pb(org)) }))
+    }
+
+    async fn list_organizations(
+        &self,
+        request: Request<pb::ListOrganizationsRequest>,
+    ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let (orgs, next) =
+            self.tenancy.list_organizations(&caller, &page(req.page_size, &req.page_token)?, req.show_deleted).await?;
+        Ok(Response::new(pb::ListOrganizationsResponse {
+            organizations: orgs.into_iter().map(org_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_organization(
+        &self,
+        request: Request<pb::UpdateOrganizationRequest>,
+    ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "UpdateOrganization", &req.request_id.clone(), || async {
+            let o = req.organization.ok_or(ValueError::Missing("organization"))?;
+            let id = org_id(&o.organization_id)?;
+            let mut patch = OrganizationPatch::default();
+            for path in mask_paths(req.update_mask)? {
+                match path.as_str() {
+                    "display_name" => {
+                        patch.display_name = Some(lanyard_core::DisplayName::parse(&o.display_name, "display_name")?)
+                    }
+                    "seat_limit" => patch.seat_limit = Some(seat_limit(o.seat_limit)?),
+                    "metadata" => patch.metadata = Some(metadata(o.metadata.clone())),
+                    "status" => {
+                        patch.status = Some(match pb::OrganizationStatus::try_from(o.status) {
+                            Ok(pb::OrganizationStatus::Active) => OrgStatus::Active,
+                            Ok(pb::OrganizationStatus::Suspended) => OrgStatus::Suspended,
+                            _ => {
+                                return Err(TenancyError::InvalidField {
+                                    field: "organization.status",
+                                    message: "status must be ACTIVE or SUSPENDED".into(),
+                                })
+                            }
+                        })
+                    }
+                    other => {
+                        return Err(TenancyError::InvalidField {
+                            field: "update_mask",
+                            message: format!("{other:?} cannot be updated; use display_name, seat_limit, metadata or status"),
+                        })
+                    }
+                }
+            }
+            let org = self.tenancy.update_organization(&caller, id, patch).await?;
+            Ok(pb::UpdateOrganizationResponse { organization: Some(org_to_pb(org)) })
+        })
+        .await
+    }
+
+    async fn delete_organization(
+        &self,
+        request: Request<pb::DeleteOrganizationRequest>,
+    ) -> Result<Response<pb::DeleteOrganizationResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let org = self.tenancy.delete_organization(&caller, org_id(&req.organization_id)?).await?;
+        Ok(Response::new(pb::DeleteOrganizationResponse { organization: Some(org_to_pb(org)) }))
+    }
+
+    async fn add_domain(&self, request: Request<pb::AddDomainRequest>) -> Result<Response<pb::AddDomainResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "AddDomain", &req.request_id.clone(), || async {
+            let org = self
+                .tenancy
+                .add_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?, req.allow_public_domain)
+                .await?;
+            Ok(pb::AddDomainResponse { organization: Some(org_to_pb(org)) })
+        })
+        .await
+    }
+
+    async fn remove_domain(
+        &self,
+        request: Request<pb::RemoveDomainRequest>,
+    ) -> Result<Response<pb::RemoveDomainResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "RemoveDomain", &req.request_id.clone(), || async {
+            let org = self.tenancy.remove_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?).await?;
+            Ok(pb::RemoveDomainResponse { organization: Some(org_to_pb(org)) })
+        })
+        .await
+    }
+
+    async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> Result<Response<pb::AddMemberResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "AddMember", &req.request_id.clone(), || async {
+            let (member, created) = self
+                .tenancy
+                .add_member(&caller, org_id(&req.organization_id)?, Email::parse(&req.email)?, roles(&req.roles)?, &req.display_name)
+                .await?;
+            Ok(pb::AddMemberResponse { member: Some(member_to_pb(member)), user_created: created })
+        })
+        .await
+    }
+
+    async fn get_member(&self, request: Request<pb::GetMemberRequest>) -> Result<Response<pb::GetMemberResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let member = self
+            .tenancy
+            .get_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id).map_err(TenancyError::from)?)
+            .await?;
+        Ok(Response::new(pb::GetMemberResponse { member: Some(member_to_pb(member)) }))
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let (members, next) = self
+            .tenancy
+            .list_members(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?, req.show_removed)
+            .await?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members.into_iter().map(member_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn update_member_roles(
+        &self,
+        request: Request<pb::UpdateMemberRolesRequest>,
+    ) -> Result<Response<pb::UpdateMemberRolesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "UpdateMemberRoles", &req.request_id.clone(), || async {
+            if req.roles.is_empty() {
+                return Err(ValueError::Missing("roles").into());
+            }
+            let member = self
+                .tenancy
+                .update_member_roles(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?, roles(&req.roles)?)
+                .await?;
+            Ok(pb::UpdateMemberRolesResponse { member: Some(member_to_pb(member)) })
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "RemoveMember", &req.request_id.clone(), || async {
+            let member =
+                self.tenancy.remove_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?).await?;
+            Ok(pb::RemoveMemberResponse { member: Some(member_to_pb(member)) })
+        })
+        .await
+    }
+
+    async fn transfer_ownership(
+        &self,
+        request: Request<pb::TransferOwnershipRequest>,
+    ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "TransferOwnership", &req.request_id.clone(), || async {
+            let new_owner = UserId::parse(&req.new_owner_user_id).map_err(|_| TenancyError::InvalidField {
+                field: "new_owner_user_id",
+                message: "new_owner_user_id must be a user id".into(),
+            })?;
+            let (org, new, prev) = self.tenancy.transfer_ownership(&caller, org_id(&req.organization_id)?, new_owner).await?;
+            Ok(pb::TransferOwnershipResponse {
+                organization: Some(org_to_pb(org)),
+                new_owner: Some(member_to_pb(new)),
+                previous_owner: prev.map(member_to_pb),
+            })
+        })
+        .await
+    }
+
+    async fn list_user_organizations(
+        &self,
+        request: Request<pb::ListUserOrganizationsRequest>,
+    ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let user = UserId::parse(&req.user_id).map_err(TenancyError::from)?;
+        let (rows, next) = self.tenancy.list_user_organizations(&caller, user, &page(req.page_size, &req.page_token)?).await?;
+        Ok(Response::new(pb::ListUserOrganizationsResponse {
+            organizations: rows
+                .into_iter()
+                .map(|(o, m)| pb::UserOrganization { organization: Some(org_to_pb(o)), member: Some(member_to_pb(m)) })
+                .collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_seat_usage(
+        &self,
+        request: Request<pb::GetSeatUsageRequest>,
+    ) -> Result<Response<pb::GetSeatUsageResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let usage = self.tenancy.seat_usage(&caller, org_id(&request.into_inner().organization_id)?).await?;
+        Ok(Response::new(pb::GetSeatUsageResponse { usage: Some(usage_to_pb(usage)) }))
+    }
+
+    async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Result<Response<pb::CreateRoleResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "CreateRole", &req.request_id.clone(), || async {
+            let role = self
+                .tenancy
+                .create_role(
+                    &caller,
+                    org_id(&req.organization_id)?,
+                    RoleName::parse(&req.name)?,
+                    &req.description,
+                    permissions(&req.permissions)?,
+                )
+                .await?;
+            Ok(pb::CreateRoleResponse { role: Some(role_to_pb(role)) })
+        })
+        .await
+    }
+
+    async fn list_roles(&self, request: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let (roles, next) =
+            self.tenancy.list_roles(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?).await?;
+        Ok(Response::new(pb::ListRolesResponse { roles: roles.into_iter().map(role_to_pb).collect(), next_page_token: next }))
+    }
+
+    async fn update_role(&self, request: Request<pb::UpdateRoleRequest>) -> Result<Response<pb::UpdateRoleResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "UpdateRole", &req.request_id.clone(), || async {
+            let role = req.role.ok_or(ValueError::Missing("role"))?;
+            let (mut description, mut perms) = (None, None);
+            for path in mask_paths(req.update_mask)? {
+                match path.as_str() {
+                    "description" => description = Some(role.description.clone()),
+                    "permissions" => perms = Some(permissions(&role.permissions)?),
+                    other => {
+                        return Err(TenancyError::InvalidField {
+                            field: "update_mask",
+                            message: format!("{other:?} cannot be updated; use description or permissions"),
+                        })
+                    }
+                }
+            }
+            let updated = self
+                .tenancy
+                .update_role(&caller, org_id(&role.organization_id)?, RoleName::parse(&role.name)?, description, perms)
+                .await?;
+            Ok(pb::UpdateRoleResponse { role: Some(role_to_pb(updated)) })
+        })
+        .await
+    }
+
+    async fn delete_role(&self, request: Request<pb::DeleteRoleRequest>) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "DeleteRole", &req.request_id.clone(), || async {
+            self.tenancy.delete_role(&caller, org_id(&req.organization_id)?, RoleName::parse(&req.name)?).await?;
+            Ok(pb::DeleteRoleResponse {})
+        })
+        .await
+    }
+
+    async fn create_sso_connection(
+        &self,
+        request: Request<pb::CreateSsoConnectionRequest>,
+    ) -> Result<Response<pb::CreateSsoConnectionResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "CreateSsoConnection", &req.request_id.clone(), || async {
+            let kind = match pb::SsoConnectionKind::try_from(req.kind) {
+                Ok(pb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
+                Ok(pb::SsoConnectionKind::Okta) => SsoKind::Okta,
+                Ok(pb::SsoConnectionKind::AzureAd) => SsoKind::AzureAd,
+                Ok(pb::SsoConnectionKind::Oidc) => SsoKind::Oidc,
+                _ => return Err(ValueError::Missing("kind").into()),
+            };
+            let new = NewSsoConnection {
+                kind,
+                issuer: req.issuer.clone(),
+                client_id: req.client_id.clone(),
+                client_secret: (!req.client_secret.is_empty()).then(|| req.client_secret.clone()),
+                hosted_domains: domains(&req.hosted_domains, "hosted_domains")?,
+                tenant_id: req.tenant_id.clone(),
+            };
+            let conn = self.tenancy.create_sso_connection(&caller, org_id(&req.organization_id)?, new).await?;
+            Ok(pb::CreateSsoConnectionResponse { connection: Some(connection_to_pb(conn)) })
+        })
+        .await
+    }
+
+    async fn list_sso_connections(
+        &self,
+        request: Request<pb::ListSsoConnectionsRequest>,
+    ) -> Result<Response<pb::ListSsoConnectionsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let (conns, next) = self
+            .tenancy
+            .list_sso_connections(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?)
+            .await?;
+        Ok(Response::new(pb::ListSsoConnectionsResponse {
+            connections: conns.into_iter().map(connection_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn delete_sso_connection(
+        &self,
+        request: Request<pb::DeleteSsoConnectionRequest>,
+    ) -> Result<Response<pb::DeleteSsoConnectionResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        self.once(&caller, "DeleteSsoConnection", &req.request_id.clone(), || async {
+            let id = ConnectionId::parse(&req.connection_id)?;
+            self.tenancy.delete_sso_connection(&caller, org_id(&req.organization_id)?, id).await?;
+            Ok(pb::DeleteSsoConnectionResponse {})
+        })
+        .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        if req.action.len() > 64 {
+            return Err(TenancyError::from(ValueError::TooLong("action", 64)).into());
+        }
+        let action = (!req.action.is_empty()).then_some(req.action.as_str());
+        let (events, next) = self
+            .tenancy
+            .list_audit_events(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?, action)
+            .await?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events: events
+                .into_iter()
+                .map(|e| pb::AuditEvent {
+                    event_id: e.id.to_string(),
+                    organization_id: e.organization_id.to_string(),
+                    actor: e.actor,
+                    action: e.action,
+                    target: e.target,
+                    create_time: Some(e.created_at.to_proto()),
+                    details: e.details.into_iter().collect(),
+                })
+                .collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn reserve_seat(&self, request: Request<pb::ReserveSeatRequest>) -> Result<Response<pb::ReserveSeatResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let id = if req.reservation_id.is_empty() {
+            None
+        } else {
+            Some(ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?)
+        };
+        let res = self.tenancy.reserve_seat(&caller, org_id(&req.organization_id)?, duration(req.ttl)?, id).await?;
+        Ok(Response::new(pb::ReserveSeatResponse { reservation: Some(reservation_to_pb(res)) }))
+    }
+
+    async fn release_seat(&self, request: Request<pb::ReleaseSeatRequest>) -> Result<Response<pb::ReleaseSeatResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
+        let res = self.tenancy.release_seat(&caller, org_id(&req.organization_id)?, id).await?;
+        Ok(Response::new(pb::ReleaseSeatResponse { reservation: Some(reservation_to_pb(res)) }))
+    }
+
+    async fn claim_seat(&self, request: Request<pb::ClaimSeatRequest>) -> Result<Response<pb::ClaimSeatResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
+        let user = UserId::parse(&req.user_id).map_err(TenancyError::from)?;
+        let (member, already) = self
+            .tenancy
+            .claim_seat(&caller, org_id(&req.organization_id)?, id, user, roles(&req.roles)?, &req.invited_by)
+            .await?;
+        Ok(Response::new(pb::ClaimSeatResponse { member: Some(member_to_pb(member)), already_claimed: already }))
+    }
+
+    async fn resolve_identity(
+        &self,
+        request: Request<pb::ResolveIdentityRequest>,
+    ) -> Result<Response<pb::ResolveIdentityResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let identity = ExternalIdentity {
+            email: if req.email.is_empty() { None } else { Some(Email::parse(&req.email).map_err(TenancyError::from)?) },
+            issuer: req.issuer,
+            subject: req.subject,
+            email_verified: req.email_verified,
+            display_name: req.display_name,
+            connection_id: if req.connection_id.is_empty() {
+                None
+            } else {
+                Some(ConnectionId::parse(&req.connection_id).map_err(TenancyError::from)?)
+            },
+        };
+        let resolved = self.tenancy.resolve_identity(&caller, identity).await?;
+        Ok(Response::new(pb::ResolveIdentityResponse {
+            user: Some(user_to_pb(resolved.user)),
+            user_created: resolved.user_created,
+            identity_linked: resolved.identity_linked,
+        }))
+    }
+}

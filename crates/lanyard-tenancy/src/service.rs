@@ -1,0 +1,528 @@
+//! The tenancy domain service: who may do what, the rules that need no database, and the calls
+//! into the store. It speaks domain types only; the gRPC adapter converts at the edge.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lanyard_core::crypto::SecretBox;
+use lanyard_core::page::Page;
+use lanyard_core::{Caller, ConnectionId, DisplayName, Domain, Email, OrgSlug, OrganizationId, Permission,
+    ReservationId, RoleName, Timestamp, UserId};
+
+use crate::domain::*;
+use crate::error::TenancyError;
+use crate::store::{Change, TenancyStore};
+
+type Result<T, E = TenancyError> = std::result::Result<T, E>;
+
+/// The most allowed domains one organization may have.
+pub const MAX_DOMAINS: usize = 50;
+/// The most metadata entries one organization may have.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// The longest metadata key.
+pub const MAX_METADATA_KEY_LEN: usize = 63;
+/// The longest metadata value.
+pub const MAX_METADATA_VALUE_LEN: usize = 1024;
+/// The largest seat limit.
+pub const MAX_SEAT_LIMIT: u32 = 1_000_000;
+/// The most roles one membership may hold, and permissions one role may grant.
+pub const MAX_ROLES_PER_MEMBER: usize = 20;
+/// The most permissions one custom role may grant.
+pub const MAX_PERMISSIONS_PER_ROLE: usize = 100;
+/// The longest role description.
+pub const MAX_ROLE_DESCRIPTION_LEN: usize = 500;
+/// The shortest and longest seat reservation.
+pub const RESERVATION_TTL_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(30 * 24 * 3600));
+/// A reservation's lifetime when the request names none.
+pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// TenancyService's domain logic.
+#[derive(Clone, Debug)]
+pub struct Tenancy {
+    store: TenancyStore,
+    secrets: SecretBox,
+    allow_http_issuers: bool,
+}
+
+impl Tenancy {
+    /// Builds the service over its store; `secrets` seals SSO client secrets.
+    pub fn new(store: TenancyStore, secrets: SecretBox) -> Self {
+        Self { store, secrets, allow_http_issuers: false }
+    }
+
+    /// Accepts `http://` issuers on loopback (local development and tests only).
+    pub fn allow_http_issuers(mut self, allow: bool) -> Self {
+        self.allow_http_issuers = allow;
+        self
+    }
+
+    /// The store (for health checks and idempotency records).
+    pub fn store(&self) -> &TenancyStore {
+        &self.store
+    }
+
+    async fn org(&self, id: OrganizationId) -> Result<Organization> {
+        self.store.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)
+    }
+
+    /// Requires `permission` in `org`. A member of another organization learns nothing about
+    /// whether `org` exists: it gets the same answer either way.
+    fn require(&self, caller: &Caller, org: OrganizationId, permission: &str) -> Result<()> {
+        caller.require(org, permission).map_err(TenancyError::from)
+    }
+
+    // ----- organizations -------------------------------------------------------------------
+
+    /// Creates an organization (operator only).
+    pub async fn create_organization(
+        &self,
+        caller: &Caller,
+        mut new: NewOrganization,
+        allow_public_domains: bool,
+    ) -> Result<Organization> {
+        caller.require_operator()?;
+        check_seat_limit(new.seat_limit)?;
+        check_metadata(&new.metadata)?;
+        new.allowed_domains.sort();
+        new.allowed_domains.dedup();
+        if new.allowed_domains.len() > MAX_DOMAINS {
+            return Err(too_many("allowed_domains", MAX_DOMAINS));
+        }
+        if !allow_public_domains && new.allowed_domains.iter().any(Domain::is_public_webmail) {
+            return Err(TenancyError::PublicDomainNotAllowed);
+        }
+        self.store.create_organization(&new, &Change::by(caller.actor())).await
+    }
+
+    /// One organization, by id.
+    pub async fn get_organization(&self, caller: &Caller, id: OrganizationId) -> Result<Organization> {
+        self.require(caller, id, "organization:read")?;
+        self.org(id).await
+    }
+
+    /// One organization, by slug.
+    pub async fn get_organization_by_slug(&self, caller: &Caller, slug: &OrgSlug) -> Result<Organization> {
+        let org = self.store.get_organization_by_slug(slug).await?;
+        match org {
+            Some(o) => {
+                self.require(caller, o.id, "organization:read")?;
+                Ok(o)
+            }
+            // Same answer as for an organization the caller may not see.
+            None if caller.is_operator() => Err(TenancyError::OrganizationNotFound),
+            None => Err(TenancyError::Denied(lanyard_core::caller::Denied::WrongOrganization)),
+        }
+    }
+
+    /// A page of organizations (operator only).
+    pub async fn list_organizations(&self, caller: &Caller, page: &Page, show_deleted: bool) -> Result<(Vec<Organization>, String)> {
+        caller.require_operator()?;
+        self.store.list_organizations(page, show_deleted).await
+    }
+
+    /// Updates an organization. The seat limit and the status are the operator's (they are the
+    /// contract); the name and metadata need `organization:write`.
+    pub async fn update_organization(&self, caller: &Caller, id: OrganizationId, patch: OrganizationPatch) -> Result<Organization> {
+        if patch.seat_limit.is_some() || patch.status.is_some() {
+            caller.require_operator()?;
+        } else {
+            self.require(caller, id, "organization:write")?;
+        }
+        if let Some(limit) = patch.seat_limit {
+            check_seat_limit(limit)?;
+        }
+        if let Some(m) = &patch.metadata {
+            check_metadata(m)?;
+        }
+        if patch.status == Some(OrgStatus::Deleted) {
+            return Err(TenancyError::InvalidField {
+                field: "organization.status",
+                message: "use DeleteOrganization to delete".into(),
+            });
+        }
+        self.store.update_organization(id, &patch, &Change::by(caller.actor())).await
+    }
+
+    /// Soft-deletes an organization (operator only).
+    pub async fn delete_organization(&self, caller: &Caller, id: OrganizationId) -> Result<Organization> {
+        caller.require_operator()?;
+        self.store.delete_organization(id, &Change::by(caller.actor())).await
+    }
+
+    /// Adds an allowed domain; public webmail domains only when an operator allows them.
+    pub async fn add_domain(&self, caller: &Caller, id: OrganizationId, domain: Domain, allow_public: bool) -> Result<Organization> {
+        self.require(caller, id, "domains:write")?;
+        if domain.is_public_webmail() && !(allow_public && caller.is_operator()) {
+            return Err(TenancyError::PublicDomainNotAllowed);
+        }
+        if self.org(id).await?.allowed_domains.len() >= MAX_DOMAINS {
+            return Err(too_many("domain", MAX_DOMAINS));
+        }
+        self.store.add_domain(id, &domain, &Change::by(caller.actor())).await
+    }
+
+    /// Removes an allowed domain.
+    pub async fn remove_domain(&self, caller: &Caller, id: OrganizationId, domain: Domain) -> Result<Organization> {
+        self.require(caller, id, "domains:write")?;
+        self.store.remove_domain(id, &domain, &Change::by(caller.actor())).await
+    }
+
+    // ----- members -------------------------------------------------------------------------
+
+    /// Adds a member by email. A member caller may add only addresses in the allowed domains.
+    pub async fn add_member(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        email: Email,
+        roles: Vec<RoleName>,
+        display_name: &str,
+    ) -> Result<(Member, bool)> {
+        self.require(caller, org, "members:write")?;
+        let roles = normalize_roles(roles)?;
+        let name = if display_name.trim().is_empty() {
+            String::new()
+        } else {
+            DisplayName::parse(display_name, "display_name")?.to_string()
+        };
+        let enforce_domains = !caller.is_operator();
+        self.store.add_member(org, &email, &name, &roles, enforce_domains, &Change::by(caller.actor())).await
+    }
+
+    /// One membership; a member may always read its own.
+    pub async fn get_member(&self, caller: &Caller, org: OrganizationId, user: UserId) -> Result<Member> {
+        let own = matches!(caller, Caller::Member(p) if p.user_id == user && p.organization_id == org);
+        if !own {
+            self.require(caller, org, "members:read")?;
+        }
+        self.org(org).await?;
+        self.store.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)
+    }
+
+    /// A page of members.
+    pub async fn list_members(&self, caller: &Caller, org: OrganizationId, page: &Page, show_removed: bool) -> Result<(Vec<Member>, String)> {
+        self.require(caller, org, "members:read")?;
+        self.org(org).await?;
+        self.store.list_members(org, page, show_removed).await
+    }
+
+    /// Replaces a member's roles.
+    pub async fn update_member_roles(&self, caller: &Caller, org: OrganizationId, user: UserId, roles: Vec<RoleName>) -> Result<Member> {
+        self.require(caller, org, "members:write")?;
+        let roles = normalize_roles(roles)?;
+        self.store.update_member_roles(org, user, &roles, &Change::by(caller.actor())).await
+    }
+
+    /// Removes a member.
+    pub async fn remove_member(&self, caller: &Caller, org: OrganizationId, user: UserId) -> Result<Member> {
+        self.require(caller, org, "members:write")?;
+        self.store.remove_member(org, user, &Change::by(caller.actor())).await
+    }
+
+    /// Transfers ownership: the owner (who alone holds `ownership:transfer`) or an operator.
+    pub async fn transfer_ownership(&self, caller: &Caller, org: OrganizationId, new_owner: UserId) -> Result<(Organization, Member, Option<Member>)> {
+        self.require(caller, org, "ownership:transfer")?;
+        self.store.transfer_ownership(org, new_owner, &Change::by(caller.actor())).await
+    }
+
+    /// A user's organizations: the user itself, or an operator.
+    pub async fn list_user_organizations(&self, caller: &Caller, user: UserId, page: &Page) -> Result<(Vec<(Organization, Member)>, String)> {
+        let own = matches!(caller, Caller::Member(p) if p.user_id == user);
+        if !own {
+            caller.require_operator()?;
+        }
+        if self.store.get_user(user).await?.is_none() {
+            return Err(TenancyError::UserNotFound);
+        }
+        self.store.list_user_organizations(user, page).await
+    }
+
+    /// Seat usage.
+    pub async fn seat_usage(&self, caller: &Caller, org: OrganizationId) -> Result<SeatUsage> {
+        self.require(caller, org, "seats:read")?;
+        self.store.seat_usage(org).await
+    }
+
+    // ----- roles ---------------------------------------------------------------------------
+
+    /// Creates a custom role.
+    pub async fn create_role(&self, caller: &Caller, org: OrganizationId, name: RoleName, description: &str, permissions: Vec<Permission>) -> Result<Role> {
+        self.require(caller, org, "roles:write")?;
+        check_role_fields(description, &permissions)?;
+        let role = Role {
+            organization_id: Some(org),
+            name,
+            description: description.trim().to_owned(),
+            permissions: dedup(permissions),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        };
+        self.store.create_role(org, &role, &Change::by(caller.actor())).await
+    }
+
+    /// Built-in and custom roles.
+    pub async fn list_roles(&self, caller: &Caller, org: OrganizationId, page: &Page) -> Result<(Vec<Role>, String)> {
+        self.require(caller, org, "roles:read")?;
+        self.org(org).await?;
+        self.store.list_roles(org, page).await
+    }
+
+    /// Updates a custom role's description and/or permissions.
+    pub async fn update_role(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        name: RoleName,
+        description: Option<String>,
+        permissions: Option<Vec<Permission>>,
+    ) -> Result<Role> {
+        self.require(caller, org, "roles:write")?;
+        check_role_fields(description.as_deref().unwrap_or_default(), permissions.as_deref().unwrap_or_default())?;
+        let permissions = permissions.map(dedup);
+        let description = description.map(|d| d.trim().to_owned());
+        self.store
+            .update_role(org, &name, description.as_deref(), permissions.as_deref(), &Change::by(caller.actor()))
+            .await
+    }
+
+    /// Deletes a custom role that no member holds.
+    pub async fn delete_role(&self, caller: &Caller, org: OrganizationId, name: RoleName) -> Result<()> {
+        self.require(caller, org, "roles:write")?;
+        self.store.delete_role(org, &name, &Change::by(caller.actor())).await
+    }
+
+    // ----- SSO connections -----------------------------------------------------------------
+
+    /// Creates an SSO connection, checking the fields its kind needs.
+    pub async fn create_sso_connection(&self, caller: &Caller, org: OrganizationId, mut new: NewSsoConnection) -> Result<SsoConnection> {
+        self.require(caller, org, "connections:write")?;
+        check_issuer(&new.issuer, self.allow_http_issuers)?;
+        let client_id = new.client_id.trim();
+        if client_id.is_empty() {
+            return Err(lanyard_core::ValueError::Missing("client_id").into());
+        }
+        if client_id.len() > 255 || client_id.chars().any(char::is_control) {
+            return Err(lanyard_core::ValueError::TooLong("client_id", 255).into());
+        }
+        new.client_id = client_id.to_owned();
+        if new.client_secret.as_deref().is_some_and(|s| s.len() > 4096) {
+            return Err(lanyard_core::ValueError::TooLong("client_secret", 4096).into());
+        }
+        new.hosted_domains.sort();
+        new.hosted_domains.dedup();
+        if new.hosted_domains.len() > MAX_DOMAINS {
+            return Err(too_many("hosted_domains", MAX_DOMAINS));
+        }
+        match new.kind {
+            SsoKind::GoogleWorkspace if new.hosted_domains.is_empty() => {
+                return Err(TenancyError::InvalidField {
+                    field: "hosted_domains",
+                    message: "a Google Workspace connection needs at least one hosted domain".into(),
+                })
+            }
+            SsoKind::AzureAd => {
+                let t = new.tenant_id.trim().to_ascii_lowercase();
+                let ok = !t.is_empty() && t.len() <= 64 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    return Err(TenancyError::InvalidField {
+                        field: "tenant_id",
+                        message: "an Entra ID connection needs its tenant id".into(),
+                    });
+                }
+                new.tenant_id = t;
+            }
+            _ => {}
+        }
+        self.store.create_sso_connection(org, &new, &self.secrets, &Change::by(caller.actor())).await
+    }
+
+    /// A page of SSO connections.
+    pub async fn list_sso_connections(&self, caller: &Caller, org: OrganizationId, page: &Page) -> Result<(Vec<SsoConnection>, String)> {
+        self.require(caller, org, "connections:read")?;
+        self.org(org).await?;
+        self.store.list_sso_connections(org, page).await
+    }
+
+    /// Deletes an SSO connection.
+    pub async fn delete_sso_connection(&self, caller: &Caller, org: OrganizationId, id: ConnectionId) -> Result<()> {
+        self.require(caller, org, "connections:write")?;
+        self.store.delete_sso_connection(org, id, &Change::by(caller.actor())).await
+    }
+
+    /// A page of audit events.
+    pub async fn list_audit_events(&self, caller: &Caller, org: OrganizationId, page: &Page, action: Option<&str>) -> Result<(Vec<crate::domain::AuditEvent>, String)> {
+        self.require(caller, org, "audit:read")?;
+        self.org(org).await?;
+        self.store.list_audit_events(org, page, action).await
+    }
+
+    // ----- internal ------------------------------------------------------------------------
+
+    /// Reserves a seat (service keys only).
+    pub async fn reserve_seat(&self, caller: &Caller, org: OrganizationId, ttl: Option<Duration>, id: Option<ReservationId>) -> Result<Reservation> {
+        caller.require_service()?;
+        let ttl = ttl.unwrap_or(DEFAULT_RESERVATION_TTL);
+        if ttl < RESERVATION_TTL_BOUNDS.0 || ttl > RESERVATION_TTL_BOUNDS.1 {
+            return Err(TenancyError::InvalidField { field: "ttl", message: "ttl must be between 1 minute and 30 days".into() });
+        }
+        let change = Change::by(caller.actor());
+        let expires = change.at.plus(ttl);
+        self.store.reserve_seat(org, id.unwrap_or_default(), expires, &change).await
+    }
+
+    /// Releases a seat (service keys only).
+    pub async fn release_seat(&self, caller: &Caller, org: OrganizationId, id: ReservationId) -> Result<Reservation> {
+        caller.require_service()?;
+        self.store.release_seat(org, id, &Change::by(caller.actor())).await
+    }
+
+    /// Claims a seat (service keys only).
+    pub async fn claim_seat(&self, caller: &Caller, org: OrganizationId, id: ReservationId, user: UserId, roles: Vec<RoleName>, invited_by: &str) -> Result<(Member, bool)> {
+        caller.require_service()?;
+        let roles = normalize_roles(roles)?;
+        if invited_by.len() > 255 {
+            return Err(lanyard_core::ValueError::TooLong("invited_by", 255).into());
+        }
+        self.store.claim_seat(org, id, user, &roles, invited_by, &Change::by(caller.actor())).await
+    }
+
+    /// Finds or creates the user of an external identity (service keys only).
+    pub async fn resolve_identity(&self, caller: &Caller, identity: ExternalIdentity) -> Result<ResolvedIdentity> {
+        caller.require_service()?;
+        for (field, value) in [("issuer", &identity.issuer), ("subject", &identity.subject)] {
+            if value.trim().is_empty() {
+                return Err(lanyard_core::ValueError::Missing(field).into());
+            }
+            if value.len() > 1024 {
+                return Err(lanyard_core::ValueError::TooLong(field, 1024).into());
+            }
+        }
+        if identity.display_name.chars().count() > lanyard_core::values::MAX_DISPLAY_NAME_LEN {
+            return Err(lanyard_core::ValueError::TooLong("display_name", lanyard_core::values::MAX_DISPLAY_NAME_LEN).into());
+        }
+        self.store.resolve_identity(&identity, &Change::by(caller.actor())).await
+    }
+}
+
+fn too_many(field: &'static str, max: usize) -> TenancyError {
+    TenancyError::InvalidField { field, message: format!("at most {max} allowed") }
+}
+
+fn check_seat_limit(limit: u32) -> Result<()> {
+    if limit == 0 || limit > MAX_SEAT_LIMIT {
+        return Err(TenancyError::InvalidField {
+            field: "seat_limit",
+            message: format!("seat_limit must be between 1 and {MAX_SEAT_LIMIT}"),
+        });
+    }
+    Ok(())
+}
+
+fn check_metadata(m: &BTreeMap<String, String>) -> Result<()> {
+    if m.len() > MAX_METADATA_ENTRIES {
+        return Err(too_many("metadata", MAX_METADATA_ENTRIES));
+    }
+    for (k, v) in m {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_METADATA_KEY_LEN
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+        if !key_ok {
+            return Err(TenancyError::InvalidField {
+                field: "metadata",
+                message: format!("metadata keys are 1 to {MAX_METADATA_KEY_LEN} characters of [A-Za-z0-9_.-/]"),
+            });
+        }
+        if v.len() > MAX_METADATA_VALUE_LEN {
+            return Err(TenancyError::InvalidField {
+                field: "metadata",
+                message: format!("metadata values are at most {MAX_METADATA_VALUE_LEN} bytes"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn normalize_roles(roles: Vec<RoleName>) -> Result<Vec<RoleName>> {
+    let roles = if roles.is_empty() { vec![RoleName::member()] } else { dedup(roles) };
+    if roles.len() > MAX_ROLES_PER_MEMBER {
+        return Err(too_many("roles", MAX_ROLES_PER_MEMBER));
+    }
+    Ok(roles)
+}
+
+fn dedup<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn check_role_fields(description: &str, permissions: &[Permission]) -> Result<()> {
+    if description.chars().count() > MAX_ROLE_DESCRIPTION_LEN {
+        return Err(lanyard_core::ValueError::TooLong("description", MAX_ROLE_DESCRIPTION_LEN).into());
+    }
+    if permissions.len() > MAX_PERMISSIONS_PER_ROLE {
+        return Err(too_many("permissions", MAX_PERMISSIONS_PER_ROLE));
+    }
+    Ok(())
+}
+
+/// An issuer is an absolute `https` URL without query or fragment; `http` only on loopback and
+/// only when allowed.
+fn check_issuer(issuer: &str, allow_http_loopback: bool) -> Result<()> {
+    let bad = |message: &str| TenancyError::InvalidField { field: "issuer", message: message.to_owned() };
+    if issuer.is_empty() {
+        return Err(lanyard_core::ValueError::Missing("issuer").into());
+    }
+    if issuer.len() > 2048 {
+        return Err(lanyard_core::ValueError::TooLong("issuer", 2048).into());
+    }
+    if issuer.contains(['?', '#', ' ']) || issuer.chars().any(char::is_control) {
+        return Err(bad("the issuer must be a URL without query or fragment"));
+    }
+    let (scheme, rest) = issuer.split_once("://").ok_or_else(|| bad("the issuer must be an absolute URL"))?;
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(bad("the issuer must name a host"));
+    }
+    match scheme {
+        "https" => Ok(()),
+        "http" if allow_http_loopback && matches!(host, "127.0.0.1" | "localhost") => Ok(()),
+        _ => Err(bad("the issuer must use https")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuers() {
+        assert!(check_issuer("https://accounts.google.com", false).is_ok());
+        assert!(check_issuer("https://login.microsoftonline.com/tid/v2.0", false).is_ok());
+        assert!(check_issuer("http://127.0.0.1:8080", false).is_err());
+        assert!(check_issuer("http://127.0.0.1:8080", true).is_ok());
+        assert!(check_issuer("http://evil.example", true).is_err());
+        assert!(check_issuer("https://x.example/?a=b", false).is_err());
+        assert!(check_issuer("accounts.google.com", false).is_err());
+        assert!(check_issuer("", false).is_err());
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let mut m = BTreeMap::new();
+        m.insert("crm/id".to_owned(), "42".to_owned());
+        assert!(check_metadata(&m).is_ok());
+        m.insert("bad key".to_owned(), "x".to_owned());
+        assert!(check_metadata(&m).is_err());
+        let big: BTreeMap<String, String> = (0..=MAX_METADATA_ENTRIES).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(check_metadata(&big).is_err());
+    }
+
+    #[test]
+    fn roles_default_to_member() {
+        assert_eq!(normalize_roles(vec![]).unwrap(), vec![RoleName::member()]);
+        let twice = vec![RoleName::admin(), RoleName::admin()];
+        assert_eq!(normalize_roles(twice).unwrap(), vec![RoleName::admin()]);
+    }
+}

