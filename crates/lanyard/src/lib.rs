@@ -1,1 +1,10 @@
-//! placeholder
+//! The `lanyard` binary's library: settings, the server application, telemetry and the CLI.
+//! `main.rs` only wires these together.
+
+pub mod app;
+pub mod cli;
+pub mod settings;
+pub mod telemetry;
+
+pub use app::{Application, ServiceName};
+pub use settings::Settings;

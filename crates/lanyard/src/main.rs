@@ -1,1 +1,17 @@
-fn main() {}
+//! `lanyard`: sets up telemetry, loads settings, then serves, migrates or runs an operator command.
+
+use clap::Parser;
+use lanyard::cli::{Cli, Command};
+use lanyard::{telemetry, Application, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref())?;
+    telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Serve { services } => Application::build(settings, &services).await?.run_until_stopped().await,
+        Command::Migrate { services } => lanyard::app::migrate(&settings, &services).await,
+        other => lanyard::cli::run_operator(other, &settings.data_dir).await,
+    }
+}

@@ -1,0 +1,245 @@
+//! Builds and runs the gRPC server: the selected services, gRPC health and reflection, a
+//! tracing span per RPC, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use lanyard_core::crypto::SecretBox;
+use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::{ApiKeys, Authenticator};
+use lanyard_proto::tenancy::v1::tenancy_service_server::TenancyServiceServer;
+use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::server::HealthReporter;
+
+use crate::settings::Settings;
+
+/// A service the binary can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    /// Organizations, members, roles, seats.
+    Tenancy,
+    /// Invitations and their emails.
+    Invitation,
+    /// Sessions and tokens.
+    Token,
+}
+
+impl ServiceName {
+    /// Every service, for the all-in-one process.
+    pub const ALL: [ServiceName; 3] = [ServiceName::Tenancy, ServiceName::Invitation, ServiceName::Token];
+
+    /// The service's name in file names, schemas and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenancy => "tenancy",
+            Self::Invitation => "invitation",
+            Self::Token => "token",
+        }
+    }
+
+    /// The fully-qualified gRPC service name, as gRPC health reports it.
+    pub fn grpc_name(self) -> &'static str {
+        match self {
+            Self::Tenancy => "lanyard.tenancy.v1.TenancyService",
+            Self::Invitation => "lanyard.invitation.v1.InvitationService",
+            Self::Token => "lanyard.token.v1.TokenService",
+        }
+    }
+}
+
+/// File names in the data directory of the embedded default.
+pub const OPERATOR_KEY_FILE: &str = "operator.key";
+/// The generated service key.
+pub const SERVICE_KEY_FILE: &str = "service.key";
+/// The generated key-encryption key.
+pub const ENCRYPTION_KEY_FILE: &str = "encryption.key";
+
+/// A built server, bound and migrated, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: tonic::transport::server::Router<
+        tower::layer::util::Stack<crate::telemetry::RpcTraceLayer, tower::layer::util::Identity>,
+    >,
+    health: HealthReporter,
+    services: Vec<ServiceName>,
+    grace: Duration,
+}
+
+/// Opens (and migrates) the tenancy database.
+pub async fn tenancy_store(settings: &Settings) -> anyhow::Result<TenancyStore> {
+    if settings.is_embedded() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+    }
+    let db = Database::connect(&DatabaseConfig {
+        url: settings.database_url_for("tenancy"),
+        schema: "tenancy".into(),
+        max_connections: settings.database_max_connections,
+    })
+    .await
+    .context("connecting to the tenancy database")?;
+    let store = TenancyStore::new(db);
+    store.migrate().await.context("migrating the tenancy database")?;
+    Ok(store)
+}
+
+/// The configured API keys; the embedded default generates an operator and a service key in the
+/// data directory when none are configured, so a fresh `lanyard serve` can be used at once.
+pub fn api_keys(settings: &Settings) -> anyhow::Result<ApiKeys> {
+    let mut operators: Vec<String> = settings.operator_keys.iter().map(|k| k.expose_secret().to_owned()).collect();
+    let mut services: Vec<String> = settings.service_keys.iter().map(|k| k.expose_secret().to_owned()).collect();
+    if settings.is_embedded() {
+        if operators.is_empty() {
+            operators.push(read_or_create_key(&settings.data_dir.join(OPERATOR_KEY_FILE))?);
+        }
+        if services.is_empty() {
+            services.push(read_or_create_key(&settings.data_dir.join(SERVICE_KEY_FILE))?);
+        }
+    } else if operators.is_empty() && services.is_empty() {
+        anyhow::bail!("no API keys configured: set LANYARD_OPERATOR_KEYS and LANYARD_SERVICE_KEYS");
+    }
+    ApiKeys::new(operators.iter().map(String::as_str), services.iter().map(String::as_str)).map_err(anyhow::Error::msg)
+}
+
+fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(k) => Ok(k.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = format!("lny_{}", lanyard_core::crypto::random_token(32));
+            lanyard_core::crypto::write_private(path, &key)?;
+            tracing::info!(path = %path.display(), "generated an API key for the embedded default");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The key-encryption key: configured, or (embedded default) a generated file.
+pub fn secret_box(settings: &Settings) -> anyhow::Result<SecretBox> {
+    match &settings.encryption_key {
+        Some(k) => SecretBox::from_base64(k.expose_secret()).context("LANYARD_ENCRYPTION_KEY"),
+        None if settings.is_embedded() => {
+            SecretBox::load_or_create(&settings.data_dir.join(ENCRYPTION_KEY_FILE)).context("the encryption key file")
+        }
+        None => anyhow::bail!("LANYARD_ENCRYPTION_KEY is required with LANYARD_DATABASE_URL"),
+    }
+}
+
+impl Application {
+    /// Binds the listener, connects and migrates the databases, and assembles the server.
+    pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Self> {
+        let services: Vec<ServiceName> = if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(lanyard_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("building gRPC reflection")?;
+        let auth = Authenticator::new(api_keys(&settings)?);
+        let mut router = tonic::transport::Server::builder()
+            .layer(crate::telemetry::RpcTraceLayer)
+            .add_service(health_service)
+            .add_service(reflection);
+        for service in &services {
+            match service {
+                ServiceName::Tenancy => {
+                    let store = tenancy_store(&settings).await?;
+                    let tenancy = Tenancy::new(store, secret_box(&settings)?).allow_http_issuers(settings.allow_http_issuers);
+                    router = router.add_service(TenancyGrpc::new(tenancy, auth.clone()).into_server());
+                    health.set_serving::<TenancyServiceServer<TenancyGrpc>>().await;
+                }
+                ServiceName::Invitation | ServiceName::Token => {
+                    // Not implemented in this release: its RPCs answer UNIMPLEMENTED and its health
+                    // says NOT_SERVING, so no probe mistakes it for a working service.
+                    tracing::warn!(service = service.as_str(), "this service is not implemented yet");
+                    health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
+                }
+            }
+        }
+        Ok(Self { listener, router, health, services, grace: Duration::from_secs(settings.shutdown_grace_seconds) })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound TCP listener has an address")
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
+    /// in-flight RPCs finish within the grace period.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self { listener, router, health, services, grace } = self;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; finishing in-flight RPCs");
+            for service in services {
+                health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
+            }
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            let _ = stop_tx.send(());
+        };
+        let incoming = TcpListenerStream::new(listener);
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
+        tokio::pin!(serve);
+        tokio::select! {
+            res = &mut serve => res.context("serving gRPC")?,
+            _ = async { let _ = stop_rx.await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "in-flight RPCs did not finish within the grace period");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Runs the migrations of the selected services and returns.
+pub async fn migrate(settings: &Settings, services: &[ServiceName]) -> anyhow::Result<()> {
+    let services: Vec<ServiceName> = if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
+    for service in services {
+        match service {
+            ServiceName::Tenancy => {
+                tenancy_store(settings).await?;
+            }
+            ServiceName::Invitation | ServiceName::Token => {
+                tracing::info!(service = service.as_str(), "no migrations yet");
+            }
+        }
+        tracing::info!(service = service.as_str(), "migrated");
+    }
+    Ok(())
+}

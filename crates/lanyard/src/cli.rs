@@ -1,0 +1,413 @@
+//! The command line: `serve`, `migrate`, and operator commands that call the gRPC API and print
+//! tables (or JSON with `--json`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use lanyard_core::OrganizationId;
+use lanyard_proto::tenancy::v1 as pb;
+use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
+use serde_json::json;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+use crate::app::{ServiceName, OPERATOR_KEY_FILE};
+
+/// Lanyard: organizations, seats, invitations and session tokens for B2B SaaS.
+#[derive(Debug, Parser)]
+#[command(name = "lanyard", version, about)]
+pub struct Cli {
+    /// A settings file (TOML); `LANYARD_*` variables override it.
+    #[arg(long, global = true, env = "LANYARD_CONFIG_FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the services (all three unless `--service` narrows it).
+    Serve {
+        /// Run only these services (repeatable).
+        #[arg(long = "service", value_enum)]
+        services: Vec<ServiceName>,
+    },
+    /// Run database migrations and exit.
+    Migrate {
+        /// Migrate only these services (repeatable).
+        #[arg(long = "service", value_enum)]
+        services: Vec<ServiceName>,
+    },
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage members.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Show seat usage.
+    #[command(subcommand)]
+    Seats(SeatsCommand),
+}
+
+/// How operator commands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct Remote {
+    /// The server's gRPC address.
+    #[arg(long, env = "LANYARD_ENDPOINT", default_value = "http://127.0.0.1:50051", global = true)]
+    pub endpoint: String,
+    /// An operator API key; defaults to the embedded default's generated key in the data directory.
+    #[arg(long, env = "LANYARD_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `lanyard org ...`
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization.
+    Create {
+        /// Unique slug, lowercase [a-z0-9-]{2,63}.
+        #[arg(long)]
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Seat limit.
+        #[arg(long)]
+        seats: i32,
+        /// Allowed email domain (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        /// Make this email the owner.
+        #[arg(long)]
+        owner_email: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one organization (by id or slug).
+    Show {
+        /// Id or slug.
+        org: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List organizations.
+    List {
+        /// Include deleted organizations.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `lanyard member ...`
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a member by email.
+    Add {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The member's email.
+        #[arg(long)]
+        email: String,
+        /// Role (repeatable; default member).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List members.
+    List {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a member.
+    Remove {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The member's user id.
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `lanyard seats ...`
+#[derive(Debug, Subcommand)]
+pub enum SeatsCommand {
+    /// Show seat usage of an organization.
+    Show {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+type Client = TenancyServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+async fn connect(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<Client> {
+    let key = match &remote.api_key {
+        Some(k) => k.clone(),
+        None => std::fs::read_to_string(data_dir.join(OPERATOR_KEY_FILE))
+            .map(|k| k.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "no API key: pass --api-key or set LANYARD_API_KEY (the embedded default writes one to {})",
+                    data_dir.join(OPERATOR_KEY_FILE).display()
+                )
+            })?,
+    };
+    let channel = Channel::from_shared(remote.endpoint.clone())
+        .context("invalid --endpoint")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", remote.endpoint))?;
+    let header = MetadataValue::try_from(format!("Bearer {key}")).context("the API key is not valid header text")?;
+    Ok(TenancyServiceClient::with_interceptor(channel, Bearer(header)))
+}
+
+async fn resolve_org(client: &mut Client, org: &str) -> anyhow::Result<String> {
+    if OrganizationId::parse(org).is_ok() {
+        return Ok(org.to_owned());
+    }
+    let found = client
+        .get_organization(pb::GetOrganizationRequest { key: Some(pb::get_organization_request::Key::Slug(org.to_owned())) })
+        .await
+        .map_err(status_error)?;
+    Ok(found.into_inner().organization.map(|o| o.organization_id).unwrap_or_default())
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    let reason = lanyard_core::status::reason_of(&s).unwrap_or_default();
+    anyhow::anyhow!("{:?}: {} {}", s.code(), s.message(), if reason.is_empty() { String::new() } else { format!("({reason})") })
+}
+
+fn org_json(o: &pb::Organization) -> serde_json::Value {
+    json!({
+        "organization_id": o.organization_id, "slug": o.slug, "display_name": o.display_name,
+        "seat_limit": o.seat_limit, "allowed_domains": o.allowed_domains,
+        "status": status_name(o.status), "owner_user_id": o.owner_user_id, "metadata": o.metadata,
+    })
+}
+
+fn status_name(s: i32) -> &'static str {
+    match pb::OrganizationStatus::try_from(s) {
+        Ok(pb::OrganizationStatus::Active) => "active",
+        Ok(pb::OrganizationStatus::Suspended) => "suspended",
+        Ok(pb::OrganizationStatus::Deleted) => "deleted",
+        _ => "unknown",
+    }
+}
+
+fn member_json(m: &pb::Member) -> serde_json::Value {
+    let status = if m.status == pb::MembershipStatus::Active as i32 { "active" } else { "removed" };
+    json!({
+        "user_id": m.user_id, "email": m.email, "roles": m.roles, "status": status, "version": m.version,
+    })
+}
+
+/// Prints rows as an aligned table.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn print(remote: &Remote, value: serde_json::Value, headers: &[&str], rows: Vec<Vec<String>>) {
+    if remote.json {
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        table(headers, rows);
+    }
+}
+
+const ORG_HEADERS: [&str; 6] = ["id", "slug", "name", "seats", "domains", "status"];
+
+fn org_row(o: &pb::Organization) -> Vec<String> {
+    vec![
+        o.organization_id.clone(),
+        o.slug.clone(),
+        o.display_name.clone(),
+        o.seat_limit.to_string(),
+        o.allowed_domains.join(","),
+        status_name(o.status).to_owned(),
+    ]
+}
+
+const MEMBER_HEADERS: [&str; 5] = ["user_id", "email", "roles", "status", "version"];
+
+fn member_row(m: &pb::Member) -> Vec<String> {
+    let v = member_json(m);
+    vec![
+        m.user_id.clone(),
+        m.email.clone(),
+        m.roles.join(","),
+        v["status"].as_str().unwrap_or_default().to_owned(),
+        m.version.to_string(),
+    ]
+}
+
+/// Runs an operator command.
+pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    match command {
+        Command::Org(OrgCommand::Create { slug, name, seats, domains, owner_email, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let org = c
+                .create_organization(pb::CreateOrganizationRequest {
+                    slug,
+                    display_name: name,
+                    seat_limit: seats,
+                    allowed_domains: domains,
+                    owner_email: owner_email.unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .organization
+                .unwrap_or_default();
+            print(&remote, org_json(&org), &ORG_HEADERS, vec![org_row(&org)]);
+        }
+        Command::Org(OrgCommand::Show { org, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let key = if OrganizationId::parse(&org).is_ok() {
+                pb::get_organization_request::Key::OrganizationId(org)
+            } else {
+                pb::get_organization_request::Key::Slug(org)
+            };
+            let org = c
+                .get_organization(pb::GetOrganizationRequest { key: Some(key) })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .organization
+                .unwrap_or_default();
+            print(&remote, org_json(&org), &ORG_HEADERS, vec![org_row(&org)]);
+        }
+        Command::Org(OrgCommand::List { all, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let mut orgs = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = c
+                    .list_organizations(pb::ListOrganizationsRequest { page_size: 500, page_token: token, show_deleted: all })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                orgs.extend(page.organizations);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let value = serde_json::Value::Array(orgs.iter().map(org_json).collect());
+            print(&remote, value, &ORG_HEADERS, orgs.iter().map(org_row).collect());
+        }
+        Command::Member(MemberCommand::Add { org, email, roles, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let m = c
+                .add_member(pb::AddMemberRequest { organization_id, email, roles, ..Default::default() })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .member
+                .unwrap_or_default();
+            print(&remote, member_json(&m), &MEMBER_HEADERS, vec![member_row(&m)]);
+        }
+        Command::Member(MemberCommand::List { org, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let mut members = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = c
+                    .list_members(pb::ListMembersRequest {
+                        organization_id: organization_id.clone(),
+                        page_size: 500,
+                        page_token: token,
+                        show_removed: false,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                members.extend(page.members);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let value = serde_json::Value::Array(members.iter().map(member_json).collect());
+            print(&remote, value, &MEMBER_HEADERS, members.iter().map(member_row).collect());
+        }
+        Command::Member(MemberCommand::Remove { org, user, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let m = c
+                .remove_member(pb::RemoveMemberRequest { organization_id, user_id: user, ..Default::default() })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .member
+                .unwrap_or_default();
+            print(&remote, member_json(&m), &MEMBER_HEADERS, vec![member_row(&m)]);
+        }
+        Command::Seats(SeatsCommand::Show { org, remote }) => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let u = c
+                .get_seat_usage(pb::GetSeatUsageRequest { organization_id })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .usage
+                .unwrap_or_default();
+            let value = json!({"organization_id": u.organization_id, "seat_limit": u.seat_limit,
+                "active": u.active, "reserved": u.reserved, "available": u.available});
+            print(&remote, value, &["limit", "active", "reserved", "available"], vec![vec![
+                u.seat_limit.to_string(),
+                u.active.to_string(),
+                u.reserved.to_string(),
+                u.available.to_string(),
+            ]]);
+        }
+        Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
+    }
+    Ok(())
+}

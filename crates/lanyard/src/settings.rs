@@ -1,0 +1,189 @@
+//! Typed settings: defaults, then an optional file (`LANYARD_CONFIG_FILE` or `--config`), then
+//! `LANYARD_*` environment variables. Secret fields are wrapped so they never print.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable text, for development.
+    #[default]
+    Text,
+    /// One JSON object per line, for production.
+    Json,
+}
+
+/// Every setting of the `lanyard` binary.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// gRPC listen address (`LANYARD_LISTEN_ADDR`).
+    pub listen_addr: SocketAddr,
+    /// Where the embedded default keeps its SQLite files and generated keys (`LANYARD_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `postgres://...` for production; unset means SQLite files in `data_dir` (`LANYARD_DATABASE_URL`).
+    pub database_url: Option<SecretString>,
+    /// `redis://...`; unset means the in-process cache (`LANYARD_REDIS_URL`).
+    pub redis_url: Option<SecretString>,
+    /// Operator API keys, comma-separated in the environment (`LANYARD_OPERATOR_KEYS`).
+    pub operator_keys: Vec<SecretString>,
+    /// Service API keys, comma-separated in the environment (`LANYARD_SERVICE_KEYS`).
+    pub service_keys: Vec<SecretString>,
+    /// Base64 of the 32-byte key-encryption key (`LANYARD_ENCRYPTION_KEY`); the embedded default
+    /// creates one in `data_dir`.
+    pub encryption_key: Option<SecretString>,
+    /// `text` or `json` (`LANYARD_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Accept `http://` SSO issuers on loopback: local development and tests only.
+    pub allow_http_issuers: bool,
+    /// Pool size per service database.
+    pub database_max_connections: u32,
+    /// How long in-flight RPCs may take to finish after SIGTERM, in seconds.
+    pub shutdown_grace_seconds: u64,
+    /// Address of the tenancy service, when it runs in another process (`LANYARD_TENANCY_URL`).
+    pub tenancy_url: Option<String>,
+    /// Address of the invitation service, when it runs in another process.
+    pub invitation_url: Option<String>,
+    /// Address of the token service, when it runs in another process.
+    pub token_url: Option<String>,
+    /// Prometheus metrics address (`LANYARD_METRICS_ADDR`), when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The token service's HTTP address for JWKS (`LANYARD_HTTP_ADDR`), when enabled.
+    pub http_addr: Option<SocketAddr>,
+    /// The settings file that was read, if any (`LANYARD_CONFIG_FILE`).
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            redis_url: None,
+            operator_keys: Vec::new(),
+            service_keys: Vec::new(),
+            encryption_key: None,
+            log_format: LogFormat::Text,
+            allow_http_issuers: false,
+            database_max_connections: 10,
+            shutdown_grace_seconds: 20,
+            tenancy_url: None,
+            invitation_url: None,
+            token_url: None,
+            metrics_addr: None,
+            http_addr: None,
+            config_file: None,
+        }
+    }
+}
+
+/// The environment variables read as comma-separated lists.
+const LIST_KEYS: [&str; 2] = ["operator_keys", "service_keys"];
+
+impl Settings {
+    /// Loads defaults, then the file (explicit, or `LANYARD_CONFIG_FILE`), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, config::ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, config::ConfigError> {
+        let env: std::collections::HashMap<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("LANYARD_")).collect();
+        let file = file.map(Path::to_path_buf).or_else(|| env.get("LANYARD_CONFIG_FILE").map(PathBuf::from));
+        let mut builder = config::Config::builder();
+        if let Some(path) = &file {
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+        let mut environment = config::Environment::with_prefix("LANYARD").list_separator(",").source(Some(env));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.config_file = file;
+        Ok(settings)
+    }
+
+    /// Whether this runs on the embedded default (SQLite, no server installed).
+    pub fn is_embedded(&self) -> bool {
+        self.database_url.is_none()
+    }
+
+    /// The database URL of one service: the configured Postgres URL, or its own SQLite file.
+    pub fn database_url_for(&self, service: &str) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join(format!("{service}.db")).display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_then_environment() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.listen_addr.port(), 50051);
+        assert!(s.is_embedded());
+        assert!(s.database_url_for("tenancy").ends_with("tenancy.db?mode=rwc"));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_LISTEN_ADDR", "0.0.0.0:6000"),
+                ("LANYARD_OPERATOR_KEYS", "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb"),
+                ("LANYARD_DATABASE_URL", "postgres://u:pw@db/lanyard"),
+                ("LANYARD_LOG_FORMAT", "json"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen_addr.port(), 6000);
+        assert_eq!(s.operator_keys.len(), 2);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.database_url_for("tenancy"), "postgres://u:pw@db/lanyard");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::load_from(
+            None,
+            env(&[("LANYARD_DATABASE_URL", "postgres://u:hunter2@db/x"), ("LANYARD_OPERATOR_KEYS", "topsecretkey12345")]),
+        )
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("topsecretkey12345"), "{printed}");
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        assert!(Settings::load_from(None, env(&[("LANYARD_LISTEN_ADRESS", "x")])).is_err());
+    }
+
+    #[test]
+    fn reads_a_file_under_the_environment() {
+        let dir = std::env::temp_dir().join(format!("lanyard-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("lanyard.toml");
+        std::fs::write(&path, "listen_addr = \"127.0.0.1:7000\"\ndata_dir = \"/var/lib/lanyard\"\n").unwrap();
+        let s = Settings::load_from(Some(&path), env(&[("LANYARD_LISTEN_ADDR", "127.0.0.1:7001")])).unwrap();
+        assert_eq!(s.listen_addr.port(), 7001);
+        assert_eq!(s.data_dir, PathBuf::from("/var/lib/lanyard"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
