@@ -1,1 +1,284 @@
-//! Test support.
+//! Test support: start the real `lanyard` server on 127.0.0.1:0 against a fresh database (a new
+//! SQLite file, or a new Postgres database), and hand out typed gRPC clients.
+//!
+//! Postgres tests need a server at `LANYARD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). They never skip themselves: `make test` leaves
+//! them out, and says so, when no server answers and `CI` is not set.
+
+use std::sync::Once;
+
+use base64::Engine;
+use lanyard::{Application, ServiceName, Settings};
+use lanyard_core::db::{Backend, Database, DatabaseConfig};
+use lanyard_proto::tenancy::v1 as pb;
+use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
+use secrecy::SecretString;
+use sqlx::{Connection, Executor, Row};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// The operator key every test server accepts.
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
+/// The service key every test server accepts.
+pub const SERVICE_KEY: &str = "test-service-key-0123456789";
+
+/// A tenancy client that sends a fixed `authorization` header (or none).
+pub type Client = TenancyServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Adds a fixed `authorization` header.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            lanyard::telemetry::init(lanyard::settings::LogFormat::Text);
+        }
+    });
+}
+
+/// The Postgres server tests use.
+pub fn postgres_admin_url() -> String {
+    std::env::var("LANYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh, uniquely named Postgres database and returns its URL.
+pub async fn fresh_postgres_database() -> (String, String) {
+    let admin = postgres_admin_url();
+    let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("Postgres tests need a server at {admin} (set LANYARD_TEST_POSTGRES_URL): {e}")
+    });
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
+    let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
+    (format!("{base}/{name}"), name)
+}
+
+fn drop_postgres_database(name: String) {
+    // Drop runs outside any runtime that could block on it, so give it its own.
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+            }
+        });
+    })
+    .join();
+}
+
+/// A running server and what a test needs to talk to it and inspect its database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// The backend under test.
+    pub backend: Backend,
+    /// Direct access to the tenancy tables, for checking invariants.
+    pub db: Database,
+    channel: Channel,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pg_database: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts the tenancy service on `backend` with a fresh database.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (database_url, pg_database) = match backend {
+        Backend::Sqlite => (None, None),
+        Backend::Postgres => {
+            let (url, name) = fresh_postgres_database().await;
+            (Some(url), Some(name))
+        }
+    };
+    let settings = Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("address"),
+        data_dir: dir.path().to_path_buf(),
+        database_url: database_url.map(SecretString::from),
+        operator_keys: vec![SecretString::from(OPERATOR_KEY)],
+        service_keys: vec![SecretString::from(SERVICE_KEY)],
+        encryption_key: Some(SecretString::from(base64::engine::general_purpose::STANDARD.encode([42u8; 32]))),
+        database_max_connections: 10,
+        shutdown_grace_seconds: 5,
+        ..Settings::default()
+    };
+    let db_url = settings.database_url_for("tenancy");
+    let app = Application::build(settings, &[ServiceName::Tenancy]).await.expect("the server builds");
+    let endpoint = format!("http://{}", app.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(endpoint.clone()).expect("endpoint").connect().await.expect("connects");
+    let db = Database::connect(&DatabaseConfig { url: db_url, schema: "tenancy".into(), max_connections: 2 })
+        .await
+        .expect("test database handle");
+    TestApp { endpoint, backend, db, channel, stop: Some(stop), server: Some(server), pg_database, _dir: dir }
+}
+
+impl TestApp {
+    /// A client sending `authorization: <header>` (or nothing).
+    pub fn client_with(&self, header: Option<&str>) -> Client {
+        let value = header.map(|h| MetadataValue::try_from(h).expect("header text"));
+        TenancyServiceClient::with_interceptor(self.channel.clone(), Auth(value))
+    }
+
+    /// A client with the operator key.
+    pub fn operator(&self) -> Client {
+        self.client_with(Some(&format!("Bearer {OPERATOR_KEY}")))
+    }
+
+    /// A client with the service key.
+    pub fn service(&self) -> Client {
+        self.client_with(Some(&format!("Bearer {SERVICE_KEY}")))
+    }
+
+    /// A raw channel to the server (for health and reflection clients).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    /// Creates an organization as the operator.
+    pub async fn create_org(&self, seats: i32, domains: &[&str]) -> pb::Organization {
+        self.operator()
+            .create_organization(pb::CreateOrganizationRequest {
+                slug: unique_slug(),
+                display_name: "Acme Corp".into(),
+                seat_limit: seats,
+                allowed_domains: domains.iter().map(|d| d.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateOrganization")
+            .into_inner()
+            .organization
+            .expect("organization")
+    }
+
+    /// Adds a member as the operator.
+    pub async fn add_member(&self, org: &str, email: &str, roles: &[&str]) -> pb::Member {
+        self.operator()
+            .add_member(pb::AddMemberRequest {
+                organization_id: org.to_owned(),
+                email: email.to_owned(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("AddMember")
+            .into_inner()
+            .member
+            .expect("member")
+    }
+
+    /// Seat usage as the operator.
+    pub async fn usage(&self, org: &str) -> pb::SeatUsage {
+        self.operator()
+            .get_seat_usage(pb::GetSeatUsageRequest { organization_id: org.to_owned() })
+            .await
+            .expect("GetSeatUsage")
+            .into_inner()
+            .usage
+            .expect("usage")
+    }
+
+    /// Counts rows straight from the database.
+    pub async fn count(&self, sql: &str, org: &str) -> i64 {
+        sqlx::query(sql).bind(org).fetch_one(&self.db.pool).await.expect(sql).try_get::<i64, _>(0).expect("a count")
+    }
+
+    /// A text picture of every tenancy table, to assert that a refused request changed nothing.
+    pub async fn snapshot(&self) -> String {
+        let queries = [
+            "SELECT id || '|' || slug || '|' || display_name || '|' || CAST(seat_limit AS TEXT) || '|' || metadata || '|' || status || '|' || COALESCE(owner_user_id, '') || '|' || CAST(updated_at AS TEXT) FROM organizations ORDER BY id",
+            "SELECT org_id || '|' || domain FROM organization_domains ORDER BY org_id, domain",
+            "SELECT id || '|' || COALESCE(primary_email, '') || '|' || CAST(email_verified AS TEXT) FROM users ORDER BY id",
+            "SELECT issuer || '|' || subject || '|' || user_id FROM external_identities ORDER BY issuer, subject",
+            "SELECT org_id || '|' || user_id || '|' || status || '|' || CAST(version AS TEXT) FROM memberships ORDER BY org_id, user_id",
+            "SELECT org_id || '|' || user_id || '|' || role FROM membership_roles ORDER BY org_id, user_id, role",
+            "SELECT org_id || '|' || name || '|' || description || '|' || permissions FROM roles ORDER BY org_id, name",
+            "SELECT id || '|' || state || '|' || COALESCE(claimed_user_id, '') FROM seat_reservations ORDER BY id",
+            "SELECT id || '|' || issuer FROM sso_connections ORDER BY id",
+            "SELECT id || '|' || action FROM audit_events ORDER BY id",
+            "SELECT scope || '|' || request_id FROM idempotency_keys ORDER BY scope, request_id",
+        ];
+        let mut out = String::new();
+        for q in queries {
+            for row in sqlx::query(q).fetch_all(&self.db.pool).await.expect(q) {
+                out.push_str(&row.try_get::<String, _>(0).expect("text"));
+                out.push('\n');
+            }
+            out.push_str("--\n");
+        }
+        out
+    }
+
+    /// Stops the server the way SIGTERM does and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(name) = self.pg_database.take() {
+            drop_postgres_database(name);
+        }
+    }
+}
+
+/// A slug no other test uses.
+pub fn unique_slug() -> String {
+    format!("org-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Asserts a gRPC error with this code and `ErrorInfo` reason.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, reason: &str) -> tonic::Status {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "unexpected code for {status:?}");
+    assert_eq!(lanyard_core::status::reason_of(&status).as_deref(), Some(reason), "unexpected reason for {status:?}");
+    status
+}
+
+/// Runs an async test body against one backend: `backend_tests!(name);` makes `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(lanyard_core::db::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(lanyard_core::db::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

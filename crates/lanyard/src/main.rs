@@ -1,12 +1,24 @@
 //! `lanyard`: sets up telemetry, loads settings, then serves, migrates or runs an operator command.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use lanyard::cli::{Cli, Command};
 use lanyard::{telemetry, Application, Settings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     telemetry::init(settings.log_format);
     match cli.command {
