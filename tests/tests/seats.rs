@@ -1,0 +1,241 @@
+//! The internal seat and identity RPCs over gRPC, on SQLite and Postgres.
+
+use lanyard_core::db::Backend;
+use lanyard_proto::tenancy::v1 as pb;
+use lanyard_tests::{assert_error, backend_tests, spawn_app};
+use tonic::Code;
+
+backend_tests!(
+    reserve_claim_release,
+    an_expired_reservation_frees_its_seat_without_a_sweeper,
+    internal_rpcs_need_a_service_key,
+    identities_resolve_by_issuer_and_subject,
+);
+
+fn reserve(org: &str) -> pb::ReserveSeatRequest {
+    pb::ReserveSeatRequest { organization_id: org.to_owned(), ..Default::default() }
+}
+
+async fn reserve_claim_release(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org(2, &["acme.com"]).await;
+    let id = org.organization_id.clone();
+    let mut svc = app.service();
+
+    let held = svc.reserve_seat(reserve(&id)).await.unwrap().into_inner().reservation.unwrap();
+    assert_eq!(held.state, pb::SeatReservationState::Held as i32);
+    let usage = app.usage(&id).await;
+    assert_eq!((usage.active, usage.reserved, usage.available), (0, 1, 1));
+
+    // A caller-chosen id makes ReserveSeat retry-safe.
+    let chosen = uuid::Uuid::now_v7().to_string();
+    let first = svc
+        .reserve_seat(pb::ReserveSeatRequest { reservation_id: chosen.clone(), ..reserve(&id) })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = svc
+        .reserve_seat(pb::ReserveSeatRequest { reservation_id: chosen.clone(), ..reserve(&id) })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, again);
+    assert_eq!(app.usage(&id).await.reserved, 2);
+    assert_error(svc.reserve_seat(reserve(&id)).await, Code::ResourceExhausted, "SEATS_EXHAUSTED");
+
+    // Claim turns the reservation into a membership; a retry changes nothing.
+    let user = app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "pat@acme.com", &[]).await.user_id;
+    let claim = pb::ClaimSeatRequest {
+        organization_id: id.clone(),
+        reservation_id: held.reservation_id.clone(),
+        user_id: user.clone(),
+        roles: vec!["admin".into()],
+        invited_by: "user:someone".into(),
+    };
+    let claimed = svc.claim_seat(claim.clone()).await.unwrap().into_inner();
+    assert!(!claimed.already_claimed);
+    let member = claimed.member.unwrap();
+    assert_eq!((member.user_id.as_str(), member.roles.clone(), member.invited_by.as_str()), (user.as_str(), vec!["admin".to_string()], "user:someone"));
+    let retried = svc.claim_seat(claim.clone()).await.unwrap().into_inner();
+    assert!(retried.already_claimed);
+    let usage = app.usage(&id).await;
+    assert_eq!((usage.active, usage.reserved), (1, 1));
+
+    let other_user = app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "sam@acme.com", &[]).await.user_id;
+    assert_error(
+        svc.claim_seat(pb::ClaimSeatRequest { user_id: other_user, ..claim.clone() }).await,
+        Code::FailedPrecondition,
+        "RESERVATION_CLAIMED",
+    );
+    assert_error(
+        svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: held.reservation_id.clone() }).await,
+        Code::FailedPrecondition,
+        "RESERVATION_CLAIMED",
+    );
+
+    let released = svc
+        .release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: chosen.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
+    assert_eq!(released.state, pb::SeatReservationState::Released as i32);
+    // Releasing again is not an error, and claiming a released reservation is.
+    svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: chosen.clone() }).await.unwrap();
+    assert_error(
+        svc.claim_seat(pb::ClaimSeatRequest { reservation_id: chosen.clone(), ..claim.clone() }).await,
+        Code::FailedPrecondition,
+        "RESERVATION_RELEASED",
+    );
+    assert_eq!(app.usage(&id).await.available, 1);
+
+    // A reservation of another organization is, from this one, not there.
+    let elsewhere = app.create_org(1, &[]).await;
+    assert_error(
+        svc.release_seat(pb::ReleaseSeatRequest { organization_id: elsewhere.organization_id, reservation_id: chosen }).await,
+        Code::NotFound,
+        "RESERVATION_NOT_FOUND",
+    );
+}
+
+async fn an_expired_reservation_frees_its_seat_without_a_sweeper(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org(1, &["acme.com"]).await;
+    let id = org.organization_id.clone();
+    let held = app.service().reserve_seat(reserve(&id)).await.unwrap().into_inner().reservation.unwrap();
+    assert_error(app.service().reserve_seat(reserve(&id)).await, Code::ResourceExhausted, "SEATS_EXHAUSTED");
+    // Let time pass for this reservation only: move its expiry into the past.
+    sqlx::query("UPDATE seat_reservations SET expires_at = expires_at - 86400000001 WHERE id = $1")
+        .bind(&held.reservation_id)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.usage(&id).await.available, 1);
+    app.add_member(&id, "late@acme.com", &[]).await;
+    let user = app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "x@acme.com", &[]).await.user_id;
+    assert_error(
+        app.service()
+            .claim_seat(pb::ClaimSeatRequest {
+                organization_id: id.clone(),
+                reservation_id: held.reservation_id.clone(),
+                user_id: user,
+                ..Default::default()
+            })
+            .await,
+        Code::FailedPrecondition,
+        "RESERVATION_EXPIRED",
+    );
+    let usage = app.usage(&id).await;
+    assert_eq!((usage.active, usage.reserved, usage.available), (1, 0, 0));
+}
+
+async fn internal_rpcs_need_a_service_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org(1, &[]).await;
+    let mut op = app.operator();
+    let before = app.snapshot().await;
+    assert_error(op.reserve_seat(reserve(&org.organization_id)).await, Code::PermissionDenied, "SERVICE_ONLY");
+    assert_error(
+        op.release_seat(pb::ReleaseSeatRequest {
+            organization_id: org.organization_id.clone(),
+            reservation_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await,
+        Code::PermissionDenied,
+        "SERVICE_ONLY",
+    );
+    assert_error(
+        op.claim_seat(pb::ClaimSeatRequest {
+            organization_id: org.organization_id.clone(),
+            reservation_id: uuid::Uuid::now_v7().to_string(),
+            user_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        })
+        .await,
+        Code::PermissionDenied,
+        "SERVICE_ONLY",
+    );
+    assert_error(
+        op.resolve_identity(pb::ResolveIdentityRequest { issuer: "https://idp.example".into(), subject: "s".into(), ..Default::default() })
+            .await,
+        Code::PermissionDenied,
+        "SERVICE_ONLY",
+    );
+    assert_eq!(app.snapshot().await, before);
+}
+
+async fn identities_resolve_by_issuer_and_subject(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org(3, &["acme.com"]).await;
+    let invited = app.add_member(&org.organization_id, "kim@acme.com", &[]).await;
+    let mut svc = app.service();
+    let okta = "https://acme.okta.com";
+
+    // An unverified email claim never links to the user who owns the address.
+    let unverified = svc
+        .resolve_identity(pb::ResolveIdentityRequest {
+            issuer: "https://other-idp.example".into(),
+            subject: "attacker".into(),
+            email: "kim@acme.com".into(),
+            email_verified: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unverified.user_created);
+    let stranger = unverified.user.unwrap();
+    assert_ne!(stranger.user_id, invited.user_id);
+    assert_eq!(stranger.primary_email, "");
+
+    // A verified email links the identity to the user added by email.
+    let linked = svc
+        .resolve_identity(pb::ResolveIdentityRequest {
+            issuer: okta.into(),
+            subject: "00u1".into(),
+            email: "Kim@acme.com".into(),
+            email_verified: true,
+            display_name: "Kim".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!linked.user_created && linked.identity_linked);
+    let kim = linked.user.unwrap();
+    assert_eq!((kim.user_id.as_str(), kim.email_verified), (invited.user_id.as_str(), true));
+
+    // Later sign-ins find the user by (issuer, subject), whatever the email claim says now.
+    let again = svc
+        .resolve_identity(pb::ResolveIdentityRequest {
+            issuer: okta.into(),
+            subject: "00u1".into(),
+            email: "someone-else@acme.com".into(),
+            email_verified: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.user_created && !again.identity_linked);
+    assert_eq!(again.user.unwrap().user_id, invited.user_id);
+
+    // Same subject at another issuer is another person.
+    let other = svc
+        .resolve_identity(pb::ResolveIdentityRequest { issuer: "https://x.okta.com".into(), subject: "00u1".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.user_created);
+
+    for bad in [
+        pb::ResolveIdentityRequest { issuer: String::new(), subject: "s".into(), ..Default::default() },
+        pb::ResolveIdentityRequest { issuer: okta.into(), subject: String::new(), ..Default::default() },
+        pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".repeat(1025), ..Default::default() },
+        pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".into(), email: "not-an-email".into(), ..Default::default() },
+        pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".into(), connection_id: "nope".into(), ..Default::default() },
+    ] {
+        assert_error(svc.resolve_identity(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    }
+}
