@@ -282,3 +282,35 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// A migrated tenancy store on a fresh database, without a server (for the storage conformance
+/// suite). Keep the guard alive for as long as the store is used.
+pub async fn fresh_store(backend: Backend) -> (lanyard_tenancy::TenancyStore, StoreGuard) {
+    init_logs();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (url, pg_database) = match backend {
+        Backend::Sqlite => (format!("sqlite://{}?mode=rwc", dir.path().join("tenancy.db").display()), None),
+        Backend::Postgres => {
+            let (url, name) = fresh_postgres_database().await;
+            (url, Some(name))
+        }
+    };
+    let db = Database::connect(&DatabaseConfig { url, schema: "tenancy".into(), max_connections: 10 }).await.expect("connects");
+    let store = lanyard_tenancy::TenancyStore::new(db);
+    store.migrate().await.expect("migrates");
+    (store, StoreGuard { pg_database, _dir: dir })
+}
+
+/// Removes a [`fresh_store`]'s database when dropped.
+pub struct StoreGuard {
+    pg_database: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_database.take() {
+            drop_postgres_database(name);
+        }
+    }
+}

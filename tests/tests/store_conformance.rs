@@ -1,0 +1,131 @@
+//! The storage conformance suite: the same expectations of `TenancyStore`, run against SQLite and
+//! Postgres, below the gRPC layer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanyard_core::db::Backend;
+use lanyard_core::page::Page;
+use lanyard_core::{DisplayName, Domain, Email, OrgSlug, ReservationId, RoleName, Timestamp};
+use lanyard_tenancy::domain::{ExternalIdentity, NewOrganization, ReservationState};
+use lanyard_tenancy::store::Change;
+use lanyard_tenancy::{TenancyError, TenancyStore};
+use lanyard_tests::{backend_tests, fresh_store, unique_slug};
+
+backend_tests!(
+    migrations_are_idempotent,
+    reservations_expire_by_time_alone,
+    concurrent_first_sign_ins_make_one_user,
+    idempotency_records_keep_the_first_response,
+    audit_events_page_newest_first,
+    slugs_are_unique,
+);
+
+fn new_org(seats: u32) -> NewOrganization {
+    NewOrganization {
+        slug: OrgSlug::parse(&unique_slug()).unwrap(),
+        display_name: DisplayName::parse("Acme", "display_name").unwrap(),
+        seat_limit: seats,
+        allowed_domains: vec![Domain::parse("acme.com").unwrap()],
+        metadata: Default::default(),
+        owner_email: None,
+    }
+}
+
+fn change() -> Change {
+    Change::by("operator:test")
+}
+
+async fn migrations_are_idempotent(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    store.migrate().await.expect("a second migration run is a no-op");
+    store.create_organization(&new_org(1), &change()).await.unwrap();
+}
+
+async fn reservations_expire_by_time_alone(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let org = store.create_organization(&new_org(2), &change()).await.unwrap();
+    let now = Timestamp::now();
+    // One reservation that is already past its expiry, one that is not.
+    let stale = store.reserve_seat(org.id, ReservationId::new(), Timestamp(now.0 - 1), &change()).await.unwrap();
+    assert_eq!(stale.state, ReservationState::Held);
+    store.reserve_seat(org.id, ReservationId::new(), now.plus(Duration::from_secs(3600)), &change()).await.unwrap();
+    let usage = store.seat_usage(org.id).await.unwrap();
+    assert_eq!((usage.reserved, usage.available()), (1, 1));
+    store.add_member(org.id, &Email::parse("a@acme.com").unwrap(), "", &[], true, &change()).await.unwrap();
+    let full = store.add_member(org.id, &Email::parse("b@acme.com").unwrap(), "", &[], true, &change()).await;
+    assert!(matches!(full, Err(TenancyError::SeatsExhausted { limit: 2, used: 2 })), "{full:?}");
+    // Re-reserving the expired id shows its state, and takes nothing.
+    let again = store.reserve_seat(org.id, stale.id, now.plus(Duration::from_secs(60)), &change()).await.unwrap();
+    assert_eq!(again.state, ReservationState::Expired);
+}
+
+async fn concurrent_first_sign_ins_make_one_user(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let store = Arc::new(store);
+    for round in 0..10 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(16));
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let identity = ExternalIdentity {
+                        issuer: "https://acme.okta.com".into(),
+                        subject: format!("subject-{round}"),
+                        email: Some(Email::parse(&format!("person{round}@acme.com")).unwrap()),
+                        email_verified: true,
+                        display_name: String::new(),
+                        connection_id: None,
+                    };
+                    store.resolve_identity(&identity, &change()).await.map(|r| (r.user.id, r.user_created))
+                })
+            })
+            .collect();
+        let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        let first = results[0].0;
+        assert!(results.iter().all(|(id, _)| *id == first), "round {round}: one identity, one user");
+        assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1, "round {round}");
+    }
+}
+
+async fn idempotency_records_keep_the_first_response(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    assert_eq!(store.recall("scope", "r1").await.unwrap(), None);
+    store.remember("scope", "r1", "first").await.unwrap();
+    store.remember("scope", "r1", "second").await.unwrap();
+    assert_eq!(store.recall("scope", "r1").await.unwrap().as_deref(), Some("first"));
+    assert_eq!(store.recall("other", "r1").await.unwrap(), None);
+}
+
+async fn audit_events_page_newest_first(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let org = store.create_organization(&new_org(10), &change()).await.unwrap();
+    for i in 0..5 {
+        store.add_member(org.id, &Email::parse(&format!("u{i}@acme.com")).unwrap(), "", &[RoleName::member()], true, &change()).await.unwrap();
+    }
+    let mut all = Vec::new();
+    let mut page = Page::parse(2, "").unwrap();
+    loop {
+        let (events, next) = store.list_audit_events(org.id, &page, None).await.unwrap();
+        all.extend(events);
+        if next.is_empty() {
+            break;
+        }
+        page = Page::parse(2, &next).unwrap();
+    }
+    assert_eq!(all.len(), 6);
+    assert_eq!(all.last().unwrap().action, "organization.created");
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    let (added, _) = store.list_audit_events(org.id, &Page::parse(0, "").unwrap(), Some("member.added")).await.unwrap();
+    assert_eq!(added.len(), 5);
+}
+
+async fn slugs_are_unique(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let new = new_org(1);
+    store.create_organization(&new, &change()).await.unwrap();
+    let again = store.create_organization(&new, &change()).await;
+    assert!(matches!(again, Err(TenancyError::SlugTaken)), "{again:?}");
+    let _: &TenancyStore = &store;
+}
