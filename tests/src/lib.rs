@@ -57,9 +57,9 @@ pub fn postgres_admin_url() -> String {
 pub async fn fresh_postgres_database() -> (String, String) {
     let admin = postgres_admin_url();
     let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!("Postgres tests need a server at {admin} (set LANYARD_TEST_POSTGRES_URL): {e}")
-    });
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres tests need a server at {admin} (set LANYARD_TEST_POSTGRES_URL): {e}"));
     conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
     let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
     (format!("{base}/{name}"), name)
@@ -255,7 +255,11 @@ pub fn unique_slug() -> String {
 
 /// Asserts a gRPC error with this code and `ErrorInfo` reason.
 #[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, reason: &str) -> tonic::Status {
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: &str,
+) -> tonic::Status {
     let status = result.expect_err("the call should fail");
     assert_eq!(status.code(), code, "unexpected code for {status:?}");
     assert_eq!(lanyard_core::status::reason_of(&status).as_deref(), Some(reason), "unexpected reason for {status:?}");
@@ -295,7 +299,9 @@ pub async fn fresh_store(backend: Backend) -> (lanyard_tenancy::TenancyStore, St
             (url, Some(name))
         }
     };
-    let db = Database::connect(&DatabaseConfig { url, schema: "tenancy".into(), max_connections: 10 }).await.expect("connects");
+    let db = Database::connect(&DatabaseConfig { url, schema: "tenancy".into(), max_connections: 10 })
+        .await
+        .expect("connects");
     let store = lanyard_tenancy::TenancyStore::new(db);
     store.migrate().await.expect("migrates");
     (store, StoreGuard { pg_database, _dir: dir })

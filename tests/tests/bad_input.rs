@@ -8,7 +8,13 @@ use tonic::Code;
 
 backend_tests!(malformed_fields_are_refused, callers_without_valid_keys_are_refused, unknown_resources_are_not_found);
 
-const BAD_IDS: [&str; 5] = ["", "nope", "01a2013f15c872c0b9416c1d3ed46f92", "{01a2013f-15c8-72c0-b941-6c1d3ed46f92}", "01a2013f-15c8-72c0-b941-6c1d3ed46f9z"];
+const BAD_IDS: [&str; 5] = [
+    "",
+    "nope",
+    "01a2013f15c872c0b9416c1d3ed46f92",
+    "{01a2013f-15c8-72c0-b941-6c1d3ed46f92}",
+    "01a2013f-15c8-72c0-b941-6c1d3ed46f9z",
+];
 
 fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() })
@@ -17,7 +23,10 @@ fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
 /// One bad call: what it is, and the result it got.
 type Case = (String, Result<(), tonic::Status>);
 
-async fn run<T>(what: impl Into<String>, fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>) -> Case {
+async fn run<T>(
+    what: impl Into<String>,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Case {
     (what.into(), fut.await.map(|_| ()))
 }
 
@@ -37,36 +46,134 @@ async fn malformed_fields_are_refused(backend: Backend) {
     };
     let mut cases: Vec<Case> = Vec::new();
     for bad in BAD_IDS {
-        cases.push(run(format!("GetOrganization id {bad:?}"), op.get_organization(pb::GetOrganizationRequest {
-            key: Some(pb::get_organization_request::Key::OrganizationId(bad.into())),
-        })).await);
-        cases.push(run(format!("AddMember org {bad:?}"), op.add_member(pb::AddMemberRequest {
-            organization_id: bad.into(), email: "b@acme.com".into(), ..Default::default()
-        })).await);
-        cases.push(run(format!("RemoveMember user {bad:?}"), op.remove_member(pb::RemoveMemberRequest {
-            organization_id: id.clone(), user_id: bad.into(), request_id: String::new()
-        })).await);
-        cases.push(run(format!("GetMember user {bad:?}"), op.get_member(pb::GetMemberRequest { organization_id: id.clone(), user_id: bad.into() })).await);
-        cases.push(run(format!("GetSeatUsage {bad:?}"), op.get_seat_usage(pb::GetSeatUsageRequest { organization_id: bad.into() })).await);
-        cases.push(run(format!("ListMembers {bad:?}"), op.list_members(pb::ListMembersRequest { organization_id: bad.into(), ..Default::default() })).await);
-        cases.push(run(format!("ListAuditEvents {bad:?}"), op.list_audit_events(pb::ListAuditEventsRequest { organization_id: bad.into(), ..Default::default() })).await);
-        cases.push(run(format!("ListUserOrganizations {bad:?}"), op.list_user_organizations(pb::ListUserOrganizationsRequest { user_id: bad.into(), ..Default::default() })).await);
-        cases.push(run(format!("ClaimSeat reservation {bad:?}"), svc.claim_seat(pb::ClaimSeatRequest {
-            organization_id: id.clone(), reservation_id: bad.into(), user_id: member.user_id.clone(), ..Default::default()
-        })).await);
-        cases.push(run(format!("ReleaseSeat reservation {bad:?}"), svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: bad.into() })).await);
-        cases.push(run(format!("TransferOwnership {bad:?}"), op.transfer_ownership(pb::TransferOwnershipRequest {
-            organization_id: id.clone(), new_owner_user_id: bad.into(), request_id: String::new()
-        })).await);
-        cases.push(run(format!("DeleteSsoConnection {bad:?}"), op.delete_sso_connection(pb::DeleteSsoConnectionRequest {
-            organization_id: id.clone(), connection_id: bad.into(), request_id: String::new()
-        })).await);
+        cases.push(
+            run(
+                format!("GetOrganization id {bad:?}"),
+                op.get_organization(pb::GetOrganizationRequest {
+                    key: Some(pb::get_organization_request::Key::OrganizationId(bad.into())),
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("AddMember org {bad:?}"),
+                op.add_member(pb::AddMemberRequest {
+                    organization_id: bad.into(),
+                    email: "b@acme.com".into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("RemoveMember user {bad:?}"),
+                op.remove_member(pb::RemoveMemberRequest {
+                    organization_id: id.clone(),
+                    user_id: bad.into(),
+                    request_id: String::new(),
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("GetMember user {bad:?}"),
+                op.get_member(pb::GetMemberRequest { organization_id: id.clone(), user_id: bad.into() }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("GetSeatUsage {bad:?}"),
+                op.get_seat_usage(pb::GetSeatUsageRequest { organization_id: bad.into() }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("ListMembers {bad:?}"),
+                op.list_members(pb::ListMembersRequest { organization_id: bad.into(), ..Default::default() }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("ListAuditEvents {bad:?}"),
+                op.list_audit_events(pb::ListAuditEventsRequest { organization_id: bad.into(), ..Default::default() }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("ListUserOrganizations {bad:?}"),
+                op.list_user_organizations(pb::ListUserOrganizationsRequest {
+                    user_id: bad.into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("ClaimSeat reservation {bad:?}"),
+                svc.claim_seat(pb::ClaimSeatRequest {
+                    organization_id: id.clone(),
+                    reservation_id: bad.into(),
+                    user_id: member.user_id.clone(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("ReleaseSeat reservation {bad:?}"),
+                svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: bad.into() }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("TransferOwnership {bad:?}"),
+                op.transfer_ownership(pb::TransferOwnershipRequest {
+                    organization_id: id.clone(),
+                    new_owner_user_id: bad.into(),
+                    request_id: String::new(),
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("DeleteSsoConnection {bad:?}"),
+                op.delete_sso_connection(pb::DeleteSsoConnectionRequest {
+                    organization_id: id.clone(),
+                    connection_id: bad.into(),
+                    request_id: String::new(),
+                }),
+            )
+            .await,
+        );
     }
     for slug in ["", "a", "Acme", "-acme", "acme-", "ac_me", "acmé", &"a".repeat(64)] {
-        cases.push(run(format!("CreateOrganization slug {slug:?}"), op.create_organization(pb::CreateOrganizationRequest { slug: slug.into(), ..create() })).await);
-        cases.push(run(format!("GetOrganization slug {slug:?}"), op.get_organization(pb::GetOrganizationRequest {
-            key: Some(pb::get_organization_request::Key::Slug(slug.into())),
-        })).await);
+        cases.push(
+            run(
+                format!("CreateOrganization slug {slug:?}"),
+                op.create_organization(pb::CreateOrganizationRequest { slug: slug.into(), ..create() }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("GetOrganization slug {slug:?}"),
+                op.get_organization(pb::GetOrganizationRequest {
+                    key: Some(pb::get_organization_request::Key::Slug(slug.into())),
+                }),
+            )
+            .await,
+        );
     }
     for (what, req) in [
         ("empty display name", pb::CreateOrganizationRequest { display_name: "   ".into(), ..create() }),
@@ -77,70 +184,225 @@ async fn malformed_fields_are_refused(backend: Backend) {
         ("too many seats", pb::CreateOrganizationRequest { seat_limit: 1_000_001, ..create() }),
         ("bad domain", pb::CreateOrganizationRequest { allowed_domains: vec!["acme".into()], ..create() }),
         ("ip domain", pb::CreateOrganizationRequest { allowed_domains: vec!["10.0.0.1".into()], ..create() }),
-        ("too many domains", pb::CreateOrganizationRequest { allowed_domains: (0..51).map(|i| format!("d{i}.com")).collect(), ..create() }),
-        ("bad metadata key", pb::CreateOrganizationRequest { metadata: [("bad key".to_string(), "v".to_string())].into(), ..create() }),
-        ("oversize metadata value", pb::CreateOrganizationRequest { metadata: [("k".to_string(), "v".repeat(1025))].into(), ..create() }),
-        ("too much metadata", pb::CreateOrganizationRequest { metadata: (0..65).map(|i| (format!("k{i}"), String::new())).collect(), ..create() }),
+        (
+            "too many domains",
+            pb::CreateOrganizationRequest {
+                allowed_domains: (0..51).map(|i| format!("d{i}.com")).collect(),
+                ..create()
+            },
+        ),
+        (
+            "bad metadata key",
+            pb::CreateOrganizationRequest { metadata: [("bad key".to_string(), "v".to_string())].into(), ..create() },
+        ),
+        (
+            "oversize metadata value",
+            pb::CreateOrganizationRequest { metadata: [("k".to_string(), "v".repeat(1025))].into(), ..create() },
+        ),
+        (
+            "too much metadata",
+            pb::CreateOrganizationRequest {
+                metadata: (0..65).map(|i| (format!("k{i}"), String::new())).collect(),
+                ..create()
+            },
+        ),
         ("bad owner email", pb::CreateOrganizationRequest { owner_email: "owner-at-acme.com".into(), ..create() }),
         ("oversize request id", pb::CreateOrganizationRequest { request_id: "r".repeat(129), ..create() }),
     ] {
         cases.push(run(format!("CreateOrganization {what}"), op.create_organization(req)).await);
     }
-    for email in ["", "no-at-sign", "a@", "@acme.com", "a b@acme.com", "a@acme", "a..b@acme.com", &format!("{}@acme.com", "a".repeat(250))] {
-        cases.push(run(format!("AddMember email {email:?}"), op.add_member(pb::AddMemberRequest {
-            organization_id: id.clone(), email: email.into(), ..Default::default()
-        })).await);
+    for email in [
+        "",
+        "no-at-sign",
+        "a@",
+        "@acme.com",
+        "a b@acme.com",
+        "a@acme",
+        "a..b@acme.com",
+        &format!("{}@acme.com", "a".repeat(250)),
+    ] {
+        cases.push(
+            run(
+                format!("AddMember email {email:?}"),
+                op.add_member(pb::AddMemberRequest {
+                    organization_id: id.clone(),
+                    email: email.into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
     }
     for role in ["Admin", "has space", &"r".repeat(64)] {
-        cases.push(run(format!("AddMember role {role:?}"), op.add_member(pb::AddMemberRequest {
-            organization_id: id.clone(), email: "b@acme.com".into(), roles: vec![role.into()], ..Default::default()
-        })).await);
+        cases.push(
+            run(
+                format!("AddMember role {role:?}"),
+                op.add_member(pb::AddMemberRequest {
+                    organization_id: id.clone(),
+                    email: "b@acme.com".into(),
+                    roles: vec![role.into()],
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
     }
-    cases.push(run("AddMember too many roles", op.add_member(pb::AddMemberRequest {
-        organization_id: id.clone(), email: "b@acme.com".into(), roles: (0..21).map(|i| format!("r{i}")).collect(), ..Default::default()
-    })).await);
-    cases.push(run("AddMember oversize display name", op.add_member(pb::AddMemberRequest {
-        organization_id: id.clone(), email: "b@acme.com".into(), display_name: "n".repeat(201), ..Default::default()
-    })).await);
+    cases.push(
+        run(
+            "AddMember too many roles",
+            op.add_member(pb::AddMemberRequest {
+                organization_id: id.clone(),
+                email: "b@acme.com".into(),
+                roles: (0..21).map(|i| format!("r{i}")).collect(),
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run(
+            "AddMember oversize display name",
+            op.add_member(pb::AddMemberRequest {
+                organization_id: id.clone(),
+                email: "b@acme.com".into(),
+                display_name: "n".repeat(201),
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
     for domain in ["", "acme", "-acme.com", "acme..com", &format!("{}.com", "a".repeat(64))] {
-        cases.push(run(format!("AddDomain {domain:?}"), op.add_domain(pb::AddDomainRequest {
-            organization_id: id.clone(), domain: domain.into(), ..Default::default()
-        })).await);
+        cases.push(
+            run(
+                format!("AddDomain {domain:?}"),
+                op.add_domain(pb::AddDomainRequest {
+                    organization_id: id.clone(),
+                    domain: domain.into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
     }
     for (size, token) in [(-1, ""), (10, "%%%"), (10, "bm90LWEtdG9rZW4")] {
-        cases.push(run(format!("ListOrganizations page {size} {token:?}"), op.list_organizations(pb::ListOrganizationsRequest {
-            page_size: size, page_token: token.into(), show_deleted: false
-        })).await);
-        cases.push(run(format!("ListMembers page {size} {token:?}"), op.list_members(pb::ListMembersRequest {
-            organization_id: id.clone(), page_size: size, page_token: token.into(), show_removed: false
-        })).await);
+        cases.push(
+            run(
+                format!("ListOrganizations page {size} {token:?}"),
+                op.list_organizations(pb::ListOrganizationsRequest {
+                    page_size: size,
+                    page_token: token.into(),
+                    show_deleted: false,
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("ListMembers page {size} {token:?}"),
+                op.list_members(pb::ListMembersRequest {
+                    organization_id: id.clone(),
+                    page_size: size,
+                    page_token: token.into(),
+                    show_removed: false,
+                }),
+            )
+            .await,
+        );
     }
     for (what, m) in [("no mask", None), ("empty mask", mask(&[])), ("unknown path", mask(&["slug"]))] {
-        cases.push(run(format!("UpdateOrganization {what}"), op.update_organization(pb::UpdateOrganizationRequest {
-            organization: Some(pb::Organization { organization_id: id.clone(), display_name: "New".into(), ..Default::default() }),
-            update_mask: m, request_id: String::new(),
-        })).await);
+        cases.push(
+            run(
+                format!("UpdateOrganization {what}"),
+                op.update_organization(pb::UpdateOrganizationRequest {
+                    organization: Some(pb::Organization {
+                        organization_id: id.clone(),
+                        display_name: "New".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: m,
+                    request_id: String::new(),
+                }),
+            )
+            .await,
+        );
     }
-    cases.push(run("UpdateOrganization status DELETED", op.update_organization(pb::UpdateOrganizationRequest {
-        organization: Some(pb::Organization { organization_id: id.clone(), status: pb::OrganizationStatus::Deleted as i32, ..Default::default() }),
-        update_mask: mask(&["status"]), request_id: String::new(),
-    })).await);
-    cases.push(run("UpdateOrganization without organization", op.update_organization(pb::UpdateOrganizationRequest {
-        organization: None, update_mask: mask(&["display_name"]), request_id: String::new(),
-    })).await);
-    cases.push(run("CreateRole oversize description", op.create_role(pb::CreateRoleRequest {
-        organization_id: id.clone(), name: "r".into(), description: "d".repeat(501), ..Default::default()
-    })).await);
-    cases.push(run("CreateRole too many permissions", op.create_role(pb::CreateRoleRequest {
-        organization_id: id.clone(), name: "r".into(), permissions: (0..101).map(|i| format!("p{i}:read")).collect(), ..Default::default()
-    })).await);
-    cases.push(run("ListAuditEvents oversize action", op.list_audit_events(pb::ListAuditEventsRequest {
-        organization_id: id.clone(), action: "a".repeat(65), ..Default::default()
-    })).await);
-    for ttl in [prost_types::Duration { seconds: 59, nanos: 0 }, prost_types::Duration { seconds: 31 * 86400, nanos: 0 }, prost_types::Duration { seconds: -5, nanos: 0 }] {
-        cases.push(run(format!("ReserveSeat ttl {ttl:?}"), svc.reserve_seat(pb::ReserveSeatRequest {
-            organization_id: id.clone(), ttl: Some(ttl), reservation_id: String::new()
-        })).await);
+    cases.push(
+        run(
+            "UpdateOrganization status DELETED",
+            op.update_organization(pb::UpdateOrganizationRequest {
+                organization: Some(pb::Organization {
+                    organization_id: id.clone(),
+                    status: pb::OrganizationStatus::Deleted as i32,
+                    ..Default::default()
+                }),
+                update_mask: mask(&["status"]),
+                request_id: String::new(),
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run(
+            "UpdateOrganization without organization",
+            op.update_organization(pb::UpdateOrganizationRequest {
+                organization: None,
+                update_mask: mask(&["display_name"]),
+                request_id: String::new(),
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run(
+            "CreateRole oversize description",
+            op.create_role(pb::CreateRoleRequest {
+                organization_id: id.clone(),
+                name: "r".into(),
+                description: "d".repeat(501),
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run(
+            "CreateRole too many permissions",
+            op.create_role(pb::CreateRoleRequest {
+                organization_id: id.clone(),
+                name: "r".into(),
+                permissions: (0..101).map(|i| format!("p{i}:read")).collect(),
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run(
+            "ListAuditEvents oversize action",
+            op.list_audit_events(pb::ListAuditEventsRequest {
+                organization_id: id.clone(),
+                action: "a".repeat(65),
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
+    for ttl in [
+        prost_types::Duration { seconds: 59, nanos: 0 },
+        prost_types::Duration { seconds: 31 * 86400, nanos: 0 },
+        prost_types::Duration { seconds: -5, nanos: 0 },
+    ] {
+        cases.push(
+            run(
+                format!("ReserveSeat ttl {ttl:?}"),
+                svc.reserve_seat(pb::ReserveSeatRequest {
+                    organization_id: id.clone(),
+                    ttl: Some(ttl),
+                    reservation_id: String::new(),
+                }),
+            )
+            .await,
+        );
     }
 
     for (what, result) in cases {
@@ -170,14 +432,64 @@ async fn callers_without_valid_keys_are_refused(backend: Backend) {
     for (header, reason) in callers {
         let mut c = app.client_with(header);
         let id = org.organization_id.clone();
-        assert_error(c.create_organization(pb::CreateOrganizationRequest { slug: "x-y".into(), display_name: "X".into(), seat_limit: 1, ..Default::default() }).await, Code::Unauthenticated, reason);
-        assert_error(c.get_organization(pb::GetOrganizationRequest { key: Some(pb::get_organization_request::Key::OrganizationId(id.clone())) }).await, Code::Unauthenticated, reason);
-        assert_error(c.list_organizations(pb::ListOrganizationsRequest::default()).await, Code::Unauthenticated, reason);
-        assert_error(c.add_member(pb::AddMemberRequest { organization_id: id.clone(), email: "a@acme.com".into(), ..Default::default() }).await, Code::Unauthenticated, reason);
-        assert_error(c.get_seat_usage(pb::GetSeatUsageRequest { organization_id: id.clone() }).await, Code::Unauthenticated, reason);
-        assert_error(c.reserve_seat(pb::ReserveSeatRequest { organization_id: id.clone(), ..Default::default() }).await, Code::Unauthenticated, reason);
-        assert_error(c.delete_organization(pb::DeleteOrganizationRequest { organization_id: id.clone(), request_id: String::new() }).await, Code::Unauthenticated, reason);
-        assert_error(c.list_audit_events(pb::ListAuditEventsRequest { organization_id: id.clone(), ..Default::default() }).await, Code::Unauthenticated, reason);
+        assert_error(
+            c.create_organization(pb::CreateOrganizationRequest {
+                slug: "x-y".into(),
+                display_name: "X".into(),
+                seat_limit: 1,
+                ..Default::default()
+            })
+            .await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.get_organization(pb::GetOrganizationRequest {
+                key: Some(pb::get_organization_request::Key::OrganizationId(id.clone())),
+            })
+            .await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.list_organizations(pb::ListOrganizationsRequest::default()).await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.add_member(pb::AddMemberRequest {
+                organization_id: id.clone(),
+                email: "a@acme.com".into(),
+                ..Default::default()
+            })
+            .await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.get_seat_usage(pb::GetSeatUsageRequest { organization_id: id.clone() }).await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.reserve_seat(pb::ReserveSeatRequest { organization_id: id.clone(), ..Default::default() }).await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.delete_organization(pb::DeleteOrganizationRequest {
+                organization_id: id.clone(),
+                request_id: String::new(),
+            })
+            .await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.list_audit_events(pb::ListAuditEventsRequest { organization_id: id.clone(), ..Default::default() }).await,
+            Code::Unauthenticated,
+            reason,
+        );
     }
     assert_eq!(app.snapshot().await, before);
 }
@@ -190,23 +502,141 @@ async fn unknown_resources_are_not_found(backend: Backend) {
     let mut svc = app.service();
     let before = app.snapshot().await;
     let nf = |r: Result<(), tonic::Status>, reason: &str| assert_error(r, Code::NotFound, reason);
-    nf(op.get_organization(pb::GetOrganizationRequest { key: Some(pb::get_organization_request::Key::OrganizationId(ghost.clone())) }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.get_organization(pb::GetOrganizationRequest { key: Some(pb::get_organization_request::Key::Slug("no-such-org".into())) }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.add_member(pb::AddMemberRequest { organization_id: ghost.clone(), email: "a@acme.com".into(), ..Default::default() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.delete_organization(pb::DeleteOrganizationRequest { organization_id: ghost.clone(), request_id: String::new() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.get_seat_usage(pb::GetSeatUsageRequest { organization_id: ghost.clone() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.list_members(pb::ListMembersRequest { organization_id: ghost.clone(), ..Default::default() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.list_roles(pb::ListRolesRequest { organization_id: ghost.clone(), ..Default::default() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.add_domain(pb::AddDomainRequest { organization_id: ghost.clone(), domain: "x.com".into(), ..Default::default() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(op.update_member_roles(pb::UpdateMemberRolesRequest { organization_id: org.organization_id.clone(), user_id: ghost.clone(), roles: vec!["admin".into()], request_id: String::new() }).await.map(|_| ()), "NOT_A_MEMBER");
-    nf(op.remove_member(pb::RemoveMemberRequest { organization_id: org.organization_id.clone(), user_id: ghost.clone(), request_id: String::new() }).await.map(|_| ()), "NOT_A_MEMBER");
-    nf(op.delete_role(pb::DeleteRoleRequest { organization_id: org.organization_id.clone(), name: "ghost".into(), request_id: String::new() }).await.map(|_| ()), "ROLE_NOT_FOUND");
-    nf(svc.reserve_seat(pb::ReserveSeatRequest { organization_id: ghost.clone(), ..Default::default() }).await.map(|_| ()), "ORGANIZATION_NOT_FOUND");
-    nf(svc.release_seat(pb::ReleaseSeatRequest { organization_id: org.organization_id.clone(), reservation_id: ghost.clone() }).await.map(|_| ()), "RESERVATION_NOT_FOUND");
-    nf(svc.claim_seat(pb::ClaimSeatRequest { organization_id: org.organization_id.clone(), reservation_id: ghost.clone(), user_id: ghost.clone(), ..Default::default() }).await.map(|_| ()), "RESERVATION_NOT_FOUND");
-    let held = svc.reserve_seat(pb::ReserveSeatRequest { organization_id: org.organization_id.clone(), ..Default::default() }).await.unwrap().into_inner().reservation.unwrap();
+    nf(
+        op.get_organization(pb::GetOrganizationRequest {
+            key: Some(pb::get_organization_request::Key::OrganizationId(ghost.clone())),
+        })
+        .await
+        .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.get_organization(pb::GetOrganizationRequest {
+            key: Some(pb::get_organization_request::Key::Slug("no-such-org".into())),
+        })
+        .await
+        .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.add_member(pb::AddMemberRequest {
+            organization_id: ghost.clone(),
+            email: "a@acme.com".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.delete_organization(pb::DeleteOrganizationRequest {
+            organization_id: ghost.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.get_seat_usage(pb::GetSeatUsageRequest { organization_id: ghost.clone() }).await.map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.list_members(pb::ListMembersRequest { organization_id: ghost.clone(), ..Default::default() })
+            .await
+            .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.list_roles(pb::ListRolesRequest { organization_id: ghost.clone(), ..Default::default() }).await.map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.add_domain(pb::AddDomainRequest {
+            organization_id: ghost.clone(),
+            domain: "x.com".into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.update_member_roles(pb::UpdateMemberRolesRequest {
+            organization_id: org.organization_id.clone(),
+            user_id: ghost.clone(),
+            roles: vec!["admin".into()],
+            request_id: String::new(),
+        })
+        .await
+        .map(|_| ()),
+        "NOT_A_MEMBER",
+    );
+    nf(
+        op.remove_member(pb::RemoveMemberRequest {
+            organization_id: org.organization_id.clone(),
+            user_id: ghost.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .map(|_| ()),
+        "NOT_A_MEMBER",
+    );
+    nf(
+        op.delete_role(pb::DeleteRoleRequest {
+            organization_id: org.organization_id.clone(),
+            name: "ghost".into(),
+            request_id: String::new(),
+        })
+        .await
+        .map(|_| ()),
+        "ROLE_NOT_FOUND",
+    );
+    nf(
+        svc.reserve_seat(pb::ReserveSeatRequest { organization_id: ghost.clone(), ..Default::default() })
+            .await
+            .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        svc.release_seat(pb::ReleaseSeatRequest {
+            organization_id: org.organization_id.clone(),
+            reservation_id: ghost.clone(),
+        })
+        .await
+        .map(|_| ()),
+        "RESERVATION_NOT_FOUND",
+    );
+    nf(
+        svc.claim_seat(pb::ClaimSeatRequest {
+            organization_id: org.organization_id.clone(),
+            reservation_id: ghost.clone(),
+            user_id: ghost.clone(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+        "RESERVATION_NOT_FOUND",
+    );
+    let held = svc
+        .reserve_seat(pb::ReserveSeatRequest { organization_id: org.organization_id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .reservation
+        .unwrap();
     let mid = app.snapshot().await;
-    nf(svc.claim_seat(pb::ClaimSeatRequest { organization_id: org.organization_id.clone(), reservation_id: held.reservation_id, user_id: ghost.clone(), ..Default::default() }).await.map(|_| ()), "USER_NOT_FOUND");
+    nf(
+        svc.claim_seat(pb::ClaimSeatRequest {
+            organization_id: org.organization_id.clone(),
+            reservation_id: held.reservation_id,
+            user_id: ghost.clone(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+        "USER_NOT_FOUND",
+    );
     assert_eq!(app.snapshot().await, mid);
     assert_ne!(before, mid);
 }

@@ -39,8 +39,12 @@ async fn add_get_list_and_remove_members(backend: Backend) {
     assert!(alice.invited_by.starts_with("operator:"));
 
     assert_error(
-        op.add_member(pb::AddMemberRequest { organization_id: id.clone(), email: "alice@acme.com".into(), ..Default::default() })
-            .await,
+        op.add_member(pb::AddMemberRequest {
+            organization_id: id.clone(),
+            email: "alice@acme.com".into(),
+            ..Default::default()
+        })
+        .await,
         Code::AlreadyExists,
         "MEMBER_EXISTS",
     );
@@ -58,7 +62,11 @@ async fn add_get_list_and_remove_members(backend: Backend) {
     assert_eq!(app.usage(id).await.active, 2);
 
     let removed = op
-        .remove_member(pb::RemoveMemberRequest { organization_id: id.clone(), user_id: bob.user_id.clone(), request_id: String::new() })
+        .remove_member(pb::RemoveMemberRequest {
+            organization_id: id.clone(),
+            user_id: bob.user_id.clone(),
+            request_id: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -69,13 +77,21 @@ async fn add_get_list_and_remove_members(backend: Backend) {
     let usage = app.usage(id).await;
     assert_eq!((usage.active, usage.available), (1, 4));
     assert_error(
-        op.remove_member(pb::RemoveMemberRequest { organization_id: id.clone(), user_id: bob.user_id.clone(), request_id: String::new() })
-            .await,
+        op.remove_member(pb::RemoveMemberRequest {
+            organization_id: id.clone(),
+            user_id: bob.user_id.clone(),
+            request_id: String::new(),
+        })
+        .await,
         Code::NotFound,
         "NOT_A_MEMBER",
     );
 
-    let active = op.list_members(pb::ListMembersRequest { organization_id: id.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let active = op
+        .list_members(pb::ListMembersRequest { organization_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(active.members.iter().map(|m| m.email.as_str()).collect::<Vec<_>>(), vec!["alice@acme.com"]);
     let all = op
         .list_members(pb::ListMembersRequest { organization_id: id.clone(), show_removed: true, ..Default::default() })
@@ -175,8 +191,12 @@ async fn the_owner_is_protected_until_ownership_moves(backend: Backend) {
     let mut op = app.operator();
     let before = app.snapshot().await;
     assert_error(
-        op.remove_member(pb::RemoveMemberRequest { organization_id: id.clone(), user_id: owner.user_id.clone(), request_id: String::new() })
-            .await,
+        op.remove_member(pb::RemoveMemberRequest {
+            organization_id: id.clone(),
+            user_id: owner.user_id.clone(),
+            request_id: String::new(),
+        })
+        .await,
         Code::FailedPrecondition,
         "OWNER_PROTECTED",
     );
@@ -227,12 +247,19 @@ async fn the_owner_is_protected_until_ownership_moves(backend: Backend) {
     assert_eq!(moved.organization.unwrap().owner_user_id, admin.user_id);
     assert_eq!(moved.new_owner.unwrap().roles, vec!["owner"]);
     let previous = moved.previous_owner.unwrap();
-    assert_eq!((previous.user_id.as_str(), previous.roles.clone()), (owner.user_id.as_str(), vec!["admin".to_string()]));
+    assert_eq!(
+        (previous.user_id.as_str(), previous.roles.clone()),
+        (owner.user_id.as_str(), vec!["admin".to_string()])
+    );
     assert_eq!(previous.version, owner.version + 1);
     // The former owner is now an ordinary admin and can be removed.
-    op.remove_member(pb::RemoveMemberRequest { organization_id: id.clone(), user_id: owner.user_id.clone(), request_id: String::new() })
-        .await
-        .unwrap();
+    op.remove_member(pb::RemoveMemberRequest {
+        organization_id: id.clone(),
+        user_id: owner.user_id.clone(),
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
     // Ownership only moves to an active member.
     assert_error(
         op.transfer_ownership(pb::TransferOwnershipRequest {
@@ -253,7 +280,11 @@ async fn users_are_global_and_memberships_per_org(backend: Backend) {
     let in_a = app.add_member(&a.organization_id, "pat@acme.com", &["admin"]).await;
     let added_b = app
         .operator()
-        .add_member(pb::AddMemberRequest { organization_id: b.organization_id.clone(), email: "pat@acme.com".into(), ..Default::default() })
+        .add_member(pb::AddMemberRequest {
+            organization_id: b.organization_id.clone(),
+            email: "pat@acme.com".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -261,20 +292,31 @@ async fn users_are_global_and_memberships_per_org(backend: Backend) {
     assert_eq!(added_b.member.as_ref().unwrap().user_id, in_a.user_id);
     let orgs = app
         .operator()
-        .list_user_organizations(pb::ListUserOrganizationsRequest { user_id: in_a.user_id.clone(), ..Default::default() })
+        .list_user_organizations(pb::ListUserOrganizationsRequest {
+            user_id: in_a.user_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .organizations;
-    let mut seen: Vec<(String, Vec<String>)> =
-        orgs.iter().map(|o| (o.organization.clone().unwrap().organization_id, o.member.clone().unwrap().roles)).collect();
+    let mut seen: Vec<(String, Vec<String>)> = orgs
+        .iter()
+        .map(|o| (o.organization.clone().unwrap().organization_id, o.member.clone().unwrap().roles))
+        .collect();
     seen.sort();
-    let mut expected = vec![(a.organization_id.clone(), vec!["admin".to_string()]), (b.organization_id.clone(), vec!["member".to_string()])];
+    let mut expected = vec![
+        (a.organization_id.clone(), vec!["admin".to_string()]),
+        (b.organization_id.clone(), vec!["member".to_string()]),
+    ];
     expected.sort();
     assert_eq!(seen, expected);
     assert_error(
         app.operator()
-            .list_user_organizations(pb::ListUserOrganizationsRequest { user_id: uuid::Uuid::now_v7().to_string(), ..Default::default() })
+            .list_user_organizations(pb::ListUserOrganizationsRequest {
+                user_id: uuid::Uuid::now_v7().to_string(),
+                ..Default::default()
+            })
             .await,
         Code::NotFound,
         "USER_NOT_FOUND",
@@ -282,7 +324,10 @@ async fn users_are_global_and_memberships_per_org(backend: Backend) {
     // Membership of org A says nothing about org B's other members.
     assert_error(
         app.operator()
-            .get_member(pb::GetMemberRequest { organization_id: a.organization_id.clone(), user_id: uuid::Uuid::now_v7().to_string() })
+            .get_member(pb::GetMemberRequest {
+                organization_id: a.organization_id.clone(),
+                user_id: uuid::Uuid::now_v7().to_string(),
+            })
             .await,
         Code::NotFound,
         "NOT_A_MEMBER",

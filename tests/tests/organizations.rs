@@ -42,7 +42,9 @@ async fn organization_lifecycle(backend: Backend) {
     assert!(uuid::Uuid::parse_str(&created.organization_id).unwrap().get_version_num() == 7);
 
     let by_slug = op
-        .get_organization(pb::GetOrganizationRequest { key: Some(pb::get_organization_request::Key::Slug(slug.clone())) })
+        .get_organization(pb::GetOrganizationRequest {
+            key: Some(pb::get_organization_request::Key::Slug(slug.clone())),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -68,7 +70,10 @@ async fn organization_lifecycle(backend: Backend) {
         .into_inner()
         .organization
         .unwrap();
-    assert_eq!((updated.display_name.as_str(), updated.seat_limit, updated.slug.as_str()), ("Acme Inc", 50, slug.as_str()));
+    assert_eq!(
+        (updated.display_name.as_str(), updated.seat_limit, updated.slug.as_str()),
+        ("Acme Inc", 50, slug.as_str())
+    );
 
     let suspended = op
         .update_organization(pb::UpdateOrganizationRequest {
@@ -98,7 +103,10 @@ async fn organization_lifecycle(backend: Backend) {
     );
 
     let deleted = op
-        .delete_organization(pb::DeleteOrganizationRequest { organization_id: created.organization_id.clone(), request_id: String::new() })
+        .delete_organization(pb::DeleteOrganizationRequest {
+            organization_id: created.organization_id.clone(),
+            request_id: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -126,13 +134,19 @@ async fn organization_lifecycle(backend: Backend) {
     );
 
     let events = op
-        .list_audit_events(pb::ListAuditEventsRequest { organization_id: created.organization_id.clone(), ..Default::default() })
+        .list_audit_events(pb::ListAuditEventsRequest {
+            organization_id: created.organization_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
         .events;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, vec!["organization.deleted", "organization.updated", "organization.updated", "organization.created"]);
+    assert_eq!(
+        actions,
+        vec!["organization.deleted", "organization.updated", "organization.updated", "organization.created"]
+    );
     assert!(events.iter().all(|e| e.actor.starts_with("operator:")));
     let only_created = op
         .list_audit_events(pb::ListAuditEventsRequest {
@@ -222,7 +236,11 @@ async fn seat_limit_cannot_drop_below_usage(backend: Backend) {
     // Exactly the usage is fine.
     app.operator()
         .update_organization(pb::UpdateOrganizationRequest {
-            organization: Some(pb::Organization { organization_id: org.organization_id.clone(), seat_limit: 3, ..Default::default() }),
+            organization: Some(pb::Organization {
+                organization_id: org.organization_id.clone(),
+                seat_limit: 3,
+                ..Default::default()
+            }),
             update_mask: Some(prost_types::FieldMask { paths: vec!["seat_limit".into()] }),
             request_id: String::new(),
         })
@@ -249,7 +267,11 @@ async fn domains_are_normalized_and_public_webmail_refused(backend: Backend) {
     let org = op.add_domain(add("gmail.com", true)).await.unwrap().into_inner().organization.unwrap();
     assert_eq!(org.allowed_domains, vec!["acme.com", "gmail.com"]);
     let org = op
-        .remove_domain(pb::RemoveDomainRequest { organization_id: id.clone(), domain: "gmail.com".into(), request_id: String::new() })
+        .remove_domain(pb::RemoveDomainRequest {
+            organization_id: id.clone(),
+            domain: "gmail.com".into(),
+            request_id: String::new(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -257,8 +279,12 @@ async fn domains_are_normalized_and_public_webmail_refused(backend: Backend) {
         .unwrap();
     assert_eq!(org.allowed_domains, vec!["acme.com"]);
     assert_error(
-        op.remove_domain(pb::RemoveDomainRequest { organization_id: id.clone(), domain: "gmail.com".into(), request_id: String::new() })
-            .await,
+        op.remove_domain(pb::RemoveDomainRequest {
+            organization_id: id.clone(),
+            domain: "gmail.com".into(),
+            request_id: String::new(),
+        })
+        .await,
         Code::NotFound,
         "DOMAIN_NOT_FOUND",
     );
@@ -315,7 +341,10 @@ async fn owner_email_makes_an_owner_member(backend: Backend) {
     assert!(!org.owner_user_id.is_empty());
     let owner = app
         .operator()
-        .get_member(pb::GetMemberRequest { organization_id: org.organization_id.clone(), user_id: org.owner_user_id.clone() })
+        .get_member(pb::GetMemberRequest {
+            organization_id: org.organization_id.clone(),
+            user_id: org.owner_user_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()

@@ -18,7 +18,11 @@ async fn custom_roles_lifecycle(backend: Backend) {
     let id = org.organization_id.clone();
     let mut op = app.operator();
 
-    let built_in = op.list_roles(pb::ListRolesRequest { organization_id: id.clone(), ..Default::default() }).await.unwrap().into_inner();
+    let built_in = op
+        .list_roles(pb::ListRolesRequest { organization_id: id.clone(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let names: Vec<&str> = built_in.roles.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, vec!["owner", "admin", "member"]);
     assert!(built_in.roles.iter().all(|r| r.built_in));
@@ -31,7 +35,8 @@ async fn custom_roles_lifecycle(backend: Backend) {
         permissions: perms.iter().map(|p| p.to_string()).collect(),
         request_id: String::new(),
     };
-    let billing = op.create_role(create("billing", &["invoices:read", "invoices:pay"])).await.unwrap().into_inner().role.unwrap();
+    let billing =
+        op.create_role(create("billing", &["invoices:read", "invoices:pay"])).await.unwrap().into_inner().role.unwrap();
     assert_eq!(billing.permissions, vec!["invoices:pay", "invoices:read"]);
     assert!(!billing.built_in);
     assert_error(op.create_role(create("billing", &[])).await, Code::AlreadyExists, "ROLE_EXISTS");
@@ -46,7 +51,11 @@ async fn custom_roles_lifecycle(backend: Backend) {
         .into_inner();
     assert_eq!(paged.roles.len(), 2);
     let rest = op
-        .list_roles(pb::ListRolesRequest { organization_id: id.clone(), page_size: 2, page_token: paged.next_page_token })
+        .list_roles(pb::ListRolesRequest {
+            organization_id: id.clone(),
+            page_size: 2,
+            page_token: paged.next_page_token,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -57,7 +66,12 @@ async fn custom_roles_lifecycle(backend: Backend) {
     assert_eq!(member.roles, vec!["billing"]);
     let updated = op
         .update_role(pb::UpdateRoleRequest {
-            role: Some(pb::Role { organization_id: id.clone(), name: "billing".into(), permissions: vec!["invoices:*".into()], ..Default::default() }),
+            role: Some(pb::Role {
+                organization_id: id.clone(),
+                name: "billing".into(),
+                permissions: vec!["invoices:*".into()],
+                ..Default::default()
+            }),
             update_mask: mask(&["permissions"]),
             request_id: String::new(),
         })
@@ -101,24 +115,47 @@ async fn custom_roles_lifecycle(backend: Backend) {
 
     let before = app.snapshot().await;
     assert_error(
-        op.delete_role(pb::DeleteRoleRequest { organization_id: id.clone(), name: "billing".into(), request_id: String::new() }).await,
+        op.delete_role(pb::DeleteRoleRequest {
+            organization_id: id.clone(),
+            name: "billing".into(),
+            request_id: String::new(),
+        })
+        .await,
         Code::FailedPrecondition,
         "ROLE_IN_USE",
     );
     assert_error(
-        op.delete_role(pb::DeleteRoleRequest { organization_id: id.clone(), name: "member".into(), request_id: String::new() }).await,
+        op.delete_role(pb::DeleteRoleRequest {
+            organization_id: id.clone(),
+            name: "member".into(),
+            request_id: String::new(),
+        })
+        .await,
         Code::FailedPrecondition,
         "ROLE_BUILT_IN",
     );
     assert_eq!(app.snapshot().await, before);
-    op.remove_member(pb::RemoveMemberRequest { organization_id: id.clone(), user_id: member.user_id.clone(), request_id: String::new() })
-        .await
-        .unwrap();
-    op.delete_role(pb::DeleteRoleRequest { organization_id: id.clone(), name: "billing".into(), request_id: String::new() })
-        .await
-        .unwrap();
+    op.remove_member(pb::RemoveMemberRequest {
+        organization_id: id.clone(),
+        user_id: member.user_id.clone(),
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
+    op.delete_role(pb::DeleteRoleRequest {
+        organization_id: id.clone(),
+        name: "billing".into(),
+        request_id: String::new(),
+    })
+    .await
+    .unwrap();
     assert_error(
-        op.delete_role(pb::DeleteRoleRequest { organization_id: id.clone(), name: "billing".into(), request_id: String::new() }).await,
+        op.delete_role(pb::DeleteRoleRequest {
+            organization_id: id.clone(),
+            name: "billing".into(),
+            request_id: String::new(),
+        })
+        .await,
         Code::NotFound,
         "ROLE_NOT_FOUND",
     );

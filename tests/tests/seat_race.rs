@@ -10,7 +10,11 @@ use lanyard_tests::{backend_tests, spawn_app, TestApp};
 use tokio::sync::Barrier;
 use tonic::Code;
 
-backend_tests!(last_seats_are_never_oversold, mixed_adds_and_reservations_share_the_seats, concurrent_claims_of_one_reservation_take_one_seat);
+backend_tests!(
+    last_seats_are_never_oversold,
+    mixed_adds_and_reservations_share_the_seats,
+    concurrent_claims_of_one_reservation_take_one_seat
+);
 
 const CALLERS: usize = 200;
 const ROUNDS: usize = 20;
@@ -95,7 +99,9 @@ async fn mixed_adds_and_reservations_share_the_seats(backend: Backend) {
                         .await
                         .map(|_| ())
                     } else {
-                        svc.reserve_seat(pb::ReserveSeatRequest { organization_id: org, ..Default::default() }).await.map(|_| ())
+                        svc.reserve_seat(pb::ReserveSeatRequest { organization_id: org, ..Default::default() })
+                            .await
+                            .map(|_| ())
                     }
                 })
             })
@@ -138,9 +144,16 @@ async fn concurrent_claims_of_one_reservation_take_one_seat(backend: Backend) {
                 })
             })
             .collect();
-        let outcomes: Vec<bool> =
-            futures::future::join_all(tasks).await.into_iter().map(|r| r.expect("task").expect("every claim succeeds")).collect();
-        assert_eq!(outcomes.iter().filter(|already| !**already).count(), 1, "round {round}: exactly one claim is the first");
+        let outcomes: Vec<bool> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task").expect("every claim succeeds"))
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|already| !**already).count(),
+            1,
+            "round {round}: exactly one claim is the first"
+        );
         let active = app.count("SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND status = 'active'", &org).await;
         assert_eq!(active as usize, ALREADY + 1);
         let usage = app.usage(&org).await;

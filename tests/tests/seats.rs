@@ -44,7 +44,8 @@ async fn reserve_claim_release(backend: Backend) {
     assert_error(svc.reserve_seat(reserve(&id)).await, Code::ResourceExhausted, "SEATS_EXHAUSTED");
 
     // Claim turns the reservation into a membership; a retry changes nothing.
-    let user = app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "pat@acme.com", &[]).await.user_id;
+    let user =
+        app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "pat@acme.com", &[]).await.user_id;
     let claim = pb::ClaimSeatRequest {
         organization_id: id.clone(),
         reservation_id: held.reservation_id.clone(),
@@ -55,20 +56,28 @@ async fn reserve_claim_release(backend: Backend) {
     let claimed = svc.claim_seat(claim.clone()).await.unwrap().into_inner();
     assert!(!claimed.already_claimed);
     let member = claimed.member.unwrap();
-    assert_eq!((member.user_id.as_str(), member.roles.clone(), member.invited_by.as_str()), (user.as_str(), vec!["admin".to_string()], "user:someone"));
+    assert_eq!(
+        (member.user_id.as_str(), member.roles.clone(), member.invited_by.as_str()),
+        (user.as_str(), vec!["admin".to_string()], "user:someone")
+    );
     let retried = svc.claim_seat(claim.clone()).await.unwrap().into_inner();
     assert!(retried.already_claimed);
     let usage = app.usage(&id).await;
     assert_eq!((usage.active, usage.reserved), (1, 1));
 
-    let other_user = app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "sam@acme.com", &[]).await.user_id;
+    let other_user =
+        app.add_member(&app.create_org(1, &["acme.com"]).await.organization_id, "sam@acme.com", &[]).await.user_id;
     assert_error(
         svc.claim_seat(pb::ClaimSeatRequest { user_id: other_user, ..claim.clone() }).await,
         Code::FailedPrecondition,
         "RESERVATION_CLAIMED",
     );
     assert_error(
-        svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: held.reservation_id.clone() }).await,
+        svc.release_seat(pb::ReleaseSeatRequest {
+            organization_id: id.clone(),
+            reservation_id: held.reservation_id.clone(),
+        })
+        .await,
         Code::FailedPrecondition,
         "RESERVATION_CLAIMED",
     );
@@ -82,7 +91,9 @@ async fn reserve_claim_release(backend: Backend) {
         .unwrap();
     assert_eq!(released.state, pb::SeatReservationState::Released as i32);
     // Releasing again is not an error, and claiming a released reservation is.
-    svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: chosen.clone() }).await.unwrap();
+    svc.release_seat(pb::ReleaseSeatRequest { organization_id: id.clone(), reservation_id: chosen.clone() })
+        .await
+        .unwrap();
     assert_error(
         svc.claim_seat(pb::ClaimSeatRequest { reservation_id: chosen.clone(), ..claim.clone() }).await,
         Code::FailedPrecondition,
@@ -93,7 +104,8 @@ async fn reserve_claim_release(backend: Backend) {
     // A reservation of another organization is, from this one, not there.
     let elsewhere = app.create_org(1, &[]).await;
     assert_error(
-        svc.release_seat(pb::ReleaseSeatRequest { organization_id: elsewhere.organization_id, reservation_id: chosen }).await,
+        svc.release_seat(pb::ReleaseSeatRequest { organization_id: elsewhere.organization_id, reservation_id: chosen })
+            .await,
         Code::NotFound,
         "RESERVATION_NOT_FOUND",
     );
@@ -157,8 +169,12 @@ async fn internal_rpcs_need_a_service_key(backend: Backend) {
         "SERVICE_ONLY",
     );
     assert_error(
-        op.resolve_identity(pb::ResolveIdentityRequest { issuer: "https://idp.example".into(), subject: "s".into(), ..Default::default() })
-            .await,
+        op.resolve_identity(pb::ResolveIdentityRequest {
+            issuer: "https://idp.example".into(),
+            subject: "s".into(),
+            ..Default::default()
+        })
+        .await,
         Code::PermissionDenied,
         "SERVICE_ONLY",
     );
@@ -223,7 +239,11 @@ async fn identities_resolve_by_issuer_and_subject(backend: Backend) {
 
     // Same subject at another issuer is another person.
     let other = svc
-        .resolve_identity(pb::ResolveIdentityRequest { issuer: "https://x.okta.com".into(), subject: "00u1".into(), ..Default::default() })
+        .resolve_identity(pb::ResolveIdentityRequest {
+            issuer: "https://x.okta.com".into(),
+            subject: "00u1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -233,8 +253,18 @@ async fn identities_resolve_by_issuer_and_subject(backend: Backend) {
         pb::ResolveIdentityRequest { issuer: String::new(), subject: "s".into(), ..Default::default() },
         pb::ResolveIdentityRequest { issuer: okta.into(), subject: String::new(), ..Default::default() },
         pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".repeat(1025), ..Default::default() },
-        pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".into(), email: "not-an-email".into(), ..Default::default() },
-        pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".into(), connection_id: "nope".into(), ..Default::default() },
+        pb::ResolveIdentityRequest {
+            issuer: okta.into(),
+            subject: "s".into(),
+            email: "not-an-email".into(),
+            ..Default::default()
+        },
+        pb::ResolveIdentityRequest {
+            issuer: okta.into(),
+            subject: "s".into(),
+            connection_id: "nope".into(),
+            ..Default::default()
+        },
     ] {
         assert_error(svc.resolve_identity(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     }

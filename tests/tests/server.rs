@@ -30,7 +30,10 @@ async fn reflection_lists_the_api(backend: Backend) {
 
     let app = spawn_app(backend).await;
     let mut client = ServerReflectionClient::new(app.channel());
-    let request = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut responses = client.server_reflection_info(futures::stream::iter(vec![request])).await.unwrap().into_inner();
     let response = responses.message().await.unwrap().expect("one response");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
@@ -55,7 +58,11 @@ async fn later_services_answer_unimplemented(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut authz = AuthorizationServiceClient::new(app.channel());
     let status = authz
-        .authorize(AuthorizeRequest { access_token: "x".into(), permission: "members:read".into(), ..Default::default() })
+        .authorize(AuthorizeRequest {
+            access_token: "x".into(),
+            permission: "members:read".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);

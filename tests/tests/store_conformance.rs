@@ -102,7 +102,17 @@ async fn audit_events_page_newest_first(backend: Backend) {
     let (store, _guard) = fresh_store(backend).await;
     let org = store.create_organization(&new_org(10), &change()).await.unwrap();
     for i in 0..5 {
-        store.add_member(org.id, &Email::parse(&format!("u{i}@acme.com")).unwrap(), "", &[RoleName::member()], true, &change()).await.unwrap();
+        store
+            .add_member(
+                org.id,
+                &Email::parse(&format!("u{i}@acme.com")).unwrap(),
+                "",
+                &[RoleName::member()],
+                true,
+                &change(),
+            )
+            .await
+            .unwrap();
     }
     let mut all = Vec::new();
     let mut page = Page::parse(2, "").unwrap();

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
-use sqlx::AnyConnection;
 use sqlx::migrate::Migrator;
+use sqlx::AnyConnection;
 use sqlx::{AnyPool, Connection, Executor};
 
 /// Which database a pool talks to.
@@ -87,8 +87,7 @@ impl Database {
                         }
                         Backend::Sqlite => {
                             conn.execute("PRAGMA journal_mode = WAL").await?;
-                            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str())
-                                .await?;
+                            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             conn.execute("PRAGMA synchronous = NORMAL").await?;
                         }

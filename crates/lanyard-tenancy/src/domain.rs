@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use lanyard_core::{ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission,
-    ReservationId, RoleName, Timestamp, UserId};
+use lanyard_core::{
+    ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
+    Timestamp, UserId,
+};
 
 /// An organization's lifecycle state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -119,15 +119,24 @@ impl TenancyError {
             PublicDomainNotAllowed => Problem::new(Code::InvalidArgument, "PUBLIC_DOMAIN_NOT_ALLOWED", msg),
             DomainExists => Problem::new(Code::AlreadyExists, "DOMAIN_EXISTS", msg),
             DomainNotFound => Problem::new(Code::NotFound, "DOMAIN_NOT_FOUND", msg),
-            OwnerProtected => Problem::new(Code::FailedPrecondition, "OWNER_PROTECTED", msg)
-                .with_precondition("OWNERSHIP", "owner", "transfer ownership first"),
-            OwnerExists => Problem::new(Code::FailedPrecondition, "OWNER_EXISTS", msg)
-                .with_precondition("OWNERSHIP", "owner", "use TransferOwnership"),
+            OwnerProtected => Problem::new(Code::FailedPrecondition, "OWNER_PROTECTED", msg).with_precondition(
+                "OWNERSHIP",
+                "owner",
+                "transfer ownership first",
+            ),
+            OwnerExists => Problem::new(Code::FailedPrecondition, "OWNER_EXISTS", msg).with_precondition(
+                "OWNERSHIP",
+                "owner",
+                "use TransferOwnership",
+            ),
             RoleNotFound(name) => Problem::new(Code::NotFound, "ROLE_NOT_FOUND", msg).with_metadata("role", name),
             RoleExists => Problem::new(Code::AlreadyExists, "ROLE_EXISTS", msg),
             RoleBuiltIn => Problem::new(Code::FailedPrecondition, "ROLE_BUILT_IN", msg),
-            RoleInUse(n) => Problem::new(Code::FailedPrecondition, "ROLE_IN_USE", msg)
-                .with_precondition("ROLE_USAGE", "role", format!("{n} active member(s) hold it")),
+            RoleInUse(n) => Problem::new(Code::FailedPrecondition, "ROLE_IN_USE", msg).with_precondition(
+                "ROLE_USAGE",
+                "role",
+                format!("{n} active member(s) hold it"),
+            ),
             ConnectionNotFound => Problem::new(Code::NotFound, "CONNECTION_NOT_FOUND", msg),
             ReservationNotFound => Problem::new(Code::NotFound, "RESERVATION_NOT_FOUND", msg),
             ReservationExpired => Problem::new(Code::FailedPrecondition, "RESERVATION_EXPIRED", msg),

@@ -7,8 +7,10 @@ use std::future::Future;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_core::page::Page;
-use lanyard_core::{Authenticator, Caller, ConnectionId, Domain, Email, OrgSlug, OrganizationId, Permission,
-    ReservationId, RoleName, UserId, ValueError};
+use lanyard_core::{
+    Authenticator, Caller, ConnectionId, Domain, Email, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
+    UserId, ValueError,
+};
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_server::TenancyService;
 use prost::Message;
@@ -53,7 +55,13 @@ impl TenancyGrpc {
 
     /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,
     /// on the same method) gets the first response back without running it again.
-    async fn once<R, F, Fut>(&self, caller: &Caller, method: &str, request_id: &str, run: F) -> Result<Response<R>, Status>
+    async fn once<R, F, Fut>(
+        &self,
+        caller: &Caller,
+        method: &str,
+        request_id: &str,
+        run: F,
+    ) -> Result<Response<R>, Status>
     where
         R: Message + Default,
         F: FnOnce() -> Fut,
@@ -268,7 +276,9 @@ impl TenancyService for TenancyGrpc {
                 self.tenancy.get_organization(&caller, org_id(&id)?).await?
             }
             Some(pb::get_organization_request::Key::Slug(slug)) => {
-                self.tenancy.get_organization_by_slug(&caller, &OrgSlug::parse(&slug).map_err(TenancyError::from)?).await?
+                self.tenancy
+                    .get_organization_by_slug(&caller, &OrgSlug::parse(&slug).map_err(TenancyError::from)?)
+                    .await?
             }
             None => return Err(TenancyError::from(ValueError::Missing("organization_id")).into()),
         };
@@ -321,7 +331,9 @@ impl TenancyService for TenancyGrpc {
                     other => {
                         return Err(TenancyError::InvalidField {
                             field: "update_mask",
-                            message: format!("{other:?} cannot be updated; use display_name, seat_limit, metadata or status"),
+                            message: format!(
+                                "{other:?} cannot be updated; use display_name, seat_limit, metadata or status"
+                            ),
                         })
                     }
                 }
@@ -342,13 +354,21 @@ impl TenancyService for TenancyGrpc {
         Ok(Response::new(pb::DeleteOrganizationResponse { organization: Some(org_to_pb(org)) }))
     }
 
-    async fn add_domain(&self, request: Request<pb::AddDomainRequest>) -> Result<Response<pb::AddDomainResponse>, Status> {
+    async fn add_domain(
+        &self,
+        request: Request<pb::AddDomainRequest>,
+    ) -> Result<Response<pb::AddDomainResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "AddDomain", &req.request_id.clone(), || async {
             let org = self
                 .tenancy
-                .add_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?, req.allow_public_domain)
+                .add_domain(
+                    &caller,
+                    org_id(&req.organization_id)?,
+                    Domain::parse(&req.domain)?,
+                    req.allow_public_domain,
+                )
                 .await?;
             Ok(pb::AddDomainResponse { organization: Some(org_to_pb(org)) })
         })
@@ -362,31 +382,48 @@ impl TenancyService for TenancyGrpc {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "RemoveDomain", &req.request_id.clone(), || async {
-            let org = self.tenancy.remove_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?).await?;
+            let org =
+                self.tenancy.remove_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?).await?;
             Ok(pb::RemoveDomainResponse { organization: Some(org_to_pb(org)) })
         })
         .await
     }
 
-    async fn add_member(&self, request: Request<pb::AddMemberRequest>) -> Result<Response<pb::AddMemberResponse>, Status> {
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "AddMember", &req.request_id.clone(), || async {
             let (member, created) = self
                 .tenancy
-                .add_member(&caller, org_id(&req.organization_id)?, Email::parse(&req.email)?, roles(&req.roles)?, &req.display_name)
+                .add_member(
+                    &caller,
+                    org_id(&req.organization_id)?,
+                    Email::parse(&req.email)?,
+                    roles(&req.roles)?,
+                    &req.display_name,
+                )
                 .await?;
             Ok(pb::AddMemberResponse { member: Some(member_to_pb(member)), user_created: created })
         })
         .await
     }
 
-    async fn get_member(&self, request: Request<pb::GetMemberRequest>) -> Result<Response<pb::GetMemberResponse>, Status> {
+    async fn get_member(
+        &self,
+        request: Request<pb::GetMemberRequest>,
+    ) -> Result<Response<pb::GetMemberResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let member = self
             .tenancy
-            .get_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id).map_err(TenancyError::from)?)
+            .get_member(
+                &caller,
+                org_id(&req.organization_id)?,
+                UserId::parse(&req.user_id).map_err(TenancyError::from)?,
+            )
             .await?;
         Ok(Response::new(pb::GetMemberResponse { member: Some(member_to_pb(member)) }))
     }
@@ -399,7 +436,12 @@ impl TenancyService for TenancyGrpc {
         let req = request.into_inner();
         let (members, next) = self
             .tenancy
-            .list_members(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?, req.show_removed)
+            .list_members(
+                &caller,
+                org_id(&req.organization_id)?,
+                &page(req.page_size, &req.page_token)?,
+                req.show_removed,
+            )
             .await?;
         Ok(Response::new(pb::ListMembersResponse {
             members: members.into_iter().map(member_to_pb).collect(),
@@ -419,7 +461,12 @@ impl TenancyService for TenancyGrpc {
             }
             let member = self
                 .tenancy
-                .update_member_roles(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?, roles(&req.roles)?)
+                .update_member_roles(
+                    &caller,
+                    org_id(&req.organization_id)?,
+                    UserId::parse(&req.user_id)?,
+                    roles(&req.roles)?,
+                )
                 .await?;
             Ok(pb::UpdateMemberRolesResponse { member: Some(member_to_pb(member)) })
         })
@@ -433,8 +480,10 @@ impl TenancyService for TenancyGrpc {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "RemoveMember", &req.request_id.clone(), || async {
-            let member =
-                self.tenancy.remove_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?).await?;
+            let member = self
+                .tenancy
+                .remove_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?)
+                .await?;
             Ok(pb::RemoveMemberResponse { member: Some(member_to_pb(member)) })
         })
         .await
@@ -451,7 +500,8 @@ impl TenancyService for TenancyGrpc {
                 field: "new_owner_user_id",
                 message: "new_owner_user_id must be a user id".into(),
             })?;
-            let (org, new, prev) = self.tenancy.transfer_ownership(&caller, org_id(&req.organization_id)?, new_owner).await?;
+            let (org, new, prev) =
+                self.tenancy.transfer_ownership(&caller, org_id(&req.organization_id)?, new_owner).await?;
             Ok(pb::TransferOwnershipResponse {
                 organization: Some(org_to_pb(org)),
                 new_owner: Some(member_to_pb(new)),
@@ -468,7 +518,8 @@ impl TenancyService for TenancyGrpc {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let user = UserId::parse(&req.user_id).map_err(TenancyError::from)?;
-        let (rows, next) = self.tenancy.list_user_organizations(&caller, user, &page(req.page_size, &req.page_token)?).await?;
+        let (rows, next) =
+            self.tenancy.list_user_organizations(&caller, user, &page(req.page_size, &req.page_token)?).await?;
         Ok(Response::new(pb::ListUserOrganizationsResponse {
             organizations: rows
                 .into_iter()
@@ -487,7 +538,10 @@ impl TenancyService for TenancyGrpc {
         Ok(Response::new(pb::GetSeatUsageResponse { usage: Some(usage_to_pb(usage)) }))
     }
 
-    async fn create_role(&self, request: Request<pb::CreateRoleRequest>) -> Result<Response<pb::CreateRoleResponse>, Status> {
+    async fn create_role(
+        &self,
+        request: Request<pb::CreateRoleRequest>,
+    ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "CreateRole", &req.request_id.clone(), || async {
@@ -506,15 +560,26 @@ impl TenancyService for TenancyGrpc {
         .await
     }
 
-    async fn list_roles(&self, request: Request<pb::ListRolesRequest>) -> Result<Response<pb::ListRolesResponse>, Status> {
+    async fn list_roles(
+        &self,
+        request: Request<pb::ListRolesRequest>,
+    ) -> Result<Response<pb::ListRolesResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let (roles, next) =
-            self.tenancy.list_roles(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?).await?;
-        Ok(Response::new(pb::ListRolesResponse { roles: roles.into_iter().map(role_to_pb).collect(), next_page_token: next }))
+        let (roles, next) = self
+            .tenancy
+            .list_roles(&caller, org_id(&req.organization_id)?, &page(req.page_size, &req.page_token)?)
+            .await?;
+        Ok(Response::new(pb::ListRolesResponse {
+            roles: roles.into_iter().map(role_to_pb).collect(),
+            next_page_token: next,
+        }))
     }
 
-    async fn update_role(&self, request: Request<pb::UpdateRoleRequest>) -> Result<Response<pb::UpdateRoleResponse>, Status> {
+    async fn update_role(
+        &self,
+        request: Request<pb::UpdateRoleRequest>,
+    ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "UpdateRole", &req.request_id.clone(), || async {
@@ -541,7 +606,10 @@ impl TenancyService for TenancyGrpc {
         .await
     }
 
-    async fn delete_role(&self, request: Request<pb::DeleteRoleRequest>) -> Result<Response<pb::DeleteRoleResponse>, Status> {
+    async fn delete_role(
+        &self,
+        request: Request<pb::DeleteRoleRequest>,
+    ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         self.once(&caller, "DeleteRole", &req.request_id.clone(), || async {
@@ -640,7 +708,10 @@ impl TenancyService for TenancyGrpc {
         }))
     }
 
-    async fn reserve_seat(&self, request: Request<pb::ReserveSeatRequest>) -> Result<Response<pb::ReserveSeatResponse>, Status> {
+    async fn reserve_seat(
+        &self,
+        request: Request<pb::ReserveSeatRequest>,
+    ) -> Result<Response<pb::ReserveSeatResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let id = if req.reservation_id.is_empty() {
@@ -652,7 +723,10 @@ impl TenancyService for TenancyGrpc {
         Ok(Response::new(pb::ReserveSeatResponse { reservation: Some(reservation_to_pb(res)) }))
     }
 
-    async fn release_seat(&self, request: Request<pb::ReleaseSeatRequest>) -> Result<Response<pb::ReleaseSeatResponse>, Status> {
+    async fn release_seat(
+        &self,
+        request: Request<pb::ReleaseSeatRequest>,
+    ) -> Result<Response<pb::ReleaseSeatResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
@@ -660,7 +734,10 @@ impl TenancyService for TenancyGrpc {
         Ok(Response::new(pb::ReleaseSeatResponse { reservation: Some(reservation_to_pb(res)) }))
     }
 
-    async fn claim_seat(&self, request: Request<pb::ClaimSeatRequest>) -> Result<Response<pb::ClaimSeatResponse>, Status> {
+    async fn claim_seat(
+        &self,
+        request: Request<pb::ClaimSeatRequest>,
+    ) -> Result<Response<pb::ClaimSeatResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
@@ -679,7 +756,11 @@ impl TenancyService for TenancyGrpc {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
         let identity = ExternalIdentity {
-            email: if req.email.is_empty() { None } else { Some(Email::parse(&req.email).map_err(TenancyError::from)?) },
+            email: if req.email.is_empty() {
+                None
+            } else {
+                Some(Email::parse(&req.email).map_err(TenancyError::from)?)
+            },
             issuer: req.issuer,
             subject: req.subject,
             email_verified: req.email_verified,

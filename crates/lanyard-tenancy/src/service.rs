@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::page::Page;
-use lanyard_core::{Caller, ConnectionId, DisplayName, Domain, Email, OrgSlug, OrganizationId, Permission,
-    ReservationId, RoleName, Timestamp, UserId};
+use lanyard_core::{
+    Caller, ConnectionId, DisplayName, Domain, Email, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
+    Timestamp, UserId,
+};
 
 use crate::domain::*;
 use crate::error::TenancyError;
@@ -32,8 +34,7 @@ pub const MAX_PERMISSIONS_PER_ROLE: usize = 100;
 /// The longest role description.
 pub const MAX_ROLE_DESCRIPTION_LEN: usize = 500;
 /// The shortest and longest seat reservation.
-pub const RESERVATION_TTL_BOUNDS: (Duration, Duration) =
-    (Duration::from_secs(60), Duration::from_secs(30 * 24 * 3600));
+pub const RESERVATION_TTL_BOUNDS: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(30 * 24 * 3600));
 /// A reservation's lifetime when the request names none.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -116,14 +117,24 @@ impl Tenancy {
     }
 
     /// A page of organizations (operator only).
-    pub async fn list_organizations(&self, caller: &Caller, page: &Page, show_deleted: bool) -> Result<(Vec<Organization>, String)> {
+    pub async fn list_organizations(
+        &self,
+        caller: &Caller,
+        page: &Page,
+        show_deleted: bool,
+    ) -> Result<(Vec<Organization>, String)> {
         caller.require_operator()?;
         self.store.list_organizations(page, show_deleted).await
     }
 
     /// Updates an organization. The seat limit and the status are the operator's (they are the
     /// contract); the name and metadata need `organization:write`.
-    pub async fn update_organization(&self, caller: &Caller, id: OrganizationId, patch: OrganizationPatch) -> Result<Organization> {
+    pub async fn update_organization(
+        &self,
+        caller: &Caller,
+        id: OrganizationId,
+        patch: OrganizationPatch,
+    ) -> Result<Organization> {
         if patch.seat_limit.is_some() || patch.status.is_some() {
             caller.require_operator()?;
         } else {
@@ -151,7 +162,13 @@ impl Tenancy {
     }
 
     /// Adds an allowed domain; public webmail domains only when an operator allows them.
-    pub async fn add_domain(&self, caller: &Caller, id: OrganizationId, domain: Domain, allow_public: bool) -> Result<Organization> {
+    pub async fn add_domain(
+        &self,
+        caller: &Caller,
+        id: OrganizationId,
+        domain: Domain,
+        allow_public: bool,
+    ) -> Result<Organization> {
         self.require(caller, id, "domains:write")?;
         if domain.is_public_webmail() && !(allow_public && caller.is_operator()) {
             return Err(TenancyError::PublicDomainNotAllowed);
@@ -201,14 +218,26 @@ impl Tenancy {
     }
 
     /// A page of members.
-    pub async fn list_members(&self, caller: &Caller, org: OrganizationId, page: &Page, show_removed: bool) -> Result<(Vec<Member>, String)> {
+    pub async fn list_members(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        page: &Page,
+        show_removed: bool,
+    ) -> Result<(Vec<Member>, String)> {
         self.require(caller, org, "members:read")?;
         self.org(org).await?;
         self.store.list_members(org, page, show_removed).await
     }
 
     /// Replaces a member's roles.
-    pub async fn update_member_roles(&self, caller: &Caller, org: OrganizationId, user: UserId, roles: Vec<RoleName>) -> Result<Member> {
+    pub async fn update_member_roles(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        user: UserId,
+        roles: Vec<RoleName>,
+    ) -> Result<Member> {
         self.require(caller, org, "members:write")?;
         let roles = normalize_roles(roles)?;
         self.store.update_member_roles(org, user, &roles, &Change::by(caller.actor())).await
@@ -221,13 +250,23 @@ impl Tenancy {
     }
 
     /// Transfers ownership: the owner (who alone holds `ownership:transfer`) or an operator.
-    pub async fn transfer_ownership(&self, caller: &Caller, org: OrganizationId, new_owner: UserId) -> Result<(Organization, Member, Option<Member>)> {
+    pub async fn transfer_ownership(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        new_owner: UserId,
+    ) -> Result<(Organization, Member, Option<Member>)> {
         self.require(caller, org, "ownership:transfer")?;
         self.store.transfer_ownership(org, new_owner, &Change::by(caller.actor())).await
     }
 
     /// A user's organizations: the user itself, or an operator.
-    pub async fn list_user_organizations(&self, caller: &Caller, user: UserId, page: &Page) -> Result<(Vec<(Organization, Member)>, String)> {
+    pub async fn list_user_organizations(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        page: &Page,
+    ) -> Result<(Vec<(Organization, Member)>, String)> {
         let own = matches!(caller, Caller::Member(p) if p.user_id == user);
         if !own {
             caller.require_operator()?;
@@ -247,7 +286,14 @@ impl Tenancy {
     // ----- roles ---------------------------------------------------------------------------
 
     /// Creates a custom role.
-    pub async fn create_role(&self, caller: &Caller, org: OrganizationId, name: RoleName, description: &str, permissions: Vec<Permission>) -> Result<Role> {
+    pub async fn create_role(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        name: RoleName,
+        description: &str,
+        permissions: Vec<Permission>,
+    ) -> Result<Role> {
         self.require(caller, org, "roles:write")?;
         check_role_fields(description, &permissions)?;
         let role = Role {
@@ -295,7 +341,12 @@ impl Tenancy {
     // ----- SSO connections -----------------------------------------------------------------
 
     /// Creates an SSO connection, checking the fields its kind needs.
-    pub async fn create_sso_connection(&self, caller: &Caller, org: OrganizationId, mut new: NewSsoConnection) -> Result<SsoConnection> {
+    pub async fn create_sso_connection(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        mut new: NewSsoConnection,
+    ) -> Result<SsoConnection> {
         self.require(caller, org, "connections:write")?;
         check_issuer(&new.issuer, self.allow_http_issuers)?;
         let client_id = new.client_id.trim();
@@ -338,7 +389,12 @@ impl Tenancy {
     }
 
     /// A page of SSO connections.
-    pub async fn list_sso_connections(&self, caller: &Caller, org: OrganizationId, page: &Page) -> Result<(Vec<SsoConnection>, String)> {
+    pub async fn list_sso_connections(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        page: &Page,
+    ) -> Result<(Vec<SsoConnection>, String)> {
         self.require(caller, org, "connections:read")?;
         self.org(org).await?;
         self.store.list_sso_connections(org, page).await
@@ -351,7 +407,13 @@ impl Tenancy {
     }
 
     /// A page of audit events.
-    pub async fn list_audit_events(&self, caller: &Caller, org: OrganizationId, page: &Page, action: Option<&str>) -> Result<(Vec<crate::domain::AuditEvent>, String)> {
+    pub async fn list_audit_events(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        page: &Page,
+        action: Option<&str>,
+    ) -> Result<(Vec<crate::domain::AuditEvent>, String)> {
         self.require(caller, org, "audit:read")?;
         self.org(org).await?;
         self.store.list_audit_events(org, page, action).await
@@ -360,11 +422,20 @@ impl Tenancy {
     // ----- internal ------------------------------------------------------------------------
 
     /// Reserves a seat (service keys only).
-    pub async fn reserve_seat(&self, caller: &Caller, org: OrganizationId, ttl: Option<Duration>, id: Option<ReservationId>) -> Result<Reservation> {
+    pub async fn reserve_seat(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        ttl: Option<Duration>,
+        id: Option<ReservationId>,
+    ) -> Result<Reservation> {
         caller.require_service()?;
         let ttl = ttl.unwrap_or(DEFAULT_RESERVATION_TTL);
         if ttl < RESERVATION_TTL_BOUNDS.0 || ttl > RESERVATION_TTL_BOUNDS.1 {
-            return Err(TenancyError::InvalidField { field: "ttl", message: "ttl must be between 1 minute and 30 days".into() });
+            return Err(TenancyError::InvalidField {
+                field: "ttl",
+                message: "ttl must be between 1 minute and 30 days".into(),
+            });
         }
         let change = Change::by(caller.actor());
         let expires = change.at.plus(ttl);
@@ -378,7 +449,15 @@ impl Tenancy {
     }
 
     /// Claims a seat (service keys only).
-    pub async fn claim_seat(&self, caller: &Caller, org: OrganizationId, id: ReservationId, user: UserId, roles: Vec<RoleName>, invited_by: &str) -> Result<(Member, bool)> {
+    pub async fn claim_seat(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        id: ReservationId,
+        user: UserId,
+        roles: Vec<RoleName>,
+        invited_by: &str,
+    ) -> Result<(Member, bool)> {
         caller.require_service()?;
         let roles = normalize_roles(roles)?;
         if invited_by.len() > 255 {
@@ -399,7 +478,9 @@ impl Tenancy {
             }
         }
         if identity.display_name.chars().count() > lanyard_core::values::MAX_DISPLAY_NAME_LEN {
-            return Err(lanyard_core::ValueError::TooLong("display_name", lanyard_core::values::MAX_DISPLAY_NAME_LEN).into());
+            return Err(
+                lanyard_core::ValueError::TooLong("display_name", lanyard_core::values::MAX_DISPLAY_NAME_LEN).into()
+            );
         }
         self.store.resolve_identity(&identity, &Change::by(caller.actor())).await
     }
@@ -515,7 +596,8 @@ mod tests {
         assert!(check_metadata(&m).is_ok());
         m.insert("bad key".to_owned(), "x".to_owned());
         assert!(check_metadata(&m).is_err());
-        let big: BTreeMap<String, String> = (0..=MAX_METADATA_ENTRIES).map(|i| (format!("k{i}"), String::new())).collect();
+        let big: BTreeMap<String, String> =
+            (0..=MAX_METADATA_ENTRIES).map(|i| (format!("k{i}"), String::new())).collect();
         assert!(check_metadata(&big).is_err());
     }
 

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{retry, Backend, Database, DbErrorKind};
 use lanyard_core::page::Page;
-use lanyard_core::{ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission,
-    ReservationId, RoleName, Timestamp, UserId};
+use lanyard_core::{
+    ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
+    Timestamp, UserId,
+};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -489,13 +491,24 @@ impl TenancyStore {
             .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-            audit(&mut tx, self.backend(), org, change, "seat.reserved", &format!("reservation:{id}"), &[(
-                "expires_at",
-                expires_at.to_rfc3339(),
-            )])
+            audit(
+                &mut tx,
+                self.backend(),
+                org,
+                change,
+                "seat.reserved",
+                &format!("reservation:{id}"),
+                &[("expires_at", expires_at.to_rfc3339())],
+            )
             .await?;
             self.commit(tx).await?;
-            Ok(Reservation { id, organization_id: org, expires_at, state: ReservationState::Held, claimed_user_id: None })
+            Ok(Reservation {
+                id,
+                organization_id: org,
+                expires_at,
+                state: ReservationState::Held,
+                claimed_user_id: None,
+            })
         })
         .await
     }
@@ -507,13 +520,12 @@ impl TenancyStore {
         id: ReservationId,
         now: Timestamp,
     ) -> Result<Option<Reservation>> {
-        let row = sqlx::query(
-            "SELECT id, org_id, expires_at, state, claimed_user_id FROM seat_reservations WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(self.err())?;
+        let row =
+            sqlx::query("SELECT id, org_id, expires_at, state, claimed_user_id FROM seat_reservations WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(self.err())?;
         let Some(row) = row else { return Ok(None) };
         let owner: String = row.try_get("org_id").map_err(self.err())?;
         if owner != org.to_string() {
@@ -542,7 +554,8 @@ impl TenancyStore {
         retrying(|| async move {
             let mut tx = self.begin().await?;
             self.lock_org(&mut tx, org).await?;
-            let mut res = self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
+            let mut res =
+                self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
             match res.state {
                 ReservationState::Claimed => return Err(TenancyError::ReservationClaimed),
                 ReservationState::Released => return Ok(res),
@@ -576,7 +589,8 @@ impl TenancyStore {
         let already = retrying(|| async move {
             let mut tx = self.begin().await?;
             let lock = self.lock_org(&mut tx, org).await?;
-            let res = self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
+            let res =
+                self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
             match res.state {
                 ReservationState::Claimed if res.claimed_user_id == Some(user) => return Ok(true),
                 ReservationState::Claimed => return Err(TenancyError::ReservationClaimed),
@@ -597,10 +611,15 @@ impl TenancyStore {
             .await
             .map_err(self.err())?;
             self.activate_membership(&mut tx, &lock, user, roles, invited_by, change).await?;
-            audit(&mut tx, self.backend(), org, change, "seat.claimed", &format!("reservation:{id}"), &[(
-                "user_id",
-                user.to_string(),
-            )])
+            audit(
+                &mut tx,
+                self.backend(),
+                org,
+                change,
+                "seat.claimed",
+                &format!("reservation:{id}"),
+                &[("user_id", user.to_string())],
+            )
             .await?;
             self.commit(tx).await?;
             Ok(false)
@@ -627,12 +646,13 @@ impl TenancyStore {
             let lock = self.lock_org(&mut tx, org).await?;
             lock.require_active()?;
             if enforce_domains {
-                let allowed = sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
-                    .bind(org.to_string())
-                    .bind(email.domain().as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
+                let allowed =
+                    sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
+                        .bind(org.to_string())
+                        .bind(email.domain().as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(self.err())?;
                 if allowed.is_none() {
                     return Err(TenancyError::EmailDomainNotAllowed);
                 }
@@ -812,9 +832,18 @@ impl TenancyStore {
     }
 
     /// A page of members in the order they joined.
-    pub async fn list_members(&self, org: OrganizationId, page: &Page, show_removed: bool) -> Result<(Vec<Member>, String)> {
+    pub async fn list_members(
+        &self,
+        org: OrganizationId,
+        page: &Page,
+        show_removed: bool,
+    ) -> Result<(Vec<Member>, String)> {
         let (after_at, after_user) = match page.after.as_deref().and_then(|a| a.split_once('|')) {
-            Some((at, user)) => (at.parse::<i64>().map_err(|_| TenancyError::Invalid(lanyard_core::ValueError::Malformed("page_token")))?, user.to_owned()),
+            Some((at, user)) => (
+                at.parse::<i64>()
+                    .map_err(|_| TenancyError::Invalid(lanyard_core::ValueError::Malformed("page_token")))?,
+                user.to_owned(),
+            ),
             None => (i64::MIN, String::new()),
         };
         let rows = sqlx::query(&format!(
@@ -865,10 +894,15 @@ impl TenancyStore {
             self.bump_version(&mut tx, org, user, change).await?;
             self.replace_roles(&mut tx, org, user, roles).await?;
             let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            audit(&mut tx, self.backend(), org, change, "member.roles_updated", &format!("user:{user}"), &[(
-                "roles",
-                names.join(","),
-            )])
+            audit(
+                &mut tx,
+                self.backend(),
+                org,
+                change,
+                "member.roles_updated",
+                &format!("user:{user}"),
+                &[("roles", names.join(","))],
+            )
             .await?;
             self.commit(tx).await
         })
@@ -910,12 +944,13 @@ impl TenancyStore {
                 return Err(TenancyError::OwnerProtected);
             }
             let roles = {
-                let rows = sqlx::query("SELECT role FROM membership_roles WHERE org_id = $1 AND user_id = $2 ORDER BY role")
-                    .bind(org.to_string())
-                    .bind(user.to_string())
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
+                let rows =
+                    sqlx::query("SELECT role FROM membership_roles WHERE org_id = $1 AND user_id = $2 ORDER BY role")
+                        .bind(org.to_string())
+                        .bind(user.to_string())
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(self.err())?;
                 rows.iter().map(|r| role_from(r.try_get("role").map_err(self.err())?)).collect::<Result<Vec<_>>>()?
             };
             sqlx::query(
@@ -969,10 +1004,15 @@ impl TenancyStore {
                 .await
                 .map_err(self.err())?;
             let prev_text = lock.owner.map(|p| p.to_string()).unwrap_or_default();
-            audit(&mut tx, self.backend(), org, change, "ownership.transferred", &format!("user:{new_owner}"), &[(
-                "previous_owner",
-                prev_text,
-            )])
+            audit(
+                &mut tx,
+                self.backend(),
+                org,
+                change,
+                "ownership.transferred",
+                &format!("user:{new_owner}"),
+                &[("previous_owner", prev_text)],
+            )
             .await?;
             self.commit(tx).await?;
             Ok(lock.owner)
@@ -988,7 +1028,11 @@ impl TenancyStore {
     }
 
     /// A page of a user's active memberships, with their organizations.
-    pub async fn list_user_organizations(&self, user: UserId, page: &Page) -> Result<(Vec<(Organization, Member)>, String)> {
+    pub async fn list_user_organizations(
+        &self,
+        user: UserId,
+        page: &Page,
+    ) -> Result<(Vec<(Organization, Member)>, String)> {
         let rows = sqlx::query(
             "SELECT org_id FROM memberships WHERE user_id = $1 AND status = 'active' AND org_id > $2
              ORDER BY org_id LIMIT $3",
@@ -1012,11 +1056,12 @@ impl TenancyStore {
 
     /// The user, if it exists.
     pub async fn get_user(&self, id: UserId) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT id, primary_email, email_verified, display_name, created_at FROM users WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+        let row =
+            sqlx::query("SELECT id, primary_email, email_verified, display_name, created_at FROM users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(self.err())?;
         row.as_ref().map(user_from_row).transpose()
     }
 
@@ -1055,10 +1100,15 @@ impl TenancyStore {
             .execute(&mut *tx)
             .await
             .map_err(self.unique_or(TenancyError::RoleExists))?;
-            audit(&mut tx, self.backend(), org, change, "role.created", &format!("role:{}", role.name), &[(
-                "permissions",
-                perms.join(","),
-            )])
+            audit(
+                &mut tx,
+                self.backend(),
+                org,
+                change,
+                "role.created",
+                &format!("role:{}", role.name),
+                &[("permissions", perms.join(","))],
+            )
             .await?;
             self.commit(tx).await
         })
@@ -1094,12 +1144,14 @@ impl TenancyStore {
         // Custom roles number at most MAX_CUSTOM_ROLES, so paging over them in memory is cheap;
         // the token is the position, prefixed so a token for another list cannot be reused here.
         let start = match &page.after {
-            Some(a) => a.strip_prefix("roles:").and_then(|n| n.parse::<usize>().ok()).ok_or(
-                TenancyError::Invalid(lanyard_core::ValueError::Malformed("page_token")),
-            )?,
+            Some(a) => a
+                .strip_prefix("roles:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or(TenancyError::Invalid(lanyard_core::ValueError::Malformed("page_token")))?,
             None => 0,
         };
-        let rest: Vec<(usize, Role)> = all.into_iter().enumerate().skip(start).take(page.fetch_limit() as usize).collect();
+        let rest: Vec<(usize, Role)> =
+            all.into_iter().enumerate().skip(start).take(page.fetch_limit() as usize).collect();
         let (rows, next) = page.finish(rest, |(i, _)| format!("roles:{}", i + 1));
         Ok((rows.into_iter().map(|(_, r)| r).collect(), next))
     }
@@ -1503,7 +1555,8 @@ const MEMBER_SELECT: &str = "SELECT m.org_id, m.user_id, u.primary_email, u.disp
 
 const ROLE_SELECT: &str = "SELECT org_id, name, description, permissions, created_at, updated_at FROM roles";
 
-const CONN_SELECT: &str = "SELECT id, org_id, kind, issuer, client_id, client_secret_sealed, hosted_domains, tenant_id, \
+const CONN_SELECT: &str =
+    "SELECT id, org_id, kind, issuer, client_id, client_secret_sealed, hosted_domains, tenant_id, \
      enabled, created_at FROM sso_connections";
 
 fn stored<T>(r: std::result::Result<T, sqlx::Error>) -> Result<T> {
@@ -1572,14 +1625,18 @@ fn role_from_row(r: &AnyRow) -> Result<Role> {
         organization_id: Some(parse_id(&stored(r.try_get::<String, _>("org_id"))?)?),
         name: role_from(stored(r.try_get("name"))?)?,
         description: stored(r.try_get("description"))?,
-        permissions: perms.iter().map(|p| Permission::parse(p).map_err(|_| corrupt("permission"))).collect::<Result<_>>()?,
+        permissions: perms
+            .iter()
+            .map(|p| Permission::parse(p).map_err(|_| corrupt("permission")))
+            .collect::<Result<_>>()?,
         created_at: Timestamp(stored(r.try_get("created_at"))?),
         updated_at: Timestamp(stored(r.try_get("updated_at"))?),
     })
 }
 
 fn connection_from_row(r: &AnyRow) -> Result<SsoConnection> {
-    let domains: Vec<String> = serde_json::from_str(&stored(r.try_get::<String, _>("hosted_domains"))?).unwrap_or_default();
+    let domains: Vec<String> =
+        serde_json::from_str(&stored(r.try_get::<String, _>("hosted_domains"))?).unwrap_or_default();
     let secret: Option<String> = stored(r.try_get("client_secret_sealed"))?;
     Ok(SsoConnection {
         id: parse_id(&stored(r.try_get::<String, _>("id"))?)?,
@@ -1587,7 +1644,10 @@ fn connection_from_row(r: &AnyRow) -> Result<SsoConnection> {
         kind: SsoKind::from_db(&stored(r.try_get::<String, _>("kind"))?),
         issuer: stored(r.try_get("issuer"))?,
         client_id: stored(r.try_get("client_id"))?,
-        hosted_domains: domains.iter().map(|d| Domain::parse(d).map_err(|_| corrupt("domain"))).collect::<Result<_>>()?,
+        hosted_domains: domains
+            .iter()
+            .map(|d| Domain::parse(d).map_err(|_| corrupt("domain")))
+            .collect::<Result<_>>()?,
         tenant_id: stored(r.try_get("tenant_id"))?,
         enabled: stored(r.try_get::<i64, _>("enabled"))? != 0,
         has_client_secret: secret.is_some(),

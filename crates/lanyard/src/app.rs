@@ -134,7 +134,8 @@ pub fn secret_box(settings: &Settings) -> anyhow::Result<SecretBox> {
 impl Application {
     /// Binds the listener, connects and migrates the databases, and assembles the server.
     pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Self> {
-        let services: Vec<ServiceName> = if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
+        let services: Vec<ServiceName> =
+            if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding {}", settings.listen_addr))?;
@@ -153,7 +154,8 @@ impl Application {
             match service {
                 ServiceName::Tenancy => {
                     let store = tenancy_store(&settings).await?;
-                    let tenancy = Tenancy::new(store, secret_box(&settings)?).allow_http_issuers(settings.allow_http_issuers);
+                    let tenancy =
+                        Tenancy::new(store, secret_box(&settings)?).allow_http_issuers(settings.allow_http_issuers);
                     router = router.add_service(TenancyGrpc::new(tenancy, auth.clone()).into_server());
                     health.set_serving::<TenancyServiceServer<TenancyGrpc>>().await;
                 }

@@ -173,14 +173,14 @@ impl tonic::service::Interceptor for Bearer {
 async fn connect(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<Client> {
     let key = match &remote.api_key {
         Some(k) => k.clone(),
-        None => std::fs::read_to_string(data_dir.join(OPERATOR_KEY_FILE))
-            .map(|k| k.trim().to_owned())
-            .with_context(|| {
+        None => std::fs::read_to_string(data_dir.join(OPERATOR_KEY_FILE)).map(|k| k.trim().to_owned()).with_context(
+            || {
                 format!(
                     "no API key: pass --api-key or set LANYARD_API_KEY (the embedded default writes one to {})",
                     data_dir.join(OPERATOR_KEY_FILE).display()
                 )
-            })?,
+            },
+        )?,
     };
     let channel = Channel::from_shared(remote.endpoint.clone())
         .context("invalid --endpoint")?
@@ -196,7 +196,9 @@ async fn resolve_org(client: &mut Client, org: &str) -> anyhow::Result<String> {
         return Ok(org.to_owned());
     }
     let found = client
-        .get_organization(pb::GetOrganizationRequest { key: Some(pb::get_organization_request::Key::Slug(org.to_owned())) })
+        .get_organization(pb::GetOrganizationRequest {
+            key: Some(pb::get_organization_request::Key::Slug(org.to_owned())),
+        })
         .await
         .map_err(status_error)?;
     Ok(found.into_inner().organization.map(|o| o.organization_id).unwrap_or_default())
@@ -204,7 +206,12 @@ async fn resolve_org(client: &mut Client, org: &str) -> anyhow::Result<String> {
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
     let reason = lanyard_core::status::reason_of(&s).unwrap_or_default();
-    anyhow::anyhow!("{:?}: {} {}", s.code(), s.message(), if reason.is_empty() { String::new() } else { format!("({reason})") })
+    anyhow::anyhow!(
+        "{:?}: {} {}",
+        s.code(),
+        s.message(),
+        if reason.is_empty() { String::new() } else { format!("({reason})") }
+    )
 }
 
 fn org_json(o: &pb::Organization) -> serde_json::Value {
@@ -326,7 +333,11 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
             let mut token = String::new();
             loop {
                 let page = c
-                    .list_organizations(pb::ListOrganizationsRequest { page_size: 500, page_token: token, show_deleted: all })
+                    .list_organizations(pb::ListOrganizationsRequest {
+                        page_size: 500,
+                        page_token: token,
+                        show_deleted: all,
+                    })
                     .await
                     .map_err(status_error)?
                     .into_inner();
@@ -400,12 +411,17 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
                 .unwrap_or_default();
             let value = json!({"organization_id": u.organization_id, "seat_limit": u.seat_limit,
                 "active": u.active, "reserved": u.reserved, "available": u.available});
-            print(&remote, value, &["limit", "active", "reserved", "available"], vec![vec![
-                u.seat_limit.to_string(),
-                u.active.to_string(),
-                u.reserved.to_string(),
-                u.available.to_string(),
-            ]]);
+            print(
+                &remote,
+                value,
+                &["limit", "active", "reserved", "available"],
+                vec![vec![
+                    u.seat_limit.to_string(),
+                    u.active.to_string(),
+                    u.reserved.to_string(),
+                    u.available.to_string(),
+                ]],
+            );
         }
         Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
     }

@@ -162,7 +162,10 @@ mod tests {
     fn secrets_never_print() {
         let s = Settings::load_from(
             None,
-            env(&[("LANYARD_DATABASE_URL", "postgres://u:hunter2@db/x"), ("LANYARD_OPERATOR_KEYS", "topsecretkey12345")]),
+            env(&[
+                ("LANYARD_DATABASE_URL", "postgres://u:hunter2@db/x"),
+                ("LANYARD_OPERATOR_KEYS", "topsecretkey12345"),
+            ]),
         )
         .unwrap();
         let printed = format!("{s:?}");
