@@ -83,6 +83,11 @@ impl Default for Settings {
     }
 }
 
+/// `LANYARD_*` variables that belong to the command-line client and the build and test scripts,
+/// not to the server's settings.
+const NOT_SETTINGS: [&str; 5] =
+    ["LANYARD_ENDPOINT", "LANYARD_API_KEY", "LANYARD_TOOLS_DIR", "LANYARD_DEPLOY_CACHE", "LANYARD_RENDER_DIR"];
+
 /// The environment variables read as comma-separated lists.
 const LIST_KEYS: [&str; 2] = ["operator_keys", "service_keys"];
 
@@ -97,14 +102,19 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, config::ConfigError> {
-        let env: std::collections::HashMap<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with("LANYARD_")).collect();
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with("LANYARD_") && !k.starts_with("LANYARD_TEST_") && !NOT_SETTINGS.contains(&k.as_str())
+            })
+            .collect();
         let file = file.map(Path::to_path_buf).or_else(|| env.get("LANYARD_CONFIG_FILE").map(PathBuf::from));
         let mut builder = config::Config::builder();
         if let Some(path) = &file {
             builder = builder.add_source(config::File::from(path.as_path()).required(true));
         }
-        let mut environment = config::Environment::with_prefix("LANYARD").list_separator(",").source(Some(env));
+        let mut environment =
+            config::Environment::with_prefix("LANYARD").try_parsing(true).list_separator(",").source(Some(env));
         for key in LIST_KEYS {
             environment = environment.with_list_parse_key(key);
         }
@@ -176,6 +186,19 @@ mod tests {
     #[test]
     fn unknown_settings_are_refused() {
         assert!(Settings::load_from(None, env(&[("LANYARD_LISTEN_ADRESS", "x")])).is_err());
+    }
+
+    #[test]
+    fn client_and_test_variables_are_not_settings() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_API_KEY", "k"),
+                ("LANYARD_ENDPOINT", "http://x"),
+                ("LANYARD_TEST_POSTGRES_URL", "postgres://x/y"),
+            ]),
+        );
+        assert!(s.is_ok(), "{s:?}");
     }
 
     #[test]

@@ -1,0 +1,28 @@
+# The commands the README documents. Each target is a line or two; the scripts hold the logic.
+.DEFAULT_GOAL := help
+.PHONY: help run test lint fmt proto-lint deploy-lint ci
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+run: ## Run all three services in one process on the embedded default (SQLite in ./data)
+	cargo run --locked -p lanyard -- serve
+
+test: ## Run every test (Postgres-backed ones too when a server answers; required under CI)
+	scripts/test
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+proto-lint: ## buf lint (STANDARD) on proto/
+	scripts/proto-lint
+
+deploy-lint: ## Render and validate the Kubernetes manifests and lint the Dockerfile, offline
+	deploy/validate.sh
+
+ci: ## What CI runs
+	bash .ci/run
