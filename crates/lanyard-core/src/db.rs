@@ -100,12 +100,9 @@ impl Database {
         Ok(Self { pool, backend })
     }
 
-    /// Runs the service's migrations for this backend.
-    pub async fn migrate(&self, postgres: &Migrator, sqlite: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
-        match self.backend {
-            Backend::Postgres => postgres.run(&self.pool).await,
-            Backend::Sqlite => sqlite.run(&self.pool).await,
-        }
+    /// Runs the service's migrations (inside its own schema on Postgres).
+    pub async fn migrate(&self, migrations: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+        migrations.run(&self.pool).await
     }
 
     /// Answers a trivial query (for health checks).

@@ -47,10 +47,10 @@ pub struct TenancyStore {
     db: Database,
 }
 
-/// The Postgres migrations.
-pub static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-/// The SQLite migrations.
-pub static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The migrations. They are written in the SQL both backends run alike (TEXT, BIGINT, CHECK,
+/// partial and composite indexes), so one set serves Postgres and SQLite; a change that needs
+/// backend-specific SQL splits this into one set per backend.
+pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The organization row as locked at the start of a seat-changing transaction.
 struct OrgLock {
@@ -111,7 +111,7 @@ impl TenancyStore {
 
     /// Runs the tenancy migrations for this backend.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        self.db.migrate(&POSTGRES_MIGRATIONS, &SQLITE_MIGRATIONS).await
+        self.db.migrate(&MIGRATIONS).await
     }
 
     /// The database, for health checks.
@@ -417,19 +417,30 @@ impl TenancyStore {
     }
 
     async fn count_seats(&self, tx: &mut Tx, lock: &OrgLock, now: Timestamp) -> Result<SeatUsage> {
+        self.count_seats_on(tx, lock.id, lock.seat_limit, now).await
+    }
+
+    /// Counts the seats in use: active memberships plus held, unexpired reservations.
+    async fn count_seats_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        org: OrganizationId,
+        seat_limit: u32,
+        now: Timestamp,
+    ) -> Result<SeatUsage> {
         let row = sqlx::query(
             "SELECT
                (SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND status = 'active') AS active,
                (SELECT COUNT(*) FROM seat_reservations WHERE org_id = $1 AND state = 'held' AND expires_at > $2) AS reserved",
         )
-        .bind(lock.id.to_string())
+        .bind(org.to_string())
         .bind(now.0)
-        .fetch_one(&mut **tx)
+        .fetch_one(conn)
         .await
         .map_err(self.err())?;
         Ok(SeatUsage {
-            organization_id: lock.id,
-            seat_limit: lock.seat_limit,
+            organization_id: org,
+            seat_limit,
             active: count(row.try_get("active").map_err(self.err())?),
             reserved: count(row.try_get("reserved").map_err(self.err())?),
         })
@@ -446,22 +457,8 @@ impl TenancyStore {
     /// Seat usage now (a read; expired reservations count as free).
     pub async fn seat_usage(&self, id: OrganizationId) -> Result<SeatUsage> {
         let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
-        let row = sqlx::query(
-            "SELECT
-               (SELECT COUNT(*) FROM memberships WHERE org_id = $1 AND status = 'active') AS active,
-               (SELECT COUNT(*) FROM seat_reservations WHERE org_id = $1 AND state = 'held' AND expires_at > $2) AS reserved",
-        )
-        .bind(id.to_string())
-        .bind(Timestamp::now().0)
-        .fetch_one(&self.db.pool)
-        .await
-        .map_err(self.err())?;
-        Ok(SeatUsage {
-            organization_id: id,
-            seat_limit: org.seat_limit,
-            active: count(row.try_get("active").map_err(self.err())?),
-            reserved: count(row.try_get("reserved").map_err(self.err())?),
-        })
+        let mut conn = self.db.pool.acquire().await.map_err(self.err())?;
+        self.count_seats_on(&mut conn, id, org.seat_limit, Timestamp::now()).await
     }
 
     /// Holds a seat until `expires_at`. With a caller-chosen id, a retry returns the same reservation.

@@ -1,36 +1,37 @@
--- TenancyService tables, in the service's own SQLite file. Ids are UUID text; times are microseconds
--- since the Unix epoch (INTEGER), matching the Postgres migrations column for column.
+-- TenancyService tables: in the `tenancy` schema on Postgres, in the service's own file on SQLite.
+-- Ids are UUID text and times are microseconds since the Unix epoch (BIGINT), so the same SQL
+-- and the same queries run on both backends.
 
 CREATE TABLE organizations (
     id            TEXT PRIMARY KEY,
     slug          TEXT NOT NULL UNIQUE,
     display_name  TEXT NOT NULL,
-    seat_limit    INTEGER NOT NULL CHECK (seat_limit >= 1),
+    seat_limit    BIGINT NOT NULL CHECK (seat_limit >= 1),
     metadata      TEXT NOT NULL DEFAULT '{}',
     status        TEXT NOT NULL CHECK (status IN ('active', 'suspended', 'deleted')),
     owner_user_id TEXT,
     -- Bumped by every seat change: the UPDATE that bumps it is the lock that serializes seat accounting.
-    seat_epoch    INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL,
-    deleted_at    INTEGER
+    seat_epoch    BIGINT NOT NULL DEFAULT 0,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    deleted_at    BIGINT
 );
 
 CREATE TABLE organization_domains (
     org_id     TEXT NOT NULL REFERENCES organizations (id),
     domain     TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
     PRIMARY KEY (org_id, domain)
 );
 
 CREATE TABLE users (
     id             TEXT PRIMARY KEY,
     primary_email  TEXT UNIQUE,
-    email_verified INTEGER NOT NULL DEFAULT 0,
+    email_verified BIGINT NOT NULL DEFAULT 0,
     display_name   TEXT NOT NULL DEFAULT '',
     status         TEXT NOT NULL DEFAULT 'active',
-    created_at     INTEGER NOT NULL,
-    updated_at     INTEGER NOT NULL
+    created_at     BIGINT NOT NULL,
+    updated_at     BIGINT NOT NULL
 );
 
 CREATE TABLE external_identities (
@@ -38,7 +39,7 @@ CREATE TABLE external_identities (
     subject       TEXT NOT NULL,
     user_id       TEXT NOT NULL REFERENCES users (id),
     connection_id TEXT,
-    created_at    INTEGER NOT NULL,
+    created_at    BIGINT NOT NULL,
     PRIMARY KEY (issuer, subject)
 );
 
@@ -46,10 +47,10 @@ CREATE TABLE memberships (
     org_id     TEXT NOT NULL REFERENCES organizations (id),
     user_id    TEXT NOT NULL REFERENCES users (id),
     status     TEXT NOT NULL CHECK (status IN ('active', 'removed')),
-    version    INTEGER NOT NULL,
+    version    BIGINT NOT NULL,
     invited_by TEXT NOT NULL DEFAULT '',
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
     PRIMARY KEY (org_id, user_id)
 );
 CREATE INDEX memberships_by_user ON memberships (user_id, status);
@@ -69,19 +70,19 @@ CREATE TABLE roles (
     name        TEXT NOT NULL,
     description TEXT NOT NULL DEFAULT '',
     permissions TEXT NOT NULL,
-    created_at  INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
     PRIMARY KEY (org_id, name)
 );
 
 CREATE TABLE seat_reservations (
     id              TEXT PRIMARY KEY,
     org_id          TEXT NOT NULL REFERENCES organizations (id),
-    expires_at      INTEGER NOT NULL,
+    expires_at      BIGINT NOT NULL,
     state           TEXT NOT NULL CHECK (state IN ('held', 'claimed', 'released')),
     claimed_user_id TEXT,
-    created_at      INTEGER NOT NULL,
-    updated_at      INTEGER NOT NULL
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL
 );
 CREATE INDEX seat_reservations_held ON seat_reservations (org_id, state, expires_at);
 
@@ -94,8 +95,8 @@ CREATE TABLE sso_connections (
     client_secret_sealed TEXT,
     hosted_domains       TEXT NOT NULL DEFAULT '[]',
     tenant_id            TEXT NOT NULL DEFAULT '',
-    enabled              INTEGER NOT NULL DEFAULT 1,
-    created_at           INTEGER NOT NULL
+    enabled              BIGINT NOT NULL DEFAULT 1,
+    created_at           BIGINT NOT NULL
 );
 CREATE INDEX sso_connections_by_org ON sso_connections (org_id, id);
 
@@ -106,7 +107,7 @@ CREATE TABLE audit_events (
     action     TEXT NOT NULL,
     target     TEXT NOT NULL,
     details    TEXT NOT NULL DEFAULT '{}',
-    created_at INTEGER NOT NULL
+    created_at BIGINT NOT NULL
 );
 CREATE INDEX audit_events_by_org ON audit_events (org_id, id);
 
@@ -115,6 +116,6 @@ CREATE TABLE idempotency_keys (
     scope      TEXT NOT NULL,
     request_id TEXT NOT NULL,
     response   TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
     PRIMARY KEY (scope, request_id)
 );
