@@ -1,0 +1,165 @@
+//! InvitationService's errors and their one mapping to the API's codes and stable reasons.
+
+use lanyard_core::caller::{AuthError, Denied};
+use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::status::Problem;
+use lanyard_core::ValueError;
+use tonic::Code;
+
+/// Everything an invitation operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum InvitationError {
+    #[error(transparent)]
+    Invalid(#[from] ValueError),
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("only an operator may invite with the owner role")]
+    OwnerRoleOperatorOnly,
+    #[error("invitation not found")]
+    NotFound,
+    #[error("the invitation has expired")]
+    Expired,
+    #[error("the invitation was revoked")]
+    Revoked,
+    #[error("the invitation was already accepted")]
+    AlreadyAccepted,
+    #[error("this link was replaced by a newer one; use the latest invitation email")]
+    Superseded,
+    #[error("the identity's verified email is not the invited email")]
+    EmailMismatch,
+    #[error("the identity's email is not verified")]
+    EmailNotVerified,
+    #[error("the email domain is not one of the organization's allowed domains")]
+    EmailDomainNotAllowed,
+    #[error("a pending invitation for this email already exists")]
+    InvitationPending { existing: String },
+    #[error("the email already belongs to an active member")]
+    MemberExists,
+    #[error("the organization is not active")]
+    OrganizationInactive,
+    #[error("too many requests; slow down")]
+    RateLimited,
+    /// A business error of the tenancy service (seats exhausted, organization not found, ...),
+    /// passed through to the caller with its code, reason and details.
+    #[error("tenancy: {}", .0.message())]
+    Upstream(tonic::Status),
+    /// The tenancy service failed unexpectedly (unreachable, misconfigured key, internal).
+    #[error("the tenancy service failed: {0}")]
+    TenancyUnavailable(tonic::Status),
+    #[error("database error")]
+    Database { backend: Backend, source: sqlx::Error },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+type Result<T, E = InvitationError> = std::result::Result<T, E>;
+
+impl InvitationError {
+    /// Wraps a database error, remembering the backend that classifies it.
+    pub fn db(backend: Backend) -> impl Fn(sqlx::Error) -> Self {
+        move |source| Self::Database { backend, source }
+    }
+
+    /// The database error's meaning, if this is one.
+    pub fn db_kind(&self) -> Option<DbErrorKind> {
+        match self {
+            Self::Database { backend, source } => Some(lanyard_core::db::classify(*backend, source)),
+            _ => None,
+        }
+    }
+
+    /// The stable reason of a tenancy status, if this is one.
+    pub fn upstream_reason(&self) -> Option<String> {
+        match self {
+            Self::Upstream(s) => lanyard_core::status::reason_of(s),
+            _ => None,
+        }
+    }
+
+    /// The API form of everything but a passed-through tenancy status.
+    pub fn to_problem(&self) -> Problem {
+        use InvitationError::*;
+        let msg = self.to_string();
+        let failed = |reason: &'static str| {
+            Problem::new(Code::FailedPrecondition, reason, msg.clone()).with_precondition(
+                "INVITATION_STATUS",
+                "invitation",
+                "the invitation must be pending",
+            )
+        };
+        match self {
+            Invalid(e) => Problem::from(e.clone()),
+            InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
+            Unauthenticated(e) => Problem::from(*e),
+            Denied(e) => Problem::from(*e),
+            OwnerRoleOperatorOnly => Problem::new(Code::PermissionDenied, "OWNER_ROLE_OPERATOR_ONLY", msg),
+            NotFound => Problem::new(Code::NotFound, "INVITATION_NOT_FOUND", msg),
+            Expired => failed("INVITATION_EXPIRED"),
+            Revoked => failed("INVITATION_REVOKED"),
+            AlreadyAccepted => failed("INVITATION_ALREADY_ACCEPTED"),
+            Superseded => failed("INVITATION_SUPERSEDED"),
+            EmailMismatch => Problem::new(Code::PermissionDenied, "EMAIL_MISMATCH", msg),
+            EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
+            EmailDomainNotAllowed => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_ALLOWED", msg),
+            InvitationPending { existing } => {
+                Problem::new(Code::AlreadyExists, "INVITATION_PENDING", msg).with_metadata("invitation_id", existing)
+            }
+            MemberExists => Problem::new(Code::AlreadyExists, "MEMBER_EXISTS", msg),
+            OrganizationInactive => Problem::new(Code::FailedPrecondition, "ORGANIZATION_INACTIVE", msg)
+                .with_precondition("ORGANIZATION_STATUS", "organization", "the organization must be active"),
+            RateLimited => Problem::new(Code::ResourceExhausted, "RATE_LIMITED", msg)
+                .with_quota_violation("peer", "too many previews from this address; retry later"),
+            Upstream(s) => Problem::new(s.code(), "UPSTREAM", s.message().to_owned()),
+            TenancyUnavailable(_) => {
+                Problem::new(Code::Unavailable, "TENANCY_UNAVAILABLE", "the tenancy service is unavailable; retry")
+            }
+            Database { .. } if self.is_retryable() => {
+                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
+            }
+            Database { .. } | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+        }
+    }
+
+    /// Classifies a tenancy status: business errors pass through, the rest is unavailability.
+    pub fn from_tenancy(status: tonic::Status) -> Self {
+        match status.code() {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::ResourceExhausted
+            | Code::OutOfRange => Self::Upstream(status),
+            _ => Self::TenancyUnavailable(status),
+        }
+    }
+}
+
+impl Retryable for InvitationError {
+    fn is_retryable(&self) -> bool {
+        self.db_kind() == Some(DbErrorKind::Retryable)
+    }
+}
+
+impl From<InvitationError> for tonic::Status {
+    fn from(e: InvitationError) -> Self {
+        if let InvitationError::Upstream(status) = e {
+            return status;
+        }
+        let problem = e.to_problem();
+        if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
+            // The cause chain goes to the log, never to the caller.
+            tracing::error!(error = ?e, "invitation request failed");
+        }
+        problem.into_status()
+    }
+}
+
+/// Reads a tenancy outcome, keeping the status for a caller that wants to react to its reason.
+pub(crate) fn tenancy<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+    r.map(tonic::Response::into_inner).map_err(InvitationError::from_tenancy)
+}
