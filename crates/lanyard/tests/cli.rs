@@ -1,0 +1,162 @@
+//! The `lanyard` binary as a newcomer uses it: `serve` on the embedded default with nothing
+//! configured, operator commands against it (tables and JSON), clean errors, and SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs an operator command against `endpoint`, with the data directory's generated key.
+fn lanyard(data: &Path, endpoint: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LANYARD_DATA_DIR", data)
+        .env("LANYARD_ENDPOINT", endpoint)
+        .output()
+        .expect("runs the binary")
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(o)).expect("JSON output")
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `lanyard serve` with only a data directory and an address, and waits until it answers.
+fn serve(data: &Path) -> (Server, String) {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LANYARD_DATA_DIR", data)
+        .env("LANYARD_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts the server");
+    let server = Server(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // Readiness, not timing: poll until the port accepts (bounded, in case it never starts).
+    for _ in 0..600 {
+        let files = ["tenancy.db", "operator.key", "service.key", "encryption.key"];
+        if files.iter().all(|f| data.join(f).exists()) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (server, endpoint);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("lanyard serve did not start");
+}
+
+#[test]
+fn a_fresh_serve_works_with_the_cli_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, endpoint) = serve(&data);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("operator.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let table = stdout(&lanyard(
+        &data,
+        &endpoint,
+        &["org", "create", "--slug", "acme", "--name", "Acme Corp", "--seats", "2", "--domain", "acme.com"],
+    ));
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("acme") && table.contains("Acme Corp") && table.contains("acme.com"), "{table}");
+
+    let org = json(&lanyard(&data, &endpoint, &["org", "show", "acme", "--json"]));
+    assert_eq!(org["slug"], "acme");
+    assert_eq!(org["seat_limit"], 2);
+    assert_eq!(org["status"], "active");
+
+    let alice = json(&lanyard(
+        &data,
+        &endpoint,
+        &["member", "add", "--org", "acme", "--email", "alice@acme.com", "--role", "admin", "--json"],
+    ));
+    assert_eq!(alice["roles"], serde_json::json!(["admin"]));
+    stdout(&lanyard(&data, &endpoint, &["member", "add", "--org", "acme", "--email", "bob@acme.com"]));
+
+    let full = lanyard(&data, &endpoint, &["member", "add", "--org", "acme", "--email", "carol@acme.com"]);
+    assert!(!full.status.success());
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert!(err.contains("SEATS_EXHAUSTED"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+
+    let seats = json(&lanyard(&data, &endpoint, &["seats", "show", "--org", "acme", "--json"]));
+    assert_eq!((seats["active"].as_i64(), seats["available"].as_i64()), (Some(2), Some(0)));
+
+    let user = alice["user_id"].as_str().unwrap().to_owned();
+    let removed = json(&lanyard(&data, &endpoint, &["member", "remove", "--org", "acme", "--user", &user, "--json"]));
+    assert_eq!(removed["status"], "removed");
+    let members = json(&lanyard(&data, &endpoint, &["member", "list", "--org", "acme", "--json"]));
+    assert_eq!(members.as_array().unwrap().len(), 1);
+    let orgs = json(&lanyard(&data, &endpoint, &["org", "list", "--json"]));
+    assert_eq!(orgs.as_array().unwrap().len(), 1);
+
+    // A wrong key is refused with the stable reason.
+    let wrong = Command::new(BIN)
+        .args(["org", "list", "--api-key", "not-the-right-key-at-all"])
+        .env_clear()
+        .env("LANYARD_ENDPOINT", &endpoint)
+        .env("LANYARD_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("CREDENTIALS_INVALID"));
+
+    // SIGTERM: a graceful stop with exit code 0.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.0.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn migrate_creates_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--service", "tenancy"])
+        .env_clear()
+        .env("LANYARD_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("tenancy.db").exists());
+}
+
+#[test]
+fn bad_settings_fail_with_a_clear_message() {
+    let out = Command::new(BIN).args(["migrate"]).env_clear().env("LANYARD_LISTEN_ADRESS", "typo").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error:") && err.contains("listen_adress"), "{err}");
+}
