@@ -86,6 +86,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// Direct access to the tenancy tables, for checking invariants.
     pub db: Database,
+    /// Where `/metrics` is served, when the settings asked for it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -95,6 +97,11 @@ pub struct TestApp {
 
 /// Starts the tenancy service on `backend` with a fresh database.
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// As [`spawn_app`], with the settings adjusted by `tweak` first.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let (database_url, pg_database) = match backend {
@@ -104,7 +111,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             (Some(url), Some(name))
         }
     };
-    let settings = Settings {
+    let mut settings = Settings {
         listen_addr: "127.0.0.1:0".parse().expect("address"),
         data_dir: dir.path().to_path_buf(),
         database_url: database_url.map(SecretString::from),
@@ -115,9 +122,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         shutdown_grace_seconds: 5,
         ..Settings::default()
     };
+    tweak(&mut settings);
     let db_url = settings.database_url_for("tenancy");
     let app = Application::build(settings, &[ServiceName::Tenancy]).await.expect("the server builds");
     let endpoint = format!("http://{}", app.local_addr());
+    let metrics_addr = app.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -126,7 +135,17 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     let db = Database::connect(&DatabaseConfig { url: db_url, schema: "tenancy".into(), max_connections: 2 })
         .await
         .expect("test database handle");
-    TestApp { endpoint, backend, db, channel, stop: Some(stop), server: Some(server), pg_database, _dir: dir }
+    TestApp {
+        endpoint,
+        backend,
+        db,
+        metrics_addr,
+        channel,
+        stop: Some(stop),
+        server: Some(server),
+        pg_database,
+        _dir: dir,
+    }
 }
 
 impl TestApp {
@@ -226,8 +245,20 @@ impl TestApp {
         out
     }
 
+    /// `GET /metrics` over plain HTTP/1.1.
+    pub async fn scrape_metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_addr.expect("metrics_addr was set");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("metrics port");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: lanyard\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
     /// Stops the server the way SIGTERM does and waits for it.
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

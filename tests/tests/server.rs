@@ -9,7 +9,7 @@ use tonic_health::pb::HealthCheckRequest;
 backend_tests!(health_reports_each_service, reflection_lists_the_api, later_services_answer_unimplemented);
 
 async fn health_reports_each_service(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let mut app = spawn_app(backend).await;
     let mut health = HealthClient::new(app.channel());
     let status = |s: &str| HealthCheckRequest { service: s.to_owned() };
     let serving = health.check(status("lanyard.tenancy.v1.TenancyService")).await.unwrap().into_inner();

@@ -8,6 +8,7 @@ pub mod db;
 pub mod ids;
 pub mod page;
 pub mod status;
+pub mod trace;
 pub mod values;
 
 pub use caller::{ApiKeys, Authenticator, Caller};

@@ -38,6 +38,29 @@ pub const RESERVATION_TTL_BOUNDS: (Duration, Duration) = (Duration::from_secs(60
 /// A reservation's lifetime when the request names none.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// The most organizations whose seats are exported as metrics by one process; beyond it, new
+/// organizations are left out (and counted), so the metric's cardinality stays bounded.
+pub const MAX_SEAT_METRIC_ORGS: usize = 1000;
+
+/// Exports an organization's seats as `lanyard_org_seats{organization_id, state}` gauges.
+fn export_seats(usage: &SeatUsage) {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static EXPORTED: OnceLock<Mutex<HashSet<OrganizationId>>> = OnceLock::new();
+    let mut exported = EXPORTED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if !exported.contains(&usage.organization_id) {
+        if exported.len() >= MAX_SEAT_METRIC_ORGS {
+            metrics::counter!("lanyard_org_seats_unexported_total").increment(1);
+            return;
+        }
+        exported.insert(usage.organization_id);
+    }
+    let org = usage.organization_id.to_string();
+    for (state, value) in [("limit", usage.seat_limit), ("active", usage.active), ("reserved", usage.reserved)] {
+        metrics::gauge!("lanyard_org_seats", "organization_id" => org.clone(), "state" => state).set(f64::from(value));
+    }
+}
+
 /// TenancyService's domain logic.
 #[derive(Clone, Debug)]
 pub struct Tenancy {
@@ -61,6 +84,14 @@ impl Tenancy {
     /// The store (for health checks and idempotency records).
     pub fn store(&self) -> &TenancyStore {
         &self.store
+    }
+
+    /// Refreshes the seat metrics of `org` after a change (best effort: a failed read is logged).
+    async fn seats_changed(&self, org: OrganizationId) {
+        match self.store.seat_usage(org).await {
+            Ok(usage) => export_seats(&usage),
+            Err(e) => tracing::warn!(error = %e, "reading seat usage for metrics"),
+        }
     }
 
     async fn org(&self, id: OrganizationId) -> Result<Organization> {
@@ -152,7 +183,9 @@ impl Tenancy {
                 message: "use DeleteOrganization to delete".into(),
             });
         }
-        self.store.update_organization(id, &patch, &Change::by(caller.actor())).await
+        let result = self.store.update_organization(id, &patch, &Change::by(caller.actor())).await?;
+        self.seats_changed(id).await;
+        Ok(result)
     }
 
     /// Soft-deletes an organization (operator only).
@@ -204,7 +237,10 @@ impl Tenancy {
             DisplayName::parse(display_name, "display_name")?.to_string()
         };
         let enforce_domains = !caller.is_operator();
-        self.store.add_member(org, &email, &name, &roles, enforce_domains, &Change::by(caller.actor())).await
+        let result =
+            self.store.add_member(org, &email, &name, &roles, enforce_domains, &Change::by(caller.actor())).await?;
+        self.seats_changed(org).await;
+        Ok(result)
     }
 
     /// One membership; a member may always read its own.
@@ -246,7 +282,9 @@ impl Tenancy {
     /// Removes a member.
     pub async fn remove_member(&self, caller: &Caller, org: OrganizationId, user: UserId) -> Result<Member> {
         self.require(caller, org, "members:write")?;
-        self.store.remove_member(org, user, &Change::by(caller.actor())).await
+        let result = self.store.remove_member(org, user, &Change::by(caller.actor())).await?;
+        self.seats_changed(org).await;
+        Ok(result)
     }
 
     /// Transfers ownership: the owner (who alone holds `ownership:transfer`) or an operator.
@@ -280,7 +318,9 @@ impl Tenancy {
     /// Seat usage.
     pub async fn seat_usage(&self, caller: &Caller, org: OrganizationId) -> Result<SeatUsage> {
         self.require(caller, org, "seats:read")?;
-        self.store.seat_usage(org).await
+        let usage = self.store.seat_usage(org).await?;
+        export_seats(&usage);
+        Ok(usage)
     }
 
     // ----- roles ---------------------------------------------------------------------------
@@ -439,13 +479,17 @@ impl Tenancy {
         }
         let change = Change::by(caller.actor());
         let expires = change.at.plus(ttl);
-        self.store.reserve_seat(org, id.unwrap_or_default(), expires, &change).await
+        let result = self.store.reserve_seat(org, id.unwrap_or_default(), expires, &change).await?;
+        self.seats_changed(org).await;
+        Ok(result)
     }
 
     /// Releases a seat (service keys only).
     pub async fn release_seat(&self, caller: &Caller, org: OrganizationId, id: ReservationId) -> Result<Reservation> {
         caller.require_service()?;
-        self.store.release_seat(org, id, &Change::by(caller.actor())).await
+        let result = self.store.release_seat(org, id, &Change::by(caller.actor())).await?;
+        self.seats_changed(org).await;
+        Ok(result)
     }
 
     /// Claims a seat (service keys only).
@@ -463,7 +507,9 @@ impl Tenancy {
         if invited_by.len() > 255 {
             return Err(lanyard_core::ValueError::TooLong("invited_by", 255).into());
         }
-        self.store.claim_seat(org, id, user, &roles, invited_by, &Change::by(caller.actor())).await
+        let result = self.store.claim_seat(org, id, user, &roles, invited_by, &Change::by(caller.actor())).await?;
+        self.seats_changed(org).await;
+        Ok(result)
     }
 
     /// Finds or creates the user of an external identity (service keys only).

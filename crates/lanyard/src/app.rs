@@ -10,7 +10,6 @@ use anyhow::Context;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::{ApiKeys, Authenticator};
-use lanyard_proto::tenancy::v1::tenancy_service_server::TenancyServiceServer;
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -69,7 +68,12 @@ pub struct Application {
     health: HealthReporter,
     services: Vec<ServiceName>,
     grace: Duration,
+    metrics: Option<TcpListener>,
+    probes: Vec<(ServiceName, Database)>,
 }
+
+/// How often a service's database is probed for readiness.
+pub const READINESS_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Opens (and migrates) the tenancy database.
 pub async fn tenancy_store(settings: &Settings) -> anyhow::Result<TenancyStore> {
@@ -145,6 +149,18 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("building gRPC reflection")?;
+        let metrics = match settings.metrics_addr {
+            Some(addr) => {
+                crate::telemetry::metrics_handle();
+                Some(TcpListener::bind(addr).await.with_context(|| format!("binding the metrics address {addr}"))?)
+            }
+            None => None,
+        };
+        // Readiness: each service reports NOT_SERVING until its database is migrated and answers.
+        for service in &services {
+            health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
+        }
+        let mut probes = Vec::new();
         let auth = Authenticator::new(api_keys(&settings)?);
         let mut router = tonic::transport::Server::builder()
             .layer(crate::telemetry::RpcTraceLayer)
@@ -154,10 +170,12 @@ impl Application {
             match service {
                 ServiceName::Tenancy => {
                     let store = tenancy_store(&settings).await?;
+                    store.database().ping().await.context("the tenancy database does not answer")?;
+                    probes.push((ServiceName::Tenancy, store.database().clone()));
+                    health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                     let tenancy =
                         Tenancy::new(store, secret_box(&settings)?).allow_http_issuers(settings.allow_http_issuers);
                     router = router.add_service(TenancyGrpc::new(tenancy, auth.clone()).into_server());
-                    health.set_serving::<TenancyServiceServer<TenancyGrpc>>().await;
                 }
                 ServiceName::Invitation | ServiceName::Token => {
                     // Not implemented in this release: its RPCs answer UNIMPLEMENTED and its health
@@ -167,12 +185,25 @@ impl Application {
                 }
             }
         }
-        Ok(Self { listener, router, health, services, grace: Duration::from_secs(settings.shutdown_grace_seconds) })
+        Ok(Self {
+            listener,
+            router,
+            health,
+            services,
+            grace: Duration::from_secs(settings.shutdown_grace_seconds),
+            metrics,
+            probes,
+        })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound TCP listener has an address")
+    }
+
+    /// The bound metrics address, when metrics are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until SIGTERM or Ctrl-C.
@@ -183,12 +214,28 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace } = self;
+        let Self { listener, router, health, services, grace, metrics, probes } = self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        if let Some(listener) = metrics {
+            let mut stopping = stopping.clone();
+            tokio::spawn(async move {
+                let done = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = crate::telemetry::serve_metrics(listener, done).await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            });
+        }
+        for (service, db) in probes {
+            tokio::spawn(probe_readiness(service, db, health.clone(), stopping.clone()));
+        }
         let signal = async move {
             shutdown.await;
+            let _ = stopping_tx.send(true);
             tracing::info!("shutting down: no new connections; finishing in-flight RPCs");
             for service in services {
                 health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
@@ -207,6 +254,32 @@ impl Application {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Keeps a service's readiness true to its database: NOT_SERVING while the database does not
+/// answer, SERVING again once it does, until shutdown starts.
+async fn probe_readiness(
+    service: ServiceName,
+    db: Database,
+    health: HealthReporter,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    // `build` reported SERVING after migrating and pinging the database.
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(READINESS_PROBE_INTERVAL) => {}
+        }
+        let ok = tokio::time::timeout(Duration::from_secs(2), db.ping()).await.is_ok_and(|r| r.is_ok());
+        if ok != serving && !*stopping.borrow() {
+            serving = ok;
+            let status =
+                if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            tracing::warn!(service = service.as_str(), ready = ok, "readiness changed");
+            health.set_service_status(service.grpc_name(), status).await;
+        }
     }
 }
 

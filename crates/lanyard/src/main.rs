@@ -20,10 +20,13 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
-    telemetry::init(settings.log_format);
-    match cli.command {
+    let telemetry = telemetry::init(settings.log_format);
+    let result = match cli.command {
         Command::Serve { services } => Application::build(settings, &services).await?.run_until_stopped().await,
         Command::Migrate { services } => lanyard::app::migrate(&settings, &services).await,
         other => lanyard::cli::run_operator(other, &settings.data_dir).await,
-    }
+    };
+    // Spans buffered for export leave before the process does.
+    telemetry.shutdown();
+    result
 }
