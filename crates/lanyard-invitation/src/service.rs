@@ -228,6 +228,23 @@ impl Invitations {
         }
     }
 
+    /// Reserves a seat under `preferred` (derived from the request id, so a retry finds the seat
+    /// its first attempt took). When that id was already used up by an attempt that failed (its
+    /// reservation released or expired), a fresh id takes a new seat.
+    async fn reserve(
+        &self,
+        org: OrganizationId,
+        preferred: ReservationId,
+        ttl: Duration,
+    ) -> Result<(ReservationId, tpb::SeatReservation)> {
+        let r = self.tenancy.reserve_seat(org, preferred, ttl).await?;
+        if r.state == tpb::SeatReservationState::Held as i32 {
+            return Ok((preferred, r));
+        }
+        let fresh = ReservationId::new();
+        Ok((fresh, self.tenancy.reserve_seat(org, fresh, ttl).await?))
+    }
+
     /// Creates an invitation: checks, reserves a seat, records the invitation with its email.
     /// Returns the link when no email is sent.
     pub async fn create(&self, caller: &Caller, new: NewInvitation) -> Result<(Invitation, Option<String>)> {
@@ -250,8 +267,8 @@ impl Invitations {
             return Err(InvitationError::MemberExists);
         }
         let inviter_display_name = self.inviter_name(caller, org_id).await?;
-        let reservation_id = Self::reservation_id(caller, "CreateInvitation", new.request_id.as_deref());
-        let reservation = self.tenancy.reserve_seat(org_id, reservation_id, ttl).await?;
+        let preferred = Self::reservation_id(caller, "CreateInvitation", new.request_id.as_deref());
+        let (reservation_id, reservation) = self.reserve(org_id, preferred, ttl).await?;
         // The invitation expires exactly when tenancy frees its seat.
         let expires_at = reservation
             .expire_time
@@ -395,20 +412,20 @@ impl Invitations {
         }
         // Tenancy cannot extend a reservation, so the new expiry needs a new one: take it first
         // when a seat is free; in a full organization, give the old one back first.
-        let new_id = Self::reservation_id(caller, &format!("ResendInvitation|{id}"), request_id);
-        let reservation = match self.tenancy.reserve_seat(org, new_id, ttl).await {
-            Ok(r) => {
+        let preferred = Self::reservation_id(caller, &format!("ResendInvitation|{id}"), request_id);
+        let (new_id, reservation) = match self.reserve(org, preferred, ttl).await {
+            Ok((new_id, r)) => {
                 if !self.release(&inv).await? {
                     let _ = self.tenancy.release_seat(org, new_id).await;
                     return Err(InvitationError::AlreadyAccepted);
                 }
-                r
+                (new_id, r)
             }
             Err(e) if e.upstream_reason().as_deref() == Some("SEATS_EXHAUSTED") => {
                 if !self.release(&inv).await? {
                     return Err(InvitationError::AlreadyAccepted);
                 }
-                match self.tenancy.reserve_seat(org, new_id, ttl).await {
+                match self.reserve(org, preferred, ttl).await {
                     Ok(r) => r,
                     Err(e) => {
                         // Someone took the seat in between: the invitation cannot stay pending

@@ -19,6 +19,10 @@ use crate::service::Invitations;
 
 /// Invitations handled per batch.
 const BATCH: i64 = 200;
+/// How long a `request_id` is remembered: retries come within minutes, not days.
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long sent and cancelled outbox rows (without their bodies) are kept.
+pub const OUTBOX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The sweeper worker.
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct SweepReport {
     pub expired: usize,
     /// Invitations revoked because their organization was deleted.
     pub revoked: usize,
+    /// Old idempotency records and outbox rows deleted.
+    pub pruned: u64,
 }
 
 impl Sweeper {
@@ -61,6 +67,9 @@ impl Sweeper {
             }
             cursor = next;
         }
+        let now = lanyard_core::Timestamp::now();
+        let ago = |d: Duration| lanyard_core::Timestamp(now.0 - i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        report.pruned = self.invitations.store().prune(ago(IDEMPOTENCY_RETENTION), ago(OUTBOX_RETENTION)).await?;
         Ok(report)
     }
 
