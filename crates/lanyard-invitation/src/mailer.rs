@@ -269,6 +269,13 @@ impl Mailer {
     async fn attempt(&self, message: OutboxMessage) -> Result<(), crate::InvitationError> {
         let outcome = self.send(&message).await;
         let now = self.clock.now();
+        let result = match &outcome {
+            Ok(()) => "sent",
+            Err(SendError::Transient(_)) if message.attempts < self.config.max_attempts => "retry",
+            Err(_) => "failed",
+        };
+        metrics::counter!("lanyard_invitation_emails_total", "transport" => self.transport_name(), "result" => result)
+            .increment(1);
         match outcome {
             Ok(()) => {
                 tracing::info!(outbox_id = %message.id, invitation_id = %message.invitation_id, "invitation email sent");

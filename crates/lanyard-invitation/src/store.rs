@@ -70,6 +70,11 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("maps and lists of strings serialize")
 }
 
+/// Counts a committed invitation change, for `/metrics`.
+fn committed(action: &'static str) {
+    metrics::counter!("lanyard_invitation_events_total", "action" => action).increment(1);
+}
+
 fn corrupt(what: &str, value: &str) -> InvitationError {
     InvitationError::Internal(format!("stored {what} {value:?} is invalid"))
 }
@@ -214,7 +219,9 @@ impl InvitationStore {
             .await?;
             self.commit(tx).await
         })
-        .await
+        .await?;
+        committed("invitation.created");
+        Ok(())
     }
 
     /// The live pending invitation for an email, if any.
@@ -334,6 +341,11 @@ impl InvitationStore {
             Ok(true)
         })
         .await
+        .inspect(|&accepted| {
+            if accepted {
+                committed("invitation.accepted")
+            }
+        })
     }
 
     /// Ends a pending invitation as revoked or expired. False when it was no longer pending.
@@ -352,6 +364,14 @@ impl InvitationStore {
             Ok(ended)
         })
         .await
+        .inspect(|&ended| {
+            if ended {
+                committed(match ending {
+                    Ending::Revoked => "invitation.revoked",
+                    Ending::Expired => "invitation.expired",
+                })
+            }
+        })
     }
 
     async fn end_in(
@@ -466,6 +486,11 @@ impl InvitationStore {
             Ok(true)
         })
         .await
+        .inspect(|&replaced| {
+            if replaced {
+                committed("invitation.resent")
+            }
+        })
     }
 
     /// Pending invitations past their expiry, oldest first.

@@ -1,10 +1,12 @@
 //! The one way this crate talks to TenancyService: the generated tonic client over a type-erased
 //! transport, with the service API key on every call. Across processes the transport is a
 //! `tonic::transport::Channel`; in the all-in-one process it is the local
-//! `TenancyServiceServer` itself, called directly with no socket. Every call site is the same.
+//! `TenancyServiceServer` itself, called directly with no socket. Every call site is the same,
+//! and both carry the caller's W3C trace context.
 
 use std::time::Duration;
 
+use lanyard_core::trace::PropagateTraceLayer;
 use lanyard_core::{Email, OrganizationId, ReservationId, RoleName, UserId};
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
@@ -13,7 +15,7 @@ use tonic::body::Body;
 use tonic::codegen::StdError;
 use tonic::metadata::MetadataValue;
 use tower::util::BoxCloneSyncService;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 use crate::error::{tenancy, InvitationError};
 
@@ -58,7 +60,7 @@ const MEMBER_PAGE: i32 = 500;
 impl TenancyClient {
     /// Calls a tenancy service in another process over `channel`, with `service_key`.
     pub fn from_channel(channel: tonic::transport::Channel, service_key: &SecretString) -> anyhow::Result<Self> {
-        let transport = channel.map_err(|e| TransportError(Box::new(e)));
+        let transport = PropagateTraceLayer.layer(channel).map_err(|e| TransportError(Box::new(e)));
         Self::from_transport(BoxCloneSyncService::new(transport), service_key)
     }
 
@@ -82,7 +84,7 @@ impl TenancyClient {
             + 'static,
         S::Future: Send + 'static,
     {
-        let transport = server.map_err(|never| match never {});
+        let transport = PropagateTraceLayer.layer(server).map_err(|never| match never {});
         Self::from_transport(BoxCloneSyncService::new(transport), service_key)
     }
 
