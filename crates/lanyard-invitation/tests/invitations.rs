@@ -40,6 +40,7 @@ on_both_backends!(
     mailer_delivers_once_across_a_restart,
     mailer_gives_up_after_max_attempts,
     expiry_frees_the_seat_without_the_sweeper,
+    retries_complete_after_a_crash_between_steps,
 );
 
 async fn story(backend: Backend, transport: Transport) {
@@ -964,4 +965,67 @@ async fn expiry_frees_the_seat_without_the_sweeper(backend: Backend) {
     assert_eq!(app.sweep().await.expired, 1);
     assert_eq!(app.events(&org, &first.invitation_id).await, vec!["invitation.created", "invitation.expired"]);
     assert_eq!(app.sweep().await.expired, 0);
+}
+
+/// The cross-service steps are made to look interrupted by doing the first step directly on
+/// tenancy (as a crashed attempt would have), then retrying through the invitation service.
+async fn retries_complete_after_a_crash_between_steps(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let org = app.create_org("acme", 5, &["acme.com"]).await.organization_id;
+
+    // Accept: the seat was claimed, then the process died before recording the acceptance.
+    let (inv, link) = app.invite_link(&org, "a@acme.com", &["admin"]).await;
+    let a = app.user("a@acme.com").await;
+    app.tenancy
+        .clone()
+        .claim_seat(svc(tpb::ClaimSeatRequest {
+            organization_id: org.clone(),
+            reservation_id: inv.seat_reservation_id.clone(),
+            user_id: a.clone(),
+            roles: vec!["admin".into()],
+            invited_by: inv.inviter.clone(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(app.get(&org, &inv.invitation_id).await.status, ipb::InvitationStatus::Pending as i32);
+    let done = app.accept(&token_of(&link), &a, "a@acme.com").await.unwrap();
+    assert_eq!(done.invitation.unwrap().status, ipb::InvitationStatus::Accepted as i32);
+    let usage = app.usage(&org).await;
+    assert_eq!((usage.active, usage.reserved), (1, 0), "never double-counted");
+    assert_eq!(app.members(&org).await.len(), 1);
+    assert_eq!(app.events(&org, &inv.invitation_id).await, vec!["invitation.created", "invitation.accepted"]);
+
+    // Revoke: the seat was released, then the process died before recording the revocation.
+    let (inv, link) = app.invite_link(&org, "b@acme.com", &[]).await;
+    app.tenancy
+        .clone()
+        .release_seat(svc(tpb::ReleaseSeatRequest {
+            organization_id: org.clone(),
+            reservation_id: inv.seat_reservation_id.clone(),
+        }))
+        .await
+        .unwrap();
+    let revoked = app
+        .invitations
+        .clone()
+        .revoke_invitation(op(ipb::RevokeInvitationRequest {
+            organization_id: org.clone(),
+            invitation_id: inv.invitation_id.clone(),
+            request_id: String::new(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .invitation
+        .unwrap();
+    assert_eq!(revoked.status, ipb::InvitationStatus::Revoked as i32);
+    let b = app.user("b@acme.com").await;
+    assert_status(
+        &app.accept(&token_of(&link), &b, "b@acme.com").await.unwrap_err(),
+        Code::FailedPrecondition,
+        "INVITATION_REVOKED",
+    );
+    let usage = app.usage(&org).await;
+    assert_eq!((usage.active, usage.reserved), (1, 0));
 }
