@@ -278,7 +278,9 @@ impl InvitationService for InvitationGrpc {
         request: Request<pb::PreviewInvitationRequest>,
     ) -> Result<Response<pb::PreviewInvitationResponse>, Status> {
         // No credential: the limiter is the only gate, and it comes before any lookup.
-        if !self.preview_limiter.check(request.remote_addr().map(|a| a.ip())) {
+        let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let peer = self.preview_limiter.peer(request.remote_addr(), forwarded);
+        if !self.preview_limiter.check(peer) {
             return Err(InvitationError::RateLimited.into());
         }
         let token = InvitationToken::parse(&request.into_inner().token).map_err(InvitationError::from)?;

@@ -14,11 +14,15 @@ pub struct RateLimit {
     pub burst: u32,
     /// Calls regained per second.
     pub per_second: f64,
+    /// Key buckets by the last address of `x-forwarded-for` (the client as the nearest proxy saw
+    /// it) instead of the TCP peer. Only behind a proxy that sets the header: otherwise a caller
+    /// could pick its own bucket.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for RateLimit {
     fn default() -> Self {
-        Self { burst: 20, per_second: 1.0 / 3.0 }
+        Self { burst: 20, per_second: 1.0 / 3.0, trust_forwarded_for: false }
     }
 }
 
@@ -46,6 +50,15 @@ impl RateLimiter {
     /// A limiter with `limit` per peer.
     pub fn new(limit: RateLimit) -> Self {
         Self { limit, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// The bucket key of a request: the TCP peer, or the forwarded client when trusted.
+    pub fn peer(&self, remote: Option<std::net::SocketAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        let forwarded = || forwarded_for?.rsplit(',').next()?.trim().parse::<IpAddr>().ok();
+        match self.limit.trust_forwarded_for.then(forwarded).flatten() {
+            Some(ip) => Some(ip),
+            None => remote.map(|a| a.ip()),
+        }
     }
 
     /// Takes one token for `peer` (`None` for in-process callers, which share one bucket).
@@ -76,11 +89,23 @@ mod tests {
 
     #[test]
     fn allows_a_burst_per_peer_then_refuses() {
-        let l = RateLimiter::new(RateLimit { burst: 3, per_second: 0.0 });
+        let l = RateLimiter::new(RateLimit { burst: 3, per_second: 0.0, trust_forwarded_for: false });
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));
         assert!((0..3).all(|_| l.check(a)));
         assert!(!l.check(a));
         assert!(l.check(b));
+    }
+
+    #[test]
+    fn forwarded_for_only_when_trusted() {
+        let remote = Some(std::net::SocketAddr::from(([10, 0, 0, 9], 4000)));
+        let header = Some("203.0.113.7, 198.51.100.2");
+        let plain = RateLimiter::new(RateLimit::default());
+        assert_eq!(plain.peer(remote, header), Some(IpAddr::from([10, 0, 0, 9])));
+        let trusting = RateLimiter::new(RateLimit { trust_forwarded_for: true, ..RateLimit::default() });
+        assert_eq!(trusting.peer(remote, header), Some(IpAddr::from([198, 51, 100, 2])));
+        assert_eq!(trusting.peer(remote, Some("garbage")), Some(IpAddr::from([10, 0, 0, 9])));
+        assert_eq!(trusting.peer(None, None), None);
     }
 }

@@ -773,7 +773,10 @@ async fn preview_is_rate_limited(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn_with(
         &db,
-        Options { preview_limit: lanyard_invitation::RateLimit { burst: 3, per_second: 0.0 }, ..Options::default() },
+        Options {
+            preview_limit: lanyard_invitation::RateLimit { burst: 3, per_second: 0.0, trust_forwarded_for: false },
+            ..Options::default()
+        },
     )
     .await;
     let org = app.create_org("acme", 10, &["acme.com"]).await.organization_id;
