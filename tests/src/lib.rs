@@ -10,6 +10,7 @@ use std::sync::Once;
 use base64::Engine;
 use lanyard::{Application, ServiceName, Settings};
 use lanyard_core::db::{Backend, Database, DatabaseConfig};
+use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use secrecy::SecretString;
@@ -86,6 +87,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// Direct access to the tenancy tables, for checking invariants.
     pub db: Database,
+    /// The data directory (SQLite files, generated keys, `.eml` files of the embedded mailer).
+    pub data_dir: std::path::PathBuf,
     /// Where `/metrics` is served, when the settings asked for it.
     pub metrics_addr: Option<std::net::SocketAddr>,
     channel: Channel,
@@ -102,6 +105,11 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// As [`spawn_app`], with the settings adjusted by `tweak` first.
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_services(backend, &[ServiceName::Tenancy], tweak).await
+}
+
+/// Starts `services` in one process on `backend`; [`TestApp::db`] is the first service's database.
+pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
     let (database_url, pg_database) = match backend {
@@ -123,8 +131,9 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         ..Settings::default()
     };
     tweak(&mut settings);
-    let db_url = settings.database_url_for("tenancy");
-    let app = Application::build(settings, &[ServiceName::Tenancy]).await.expect("the server builds");
+    let first = services.first().copied().unwrap_or(ServiceName::Tenancy);
+    let db_url = settings.database_url_for(first.as_str());
+    let app = Application::build(settings, services).await.expect("the server builds");
     let endpoint = format!("http://{}", app.local_addr());
     let metrics_addr = app.metrics_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -132,13 +141,15 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
         let _ = stopped.await;
     }));
     let channel = Channel::from_shared(endpoint.clone()).expect("endpoint").connect().await.expect("connects");
-    let db = Database::connect(&DatabaseConfig { url: db_url, schema: "tenancy".into(), max_connections: 2 })
+    let db = Database::connect(&DatabaseConfig { url: db_url, schema: first.as_str().into(), max_connections: 2 })
         .await
         .expect("test database handle");
+    let data_dir = dir.path().to_path_buf();
     TestApp {
         endpoint,
         backend,
         db,
+        data_dir,
         metrics_addr,
         channel,
         stop: Some(stop),
@@ -163,6 +174,21 @@ impl TestApp {
     /// A client with the service key.
     pub fn service(&self) -> Client {
         self.client_with(Some(&format!("Bearer {SERVICE_KEY}")))
+    }
+
+    /// An invitation client sending `authorization: <header>` (or nothing).
+    pub fn invitations_with(&self, header: Option<&str>) -> InvitationClient {
+        let value = header.map(|h| MetadataValue::try_from(h).expect("header text"));
+        InvitationServiceClient::with_interceptor(self.channel.clone(), Auth(value))
+    }
+
+    /// The registration tokens in the `.eml` files the embedded mailer wrote, oldest first.
+    pub fn mailed_tokens(&self) -> Vec<String> {
+        let dir = self.data_dir.join("mail");
+        let mut files: Vec<_> =
+            std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        files.iter().filter_map(|p| std::fs::read_to_string(p).ok()).filter_map(|text| token_in_email(&text)).collect()
     }
 
     /// A raw channel to the server (for health and reflection clients).
@@ -277,6 +303,19 @@ impl Drop for TestApp {
             drop_postgres_database(name);
         }
     }
+}
+
+/// An invitation client with a fixed `authorization` header.
+pub type InvitationClient = InvitationServiceClient<InterceptedService<Channel, Auth>>;
+
+/// Finds the registration token in an email: the link's `token=` parameter, undoing the
+/// quoted-printable soft line breaks and `=3D` a mail transfer encoding may add.
+pub fn token_in_email(text: &str) -> Option<String> {
+    let joined = text.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let start = joined.find("token=")? + "token=".len();
+    let token: String =
+        joined[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+    (token.len() >= 43).then_some(token)
 }
 
 /// A slug no other test uses.

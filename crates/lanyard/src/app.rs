@@ -10,8 +10,9 @@ use anyhow::Context;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::{ApiKeys, Authenticator};
+use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, TenancyClient};
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::server::HealthReporter;
@@ -70,6 +71,7 @@ pub struct Application {
     grace: Duration,
     metrics: Option<TcpListener>,
     probes: Vec<(ServiceName, Database)>,
+    workers: Vec<lanyard_invitation::Workers>,
 }
 
 /// How often a service's database is probed for readiness.
@@ -93,9 +95,10 @@ pub async fn tenancy_store(settings: &Settings) -> anyhow::Result<TenancyStore> 
     Ok(store)
 }
 
-/// The configured API keys; the embedded default generates an operator and a service key in the
-/// data directory when none are configured, so a fresh `lanyard serve` can be used at once.
-pub fn api_keys(settings: &Settings) -> anyhow::Result<ApiKeys> {
+/// The configured API keys, and the service key this process uses to call the other services
+/// (the first one). The embedded default generates an operator and a service key in the data
+/// directory when none are configured, so a fresh `lanyard serve` can be used at once.
+pub fn api_keys(settings: &Settings) -> anyhow::Result<(ApiKeys, Option<SecretString>)> {
     let mut operators: Vec<String> = settings.operator_keys.iter().map(|k| k.expose_secret().to_owned()).collect();
     let mut services: Vec<String> = settings.service_keys.iter().map(|k| k.expose_secret().to_owned()).collect();
     if settings.is_embedded() {
@@ -108,7 +111,9 @@ pub fn api_keys(settings: &Settings) -> anyhow::Result<ApiKeys> {
     } else if operators.is_empty() && services.is_empty() {
         anyhow::bail!("no API keys configured: set LANYARD_OPERATOR_KEYS and LANYARD_SERVICE_KEYS");
     }
-    ApiKeys::new(operators.iter().map(String::as_str), services.iter().map(String::as_str)).map_err(anyhow::Error::msg)
+    let keys = ApiKeys::new(operators.iter().map(String::as_str), services.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)?;
+    Ok((keys, services.first().cloned().map(SecretString::from)))
 }
 
 fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
@@ -161,7 +166,10 @@ impl Application {
             health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
         }
         let mut probes = Vec::new();
-        let auth = Authenticator::new(api_keys(&settings)?);
+        let (keys, service_key) = api_keys(&settings)?;
+        let auth = Authenticator::new(keys);
+        let mut local_tenancy: Option<TenancyGrpc> = None;
+        let mut workers = Vec::new();
         let mut router = tonic::transport::Server::builder()
             .layer(crate::telemetry::RpcTraceLayer)
             .add_service(health_service)
@@ -175,9 +183,28 @@ impl Application {
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                     let tenancy =
                         Tenancy::new(store, secret_box(&settings)?).allow_http_issuers(settings.allow_http_issuers);
-                    router = router.add_service(TenancyGrpc::new(tenancy, auth.clone()).into_server());
+                    let grpc = TenancyGrpc::new(tenancy, auth.clone());
+                    local_tenancy = Some(grpc.clone());
+                    router = router.add_service(grpc.into_server());
                 }
-                ServiceName::Invitation | ServiceName::Token => {
+                ServiceName::Invitation => {
+                    let key = service_key.clone().context("the invitation service needs a service key")?;
+                    // One code path, two transports: the local tenancy server, or a channel.
+                    let tenancy = match (&local_tenancy, &settings.tenancy_url) {
+                        (Some(local), _) => TenancyClient::in_process(local.clone().into_server(), &key)?,
+                        (None, Some(url)) => TenancyClient::connect_lazy(url, Duration::from_secs(10), &key)?,
+                        (None, None) => anyhow::bail!(
+                            "the invitation service needs the tenancy service: run both, or set LANYARD_TENANCY_URL"
+                        ),
+                    };
+                    let parts = lanyard_invitation::build(invitation_config(&settings)?, tenancy, auth.clone()).await?;
+                    parts.store.database().ping().await.context("the invitation database does not answer")?;
+                    probes.push((ServiceName::Invitation, parts.store.database().clone()));
+                    workers.push(parts.spawn_workers());
+                    router = router.add_service(parts.server);
+                    health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
+                }
+                ServiceName::Token => {
                     // Not implemented in this release: its RPCs answer UNIMPLEMENTED and its health
                     // says NOT_SERVING, so no probe mistakes it for a working service.
                     tracing::warn!(service = service.as_str(), "this service is not implemented yet");
@@ -193,6 +220,7 @@ impl Application {
             grace: Duration::from_secs(settings.shutdown_grace_seconds),
             metrics,
             probes,
+            workers,
         })
     }
 
@@ -214,7 +242,7 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace, metrics, probes } = self;
+        let Self { listener, router, health, services, grace, metrics, probes, workers } = self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -251,6 +279,10 @@ impl Application {
             _ = async { let _ = stop_rx.await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "in-flight RPCs did not finish within the grace period");
             }
+        }
+        // Background work (a delivery in progress) finishes after the last RPC.
+        for w in workers {
+            w.shutdown().await;
         }
         tracing::info!("stopped");
         Ok(())
@@ -302,6 +334,27 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+/// The invitation service's configuration from settings.
+pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig> {
+    let database = DatabaseConfig {
+        url: settings.database_url_for("invitation"),
+        schema: "invitation".into(),
+        max_connections: settings.database_max_connections,
+    };
+    let transport = match &settings.smtp_url {
+        Some(url) => MailTransport::Smtp { url: url.clone() },
+        None => {
+            MailTransport::Files { dir: settings.mail_dir.clone().unwrap_or_else(|| settings.data_dir.join("mail")) }
+        }
+    };
+    Ok(InvitationConfig::new(
+        database,
+        settings.invitation_link_template.clone(),
+        secret_box(settings)?,
+        MailerConfig::new(transport, settings.mail_from.clone()),
+    ))
+}
+
 /// Runs the migrations of the selected services and returns.
 pub async fn migrate(settings: &Settings, services: &[ServiceName]) -> anyhow::Result<()> {
     let services: Vec<ServiceName> = if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
@@ -310,7 +363,14 @@ pub async fn migrate(settings: &Settings, services: &[ServiceName]) -> anyhow::R
             ServiceName::Tenancy => {
                 tenancy_store(settings).await?;
             }
-            ServiceName::Invitation | ServiceName::Token => {
+            ServiceName::Invitation => {
+                let db = Database::connect(&invitation_config(settings)?.database).await?;
+                lanyard_invitation::InvitationStore::new(db)
+                    .migrate()
+                    .await
+                    .context("migrating the invitation database")?;
+            }
+            ServiceName::Token => {
                 tracing::info!(service = service.as_str(), "no migrations yet");
             }
         }

@@ -57,6 +57,16 @@ pub struct Settings {
     pub http_addr: Option<SocketAddr>,
     /// The settings file that was read, if any (`LANYARD_CONFIG_FILE`).
     pub config_file: Option<PathBuf>,
+    /// The registration link sent in invitations; `{token}` marks where the token goes
+    /// (`LANYARD_INVITATION_LINK_TEMPLATE`).
+    pub invitation_link_template: String,
+    /// `smtp://user:pass@host:587?tls=required`, `smtps://...` or `smtp://host:25`; unset means the
+    /// embedded default: `.eml` files in `mail_dir` (`LANYARD_SMTP_URL`).
+    pub smtp_url: Option<SecretString>,
+    /// The `From` of invitation emails (`LANYARD_MAIL_FROM`).
+    pub mail_from: String,
+    /// Where the embedded default writes `.eml` files; default `<data_dir>/mail` (`LANYARD_MAIL_DIR`).
+    pub mail_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -79,6 +89,10 @@ impl Default for Settings {
             metrics_addr: None,
             http_addr: None,
             config_file: None,
+            invitation_link_template: "http://localhost:3000/invite?token={token}".to_owned(),
+            smtp_url: None,
+            mail_from: "Lanyard <no-reply@lanyard.localhost>".to_owned(),
+            mail_dir: None,
         }
     }
 }
