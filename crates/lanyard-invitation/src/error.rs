@@ -19,6 +19,8 @@ pub enum InvitationError {
     Denied(#[from] Denied),
     #[error("only an operator may invite with the owner role")]
     OwnerRoleOperatorOnly,
+    #[error("the organization already has an owner; invite with another role and transfer ownership")]
+    OwnerExists,
     #[error("invitation not found")]
     NotFound,
     #[error("the invitation has expired")]
@@ -97,6 +99,11 @@ impl InvitationError {
             Unauthenticated(e) => Problem::from(*e),
             Denied(e) => Problem::from(*e),
             OwnerRoleOperatorOnly => Problem::new(Code::PermissionDenied, "OWNER_ROLE_OPERATOR_ONLY", msg),
+            OwnerExists => Problem::new(Code::FailedPrecondition, "OWNER_EXISTS", msg).with_precondition(
+                "OWNERSHIP",
+                "owner",
+                "use TransferOwnership",
+            ),
             NotFound => Problem::new(Code::NotFound, "INVITATION_NOT_FOUND", msg),
             Expired => failed("INVITATION_EXPIRED"),
             Revoked => failed("INVITATION_REVOKED"),

@@ -254,8 +254,11 @@ impl Invitations {
             caller.require_operator()?;
         }
         let ttl = self.resolve_ttl(new.ttl)?;
-        let roles = self.check_roles(caller, org_id, new.roles).await?;
         let org = self.live_org(org_id).await?;
+        let roles = self.check_roles(caller, org_id, new.roles).await?;
+        if roles.contains(&RoleName::owner()) && !org.owner_user_id.is_empty() {
+            return Err(InvitationError::OwnerExists);
+        }
         if !new.waive_domain_check && !org.allowed_domains.iter().any(|d| d == new.email.domain().as_str()) {
             return Err(InvitationError::EmailDomainNotAllowed);
         }

@@ -91,6 +91,10 @@ async fn story(backend: Backend, transport: Transport) {
     let usage = app.usage(&org_id).await;
     assert_eq!((usage.active, usage.reserved, usage.available), (1, 0, 2));
 
+    // There is one owner: inviting a second one is refused up front.
+    let err = app.invite(op(create_req(&org_id, "it2@acme.com", &["owner"], false))).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "OWNER_EXISTS");
+
     // The admin invites two colleagues (as a member with an access token).
     let admin_token = member_token("owner", &admin, &org_id);
     let mut colleagues = Vec::new();
