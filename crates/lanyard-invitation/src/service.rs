@@ -619,3 +619,51 @@ impl Invitations {
 
 /// The actor of the sweeper's changes.
 pub const SWEEPER: &str = "system:sweeper";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            link_template: "https://app.example.com/invite?token={token}".into(),
+            default_ttl: Duration::from_secs(24 * 3600),
+            min_ttl: Duration::from_secs(300),
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            operator_inviter_name: "Ops".into(),
+        }
+    }
+
+    #[test]
+    fn policies_are_checked() {
+        assert!(policy().validate().is_ok());
+        let token = InvitationToken::generate();
+        assert_eq!(policy().link(&token), format!("https://app.example.com/invite?token={}", token.expose()));
+        let bad = [
+            Policy { link_template: "https://app.example.com/invite".into(), ..policy() },
+            Policy { link_template: "https://x/{token}/{token}".into(), ..policy() },
+            Policy { link_template: "javascript:{token}".into(), ..policy() },
+            Policy { min_ttl: Duration::from_secs(10), ..policy() },
+            Policy { max_ttl: Duration::from_secs(31 * 24 * 3600), ..policy() },
+            Policy { default_ttl: Duration::from_secs(8 * 24 * 3600), ..policy() },
+            Policy { min_ttl: Duration::from_secs(3600), max_ttl: Duration::from_secs(600), ..policy() },
+        ];
+        for p in bad {
+            assert!(p.validate().is_err(), "{p:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn retries_derive_the_same_reservation() {
+        let op = Caller::Operator { key_id: "k".into() };
+        let other = Caller::Operator { key_id: "j".into() };
+        let a = Invitations::reservation_id(&op, "CreateInvitation", Some("r1"));
+        assert_eq!(a, Invitations::reservation_id(&op, "CreateInvitation", Some("r1")));
+        assert_ne!(a, Invitations::reservation_id(&op, "CreateInvitation", Some("r2")));
+        assert_ne!(a, Invitations::reservation_id(&other, "CreateInvitation", Some("r1")));
+        assert_ne!(
+            Invitations::reservation_id(&op, "CreateInvitation", None),
+            Invitations::reservation_id(&op, "CreateInvitation", None)
+        );
+    }
+}

@@ -41,6 +41,7 @@ on_both_backends!(
     mailer_gives_up_after_max_attempts,
     expiry_frees_the_seat_without_the_sweeper,
     retries_complete_after_a_crash_between_steps,
+    a_permanent_rejection_fails_at_once,
 );
 
 async fn story(backend: Backend, transport: Transport) {
@@ -1035,4 +1036,20 @@ async fn retries_complete_after_a_crash_between_steps(backend: Backend) {
     );
     let usage = app.usage(&org).await;
     assert_eq!((usage.active, usage.reserved), (1, 0));
+}
+
+async fn a_permanent_rejection_fails_at_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let smtp = SmtpServer::start().await;
+    let app = TestApp::spawn_with(&db, Options { mail: Mail::Smtp(smtp.url()), ..Options::default() }).await;
+    let org = app.create_org("acme", 10, &["acme.com"]).await.organization_id;
+    let inv = app.invite(op(create_req(&org, "reject-me@acme.com", &[], true))).await.unwrap().invitation.unwrap();
+    let failed = app
+        .wait_for_invitation(&org, &inv.invitation_id, "FAILED", |i| {
+            i.email_delivery == ipb::EmailDeliveryStatus::Failed as i32
+        })
+        .await;
+    assert!(failed.email_delivery_error.unwrap().contains("550"));
+    assert_eq!(smtp.rejected().len(), 1, "a 5xx answer is not retried");
+    assert!(smtp.messages().is_empty());
 }

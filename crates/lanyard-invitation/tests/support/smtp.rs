@@ -23,6 +23,7 @@ pub struct Received {
 pub struct SmtpServer {
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<Received>>>,
+    rejected: Arc<Mutex<Vec<String>>>,
     arrived: Arc<Notify>,
     task: JoinHandle<()>,
 }
@@ -61,22 +62,23 @@ impl SmtpServer {
         };
         let addr = listener.local_addr().expect("addr");
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let rejected = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
-        let (m, a) = (messages.clone(), arrived.clone());
+        let (m, a, r) = (messages.clone(), arrived.clone(), rejected.clone());
         // Sessions live in a JoinSet owned by the accept loop, so stopping the server also drops
         // every open connection (a pooled client then finds the server really gone).
         let task = tokio::spawn(async move {
             let mut sessions = tokio::task::JoinSet::new();
             loop {
                 let Ok((socket, _)) = listener.accept().await else { return };
-                let (m, a) = (m.clone(), a.clone());
+                let (m, a, r) = (m.clone(), a.clone(), r.clone());
                 sessions.spawn(async move {
-                    let _ = session(socket, m, a).await;
+                    let _ = session(socket, m, a, r).await;
                 });
                 while sessions.try_join_next().is_some() {}
             }
         });
-        Self { addr, messages, arrived, task }
+        Self { addr, messages, rejected, arrived, task }
     }
 
     /// The URL a mailer uses to reach it.
@@ -87,6 +89,11 @@ impl SmtpServer {
     /// Every message received so far.
     pub fn messages(&self) -> Vec<Received> {
         self.messages.lock().unwrap().clone()
+    }
+
+    /// The recipients refused so far (every address containing `reject` is refused with 550).
+    pub fn rejected(&self) -> Vec<String> {
+        self.rejected.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` messages arrived, failing the test after a generous deadline.
@@ -111,6 +118,7 @@ async fn session(
     socket: tokio::net::TcpStream,
     messages: Arc<Mutex<Vec<Received>>>,
     arrived: Arc<Notify>,
+    rejected: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     let mut lines = BufReader::new(read);
@@ -136,8 +144,15 @@ async fn session(
             from = cmd[10..].trim().to_owned();
             write.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
-            to.push(cmd[8..].trim().to_owned());
-            write.write_all(b"250 OK\r\n").await?;
+            let rcpt = cmd[8..].trim().to_owned();
+            if rcpt.contains("reject") {
+                rejected.lock().unwrap().push(rcpt);
+                arrived.notify_waiters();
+                write.write_all(b"550 5.1.1 No such user here\r\n").await?;
+            } else {
+                to.push(rcpt);
+                write.write_all(b"250 OK\r\n").await?;
+            }
         } else if upper == "DATA" {
             write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
             let mut data = String::new();
