@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lanyard_core::OrganizationId;
+use lanyard_proto::invitation::v1 as ipb;
+use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use serde_json::json;
@@ -50,6 +52,73 @@ pub enum Command {
     /// Show seat usage.
     #[command(subcommand)]
     Seats(SeatsCommand),
+    /// Manage invitations.
+    #[command(subcommand)]
+    Invitation(InvitationCommand),
+}
+
+/// `lanyard invitation ...`
+#[derive(Debug, Subcommand)]
+pub enum InvitationCommand {
+    /// Invite an email to an organization (sends the registration link by email).
+    Create {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The invitee's email.
+        #[arg(long)]
+        email: String,
+        /// Role (repeatable; default member).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Send no email; print the link, for a manual email (operator only).
+        #[arg(long)]
+        print_link: bool,
+        /// Allow an email outside the organization's domains (operator only; for the first admin).
+        #[arg(long)]
+        waive_domain_check: bool,
+        /// Hours until the link expires (default 24).
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List invitations.
+    List {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// Only this status: pending, accepted, revoked or expired.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a pending invitation (frees its seat).
+    Revoke {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The invitation id.
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Issue a new link (the old one stops working) and send it again.
+    Resend {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The invitation id.
+        #[arg(long)]
+        id: String,
+        /// Send no email; print the new link.
+        #[arg(long)]
+        print_link: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// How operator commands reach the server.
@@ -170,7 +239,22 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+type Invitations = InvitationServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
 async fn connect(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<Client> {
+    let (channel, bearer) = channel(remote, data_dir).await?;
+    Ok(TenancyServiceClient::with_interceptor(channel, bearer))
+}
+
+async fn connect_both(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<(Client, Invitations)> {
+    let (channel, bearer) = channel(remote, data_dir).await?;
+    Ok((
+        TenancyServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        InvitationServiceClient::with_interceptor(channel, bearer),
+    ))
+}
+
+async fn channel(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<(Channel, Bearer)> {
     let key = match &remote.api_key {
         Some(k) => k.clone(),
         None => std::fs::read_to_string(data_dir.join(OPERATOR_KEY_FILE)).map(|k| k.trim().to_owned()).with_context(
@@ -188,7 +272,7 @@ async fn connect(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<
         .await
         .with_context(|| format!("connecting to {}", remote.endpoint))?;
     let header = MetadataValue::try_from(format!("Bearer {key}")).context("the API key is not valid header text")?;
-    Ok(TenancyServiceClient::with_interceptor(channel, Bearer(header)))
+    Ok((channel, Bearer(header)))
 }
 
 async fn resolve_org(client: &mut Client, org: &str) -> anyhow::Result<String> {
@@ -423,7 +507,156 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
                 ]],
             );
         }
+        Command::Invitation(command) => run_invitation(command, data_dir).await?,
         Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
+    }
+    Ok(())
+}
+
+const INVITATION_HEADERS: [&str; 6] = ["id", "email", "roles", "status", "email_delivery", "expires"];
+
+fn invitation_status(s: i32) -> &'static str {
+    match ipb::InvitationStatus::try_from(s) {
+        Ok(ipb::InvitationStatus::Pending) => "pending",
+        Ok(ipb::InvitationStatus::Accepted) => "accepted",
+        Ok(ipb::InvitationStatus::Revoked) => "revoked",
+        Ok(ipb::InvitationStatus::Expired) => "expired",
+        _ => "unknown",
+    }
+}
+
+fn delivery_status(s: i32) -> &'static str {
+    match ipb::EmailDeliveryStatus::try_from(s) {
+        Ok(ipb::EmailDeliveryStatus::Queued) => "queued",
+        Ok(ipb::EmailDeliveryStatus::Sent) => "sent",
+        Ok(ipb::EmailDeliveryStatus::Failed) => "failed",
+        Ok(ipb::EmailDeliveryStatus::NotSent) => "not_sent",
+        _ => "unknown",
+    }
+}
+
+fn expiry(i: &ipb::Invitation) -> String {
+    i.expire_time
+        .as_ref()
+        .map(|t| lanyard_core::Timestamp(t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000).to_rfc3339())
+        .unwrap_or_default()
+}
+
+fn invitation_json(i: &ipb::Invitation, link: Option<&str>) -> serde_json::Value {
+    let mut v = json!({
+        "invitation_id": i.invitation_id, "organization_id": i.organization_id, "email": i.email,
+        "roles": i.roles, "status": invitation_status(i.status), "email_delivery": delivery_status(i.email_delivery),
+        "expires": expiry(i),
+    });
+    if let Some(link) = link {
+        v["invitation_link"] = json!(link);
+    }
+    v
+}
+
+fn invitation_row(i: &ipb::Invitation) -> Vec<String> {
+    vec![
+        i.invitation_id.clone(),
+        i.email.clone(),
+        i.roles.join(","),
+        invitation_status(i.status).to_owned(),
+        delivery_status(i.email_delivery).to_owned(),
+        expiry(i),
+    ]
+}
+
+fn print_invitation(remote: &Remote, i: &ipb::Invitation, link: Option<&str>) {
+    print(remote, invitation_json(i, link), &INVITATION_HEADERS, vec![invitation_row(i)]);
+    if let (Some(link), false) = (link, remote.json) {
+        println!("\nlink: {link}");
+    }
+}
+
+async fn run_invitation(command: InvitationCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    match command {
+        InvitationCommand::Create { org, email, roles, print_link, waive_domain_check, ttl_hours, remote } => {
+            let (mut t, mut c) = connect_both(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut t, &org).await?;
+            let ttl = ttl_hours
+                .map(|h| prost_types::Duration { seconds: i64::try_from(h * 3600).unwrap_or(i64::MAX), nanos: 0 });
+            let r = c
+                .create_invitation(ipb::CreateInvitationRequest {
+                    organization_id,
+                    email,
+                    roles,
+                    ttl,
+                    send_email: !print_link,
+                    waive_domain_check,
+                    request_id: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_invitation(&remote, &r.invitation.unwrap_or_default(), r.invitation_link.as_deref());
+        }
+        InvitationCommand::List { org, status, remote } => {
+            let (mut t, mut c) = connect_both(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut t, &org).await?;
+            let status = match status.as_deref() {
+                None => ipb::InvitationStatus::Unspecified,
+                Some("pending") => ipb::InvitationStatus::Pending,
+                Some("accepted") => ipb::InvitationStatus::Accepted,
+                Some("revoked") => ipb::InvitationStatus::Revoked,
+                Some("expired") => ipb::InvitationStatus::Expired,
+                Some(other) => anyhow::bail!("unknown status {other:?}: use pending, accepted, revoked or expired"),
+            };
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = c
+                    .list_invitations(ipb::ListInvitationsRequest {
+                        organization_id: organization_id.clone(),
+                        status: status as i32,
+                        page_size: 500,
+                        page_token: token,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                all.extend(page.invitations);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let value = serde_json::Value::Array(all.iter().map(|i| invitation_json(i, None)).collect());
+            print(&remote, value, &INVITATION_HEADERS, all.iter().map(invitation_row).collect());
+        }
+        InvitationCommand::Revoke { org, id, remote } => {
+            let (mut t, mut c) = connect_both(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut t, &org).await?;
+            let r = c
+                .revoke_invitation(ipb::RevokeInvitationRequest {
+                    organization_id,
+                    invitation_id: id,
+                    request_id: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_invitation(&remote, &r.invitation.unwrap_or_default(), None);
+        }
+        InvitationCommand::Resend { org, id, print_link, remote } => {
+            let (mut t, mut c) = connect_both(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut t, &org).await?;
+            let r = c
+                .resend_invitation(ipb::ResendInvitationRequest {
+                    organization_id,
+                    invitation_id: id,
+                    send_email: !print_link,
+                    ttl: None,
+                    request_id: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_invitation(&remote, &r.invitation.unwrap_or_default(), r.invitation_link.as_deref());
+        }
     }
     Ok(())
 }

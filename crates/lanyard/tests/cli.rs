@@ -160,3 +160,62 @@ fn bad_settings_fail_with_a_clear_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error:") && err.contains("listen_adress"), "{err}");
 }
+
+#[test]
+fn invitations_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, endpoint) = serve(&data);
+    stdout(&lanyard(
+        &data,
+        &endpoint,
+        &["org", "create", "--slug", "globex", "--name", "Globex", "--seats", "3", "--domain", "globex.com"],
+    ));
+
+    let printed = json(&lanyard(
+        &data,
+        &endpoint,
+        &[
+            "invitation",
+            "create",
+            "--org",
+            "globex",
+            "--email",
+            "it@globex.com",
+            "--role",
+            "owner",
+            "--print-link",
+            "--json",
+        ],
+    ));
+    assert_eq!(printed["status"], "pending");
+    assert!(printed["invitation_link"].as_str().unwrap().starts_with("http://localhost:3000/invite?token="));
+    let id = printed["invitation_id"].as_str().unwrap().to_owned();
+
+    // Sent by email (the embedded default writes .eml files): the link is not printed.
+    let mailed = json(&lanyard(
+        &data,
+        &endpoint,
+        &["invitation", "create", "--org", "globex", "--email", "bob@globex.com", "--json"],
+    ));
+    assert!(mailed.get("invitation_link").is_none());
+
+    let outside = lanyard(&data, &endpoint, &["invitation", "create", "--org", "globex", "--email", "eve@evil.com"]);
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("EMAIL_DOMAIN_NOT_ALLOWED"));
+
+    let listed =
+        json(&lanyard(&data, &endpoint, &["invitation", "list", "--org", "globex", "--status", "pending", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let resent = json(&lanyard(
+        &data,
+        &endpoint,
+        &["invitation", "resend", "--org", "globex", "--id", &id, "--print-link", "--json"],
+    ));
+    assert_ne!(resent["invitation_link"], printed["invitation_link"]);
+    let revoked = json(&lanyard(&data, &endpoint, &["invitation", "revoke", "--org", "globex", "--id", &id, "--json"]));
+    assert_eq!(revoked["status"], "revoked");
+    let seats = json(&lanyard(&data, &endpoint, &["seats", "show", "--org", "globex", "--json"]));
+    assert_eq!((seats["reserved"].as_i64(), seats["available"].as_i64()), (Some(1), Some(2)));
+    let table = stdout(&lanyard(&data, &endpoint, &["invitation", "list", "--org", "globex"]));
+    assert!(table.starts_with("ID") && table.contains("revoked") && table.contains("bob@globex.com"), "{table}");
+}
