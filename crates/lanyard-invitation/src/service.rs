@@ -538,9 +538,17 @@ impl Invitations {
                             self.store.end(org, inv.id, Ending::Expired, &actor, &[]).await?;
                             InvitationError::Expired
                         }
-                        Some("MEMBER_EXISTS") => InvitationError::MemberExists,
+                        Some("MEMBER_EXISTS") => {
+                            // The person became a member some other way: the invitation is moot, and
+                            // its seat goes back.
+                            if self.release(&inv).await? {
+                                let details = [("reason", "already_member".to_owned())];
+                                self.store.end(org, inv.id, Ending::Revoked, &actor, &details).await?;
+                            }
+                            InvitationError::MemberExists
+                        }
                         _ => e,
-                    })
+                    });
                 }
             };
         let details = [

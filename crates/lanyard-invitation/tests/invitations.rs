@@ -509,6 +509,25 @@ async fn duplicates_and_members(backend: Backend) {
     let err = app.invite(op(create_req(&org, "a@acme.com", &[], false))).await.unwrap_err();
     assert_status(&err, Code::AlreadyExists, "MEMBER_EXISTS");
     assert_eq!(app.list(&org).await.len(), 1);
+
+    // Someone added as a member directly while their invitation was pending: accepting answers
+    // MEMBER_EXISTS, and the moot invitation gives its seat back.
+    let (inv, link) = app.invite_link(&org, "c@acme.com", &[]).await;
+    app.tenancy
+        .clone()
+        .add_member(op(tpb::AddMemberRequest {
+            organization_id: org.clone(),
+            email: "c@acme.com".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let c = app.user("c@acme.com").await;
+    let err = app.accept(&token_of(&link), &c, "c@acme.com").await.unwrap_err();
+    assert_status(&err, Code::AlreadyExists, "MEMBER_EXISTS");
+    assert_eq!(app.get(&org, &inv.invitation_id).await.status, ipb::InvitationStatus::Revoked as i32);
+    let usage = app.usage(&org).await;
+    assert_eq!((usage.active, usage.reserved), (2, 0));
 }
 
 async fn bad_inputs_change_nothing(backend: Backend) {
