@@ -38,6 +38,15 @@
 //! - The raw token (256 bits, URL-safe base64) exists in the link only; the database keeps its
 //!   SHA-256, and the queued email (which holds the link) is sealed with the key-encryption key
 //!   and erased once sent.
+//! - Audit: every invitation change appends an event to this service's own `invitation_events`
+//!   table in the same transaction (read with `ListInvitationEvents`); the seat side of each
+//!   change is in TenancyService's audit log (see [`sweeper`]).
+//! - A deleted organization's pending invitations are revoked by the sweeper (tenancy released
+//!   their seats at deletion; an acceptance in between is refused `INVITATION_REVOKED`).
+//! - Email: at-least-once through the outbox, retried with backoff, marked failed after
+//!   [`mailer::DEFAULT_MAX_ATTEMPTS`] attempts or a permanent SMTP rejection (see [`mailer`]).
+//! - `PreviewInvitation` is limited per peer address ([`RateLimit`]); behind a proxy that sets
+//!   `x-forwarded-for`, set `trust_forwarded_for`.
 
 pub mod domain;
 pub mod error;
