@@ -1,0 +1,302 @@
+//! The token service's way to TenancyService and InvitationService: the generated tonic clients
+//! over a type-erased transport (a tonic channel across processes, the local server object in the
+//! all-in-one process — one code path, two transports), with the service API key on every call.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lanyard_core::trace::PropagateTraceLayer;
+use lanyard_core::{OrganizationId, UserId};
+use lanyard_proto::invitation::v1 as ipb;
+use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
+use lanyard_proto::tenancy::v1 as tpb;
+use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::body::Body;
+use tonic::metadata::{Ascii, MetadataValue};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+
+/// A gRPC transport: anything that turns HTTP/2 gRPC requests into responses.
+pub type GrpcTransport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
+
+/// A transport failure (connection refused, reset, timeout...), as a concrete type so the futures
+/// of the generated clients stay `Send`. The same shape as the invitation service's; both belong in
+/// `lanyard-core` once more than two services need them.
+#[derive(Debug)]
+pub struct TransportError(tonic::codegen::StdError);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+use crate::error::{upstream, TokenError};
+use crate::upstream::{Connection, Identity};
+
+type Result<T, E = TokenError> = std::result::Result<T, E>;
+
+/// A transport to a service of this process: requests go through its tonic server code
+/// (decoding, authentication, error details) without a socket.
+pub fn in_process<S>(server: S) -> GrpcTransport
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(PropagateTraceLayer.layer(server).map_err(|never| match never {}))
+}
+
+/// A transport to a service in another process, connected lazily to `url`, with a per-call timeout.
+pub fn connect_lazy(url: &str, timeout: Duration) -> anyhow::Result<GrpcTransport> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(timeout)
+        .connect_lazy();
+    Ok(BoxCloneSyncService::new(PropagateTraceLayer.layer(channel).map_err(|e| TransportError(Box::new(e)))))
+}
+
+fn bearer(service_key: &SecretString) -> anyhow::Result<MetadataValue<Ascii>> {
+    format!("Bearer {}", service_key.expose_secret())
+        .parse()
+        .map_err(|_| anyhow::anyhow!("the service key must be printable ASCII"))
+}
+
+/// TenancyService, as the token service calls it.
+#[derive(Clone)]
+pub struct TenancyClient {
+    inner: TenancyServiceClient<GrpcTransport>,
+    authorization: MetadataValue<Ascii>,
+}
+
+impl std::fmt::Debug for TenancyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenancyClient(..)")
+    }
+}
+
+/// What the token service needs to know of a membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub organization_id: OrganizationId,
+    pub organization_slug: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub version: i64,
+}
+
+impl TenancyClient {
+    /// Calls tenancy over `transport` with `service_key` (one of tenancy's service keys).
+    pub fn new(transport: GrpcTransport, service_key: &SecretString) -> anyhow::Result<Self> {
+        Ok(Self { inner: TenancyServiceClient::new(transport), authorization: bearer(service_key)? })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", self.authorization.clone());
+        request
+    }
+
+    async fn organization(&self, key: tpb::get_organization_request::Key) -> Result<tpb::Organization> {
+        let resp =
+            self.inner.clone().get_organization(self.request(tpb::GetOrganizationRequest { key: Some(key) })).await;
+        match upstream(resp) {
+            Ok(r) => r.organization.ok_or_else(|| TokenError::Internal("GetOrganization returned nothing".into())),
+            Err(e) if e.upstream_reason().as_deref() == Some("ORGANIZATION_NOT_FOUND") => {
+                Err(TokenError::OrganizationNotFound)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// An active organization by id; a suspended or deleted one is [`TokenError::OrganizationInactive`].
+    pub async fn active_organization(&self, org: OrganizationId) -> Result<tpb::Organization> {
+        let o = self.organization(tpb::get_organization_request::Key::OrganizationId(org.to_string())).await?;
+        if o.status != tpb::OrganizationStatus::Active as i32 {
+            return Err(TokenError::OrganizationInactive);
+        }
+        Ok(o)
+    }
+
+    /// An active organization by slug.
+    pub async fn active_organization_by_slug(&self, slug: &str) -> Result<tpb::Organization> {
+        let o = self.organization(tpb::get_organization_request::Key::Slug(slug.to_owned())).await?;
+        if o.status != tpb::OrganizationStatus::Active as i32 {
+            return Err(TokenError::OrganizationInactive);
+        }
+        Ok(o)
+    }
+
+    /// The user's active membership of the active organization `org`, with the permissions its
+    /// roles grant; [`TokenError::NotAMember`] when there is none.
+    pub async fn membership(&self, org: OrganizationId, user: UserId) -> Result<Membership> {
+        let o = self.active_organization(org).await?;
+        let req =
+            tpb::GetMemberRequest { organization_id: org.to_string(), user_id: user.to_string(), ..Default::default() };
+        let member = match upstream(self.inner.clone().get_member(self.request(req)).await) {
+            Ok(r) => r.member,
+            Err(e) if e.upstream_reason().as_deref() == Some("NOT_A_MEMBER") => None,
+            Err(e) => return Err(e),
+        };
+        let member =
+            member.filter(|m| m.status == tpb::MembershipStatus::Active as i32).ok_or(TokenError::NotAMember)?;
+        let permissions = self.permissions(org, &member.roles).await?;
+        Ok(Membership {
+            organization_id: org,
+            organization_slug: o.slug,
+            roles: member.roles,
+            permissions,
+            version: member.version,
+        })
+    }
+
+    /// The permissions `roles` grant in `org`: built-in ones from the tenancy crate, custom ones
+    /// from ListRoles (called only when a custom role is held).
+    async fn permissions(&self, org: OrganizationId, roles: &[String]) -> Result<Vec<String>> {
+        let built_in = lanyard_tenancy::domain::built_in_roles();
+        let mut granted = BTreeSet::new();
+        let mut custom = Vec::new();
+        for role in roles {
+            match built_in.iter().find(|r| r.name.as_str() == role) {
+                Some(r) => granted.extend(r.permissions.iter().map(|p| p.to_string())),
+                None => custom.push(role.as_str()),
+            }
+        }
+        if !custom.is_empty() {
+            let mut page_token = String::new();
+            loop {
+                let req = tpb::ListRolesRequest {
+                    organization_id: org.to_string(),
+                    page_size: 500,
+                    page_token: page_token.clone(),
+                };
+                let resp = upstream(self.inner.clone().list_roles(self.request(req)).await)?;
+                for r in resp.roles.iter().filter(|r| custom.contains(&r.name.as_str())) {
+                    granted.extend(r.permissions.iter().cloned());
+                }
+                if resp.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = resp.next_page_token;
+            }
+        }
+        Ok(granted.into_iter().collect())
+    }
+
+    /// The organization's enabled SSO connections.
+    pub async fn connections(&self, org: OrganizationId) -> Result<Vec<Connection>> {
+        use lanyard_tenancy::domain::SsoKind;
+        let mut out = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let req = tpb::ListSsoConnectionsRequest {
+                organization_id: org.to_string(),
+                page_size: 500,
+                page_token: page_token.clone(),
+            };
+            let resp = upstream(self.inner.clone().list_sso_connections(self.request(req)).await)?;
+            for c in resp.connections.into_iter().filter(|c| c.enabled) {
+                let kind = match tpb::SsoConnectionKind::try_from(c.kind) {
+                    Ok(tpb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
+                    Ok(tpb::SsoConnectionKind::AzureAd) => SsoKind::AzureAd,
+                    Ok(tpb::SsoConnectionKind::Okta) => SsoKind::Okta,
+                    Ok(tpb::SsoConnectionKind::Oidc) => SsoKind::Oidc,
+                    _ => continue,
+                };
+                let Ok(id) = lanyard_core::ConnectionId::parse(&c.connection_id) else { continue };
+                out.push(Connection {
+                    id,
+                    kind,
+                    issuer: c.issuer,
+                    client_id: c.client_id,
+                    hosted_domains: c.hosted_domains,
+                    tenant_id: c.tenant_id,
+                });
+            }
+            if resp.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page_token = resp.next_page_token;
+        }
+    }
+
+    /// Finds or creates the user of a verified identity.
+    pub async fn resolve_identity(&self, identity: &Identity) -> Result<UserId> {
+        let req = tpb::ResolveIdentityRequest {
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+            email: identity.email.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            email_verified: identity.email_verified,
+            display_name: identity.display_name.clone(),
+            connection_id: identity.connection_id.to_string(),
+        };
+        let resp = upstream(self.inner.clone().resolve_identity(self.request(req)).await)?;
+        let user = resp.user.ok_or_else(|| TokenError::Internal("ResolveIdentity returned no user".into()))?;
+        UserId::parse(&user.user_id).map_err(|e| TokenError::Internal(e.to_string()))
+    }
+}
+
+/// InvitationService, as the token service calls it.
+#[derive(Clone)]
+pub struct InvitationClient {
+    inner: InvitationServiceClient<GrpcTransport>,
+    authorization: MetadataValue<Ascii>,
+}
+
+impl std::fmt::Debug for InvitationClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InvitationClient(..)")
+    }
+}
+
+impl InvitationClient {
+    /// Calls the invitation service over `transport` with `service_key`.
+    pub fn new(transport: GrpcTransport, service_key: &SecretString) -> anyhow::Result<Self> {
+        Ok(Self { inner: InvitationServiceClient::new(transport), authorization: bearer(service_key)? })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", self.authorization.clone());
+        request
+    }
+
+    /// What an invitation is for (the organization's slug and the invited email).
+    pub async fn preview(&self, token: &str) -> Result<ipb::PreviewInvitationResponse> {
+        let req = ipb::PreviewInvitationRequest { token: token.to_owned() };
+        upstream(self.inner.clone().preview_invitation(self.request(req)).await)
+    }
+
+    /// Accepts an invitation for a verified identity; returns the membership it made.
+    pub async fn accept(
+        &self,
+        token: &str,
+        user: UserId,
+        identity: &Identity,
+        request_id: &str,
+    ) -> Result<ipb::MembershipSummary> {
+        let req = ipb::AcceptInvitationRequest {
+            token: token.to_owned(),
+            identity: Some(ipb::VerifiedIdentity {
+                user_id: user.to_string(),
+                email: identity.email.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+                email_verified: identity.email_verified,
+                issuer: identity.issuer.clone(),
+                subject: identity.subject.clone(),
+            }),
+            request_id: request_id.to_owned(),
+        };
+        let resp = upstream(self.inner.clone().accept_invitation(self.request(req)).await)?;
+        resp.membership.ok_or_else(|| TokenError::Internal("AcceptInvitation returned no membership".into()))
+    }
+}

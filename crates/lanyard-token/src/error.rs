@@ -1,0 +1,170 @@
+//! TokenService's errors and their one mapping to the API's codes and stable reasons.
+
+use lanyard_core::caller::{AuthError, Denied};
+use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::status::Problem;
+use lanyard_core::ValueError;
+use tonic::Code;
+
+/// Everything a token operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Invalid(#[from] ValueError),
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    /// The upstream ID token failed verification; the detail goes to the log only.
+    #[error("the ID token is not valid for this organization")]
+    IdTokenInvalid(String),
+    /// The identity provider could not be reached (discovery or JWKS).
+    #[error("the identity provider is unavailable: {0}")]
+    IdpUnavailable(String),
+    #[error("the organization has no enabled SSO connection for this identity provider")]
+    NoConnection,
+    #[error("organization_id is required: this identity has not signed in before")]
+    OrganizationRequired,
+    #[error("the refresh token is not valid")]
+    RefreshTokenInvalid,
+    #[error("the refresh token has expired")]
+    RefreshTokenExpired,
+    #[error("the session was revoked")]
+    SessionRevoked,
+    #[error("the refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("the user is not an active member of the organization")]
+    NotAMember,
+    #[error("the organization is suspended or deleted")]
+    OrganizationInactive,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("organization not found")]
+    OrganizationNotFound,
+    #[error("an invitation grant needs the invitation service, which this process does not reach")]
+    InvitationsUnavailable,
+    /// A business error of the tenancy or invitation service, passed through to the caller with its
+    /// code, reason and details.
+    #[error("upstream: {}", .0.message())]
+    Upstream(tonic::Status),
+    /// Tenancy or invitation failed unexpectedly (unreachable, misconfigured key, internal).
+    #[error("a dependency failed: {0}")]
+    DependencyUnavailable(tonic::Status),
+    #[error("database error")]
+    Database { backend: Backend, source: sqlx::Error },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl TokenError {
+    /// Wraps a database error, remembering the backend that classifies it.
+    pub fn db(backend: Backend) -> impl Fn(sqlx::Error) -> Self {
+        move |source| Self::Database { backend, source }
+    }
+
+    /// The database error's meaning, if this is one.
+    pub fn db_kind(&self) -> Option<DbErrorKind> {
+        match self {
+            Self::Database { backend, source } => Some(lanyard_core::db::classify(*backend, source)),
+            _ => None,
+        }
+    }
+
+    /// The stable reason of a passed-through status, if this is one.
+    pub fn upstream_reason(&self) -> Option<String> {
+        match self {
+            Self::Upstream(s) => lanyard_core::status::reason_of(s),
+            _ => None,
+        }
+    }
+
+    /// Classifies a status of tenancy or invitation: business errors pass through, the rest is
+    /// unavailability.
+    pub fn from_upstream(status: tonic::Status) -> Self {
+        match status.code() {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::ResourceExhausted
+            | Code::OutOfRange => Self::Upstream(status),
+            _ => Self::DependencyUnavailable(status),
+        }
+    }
+
+    /// The API form of everything but a passed-through status.
+    pub fn to_problem(&self) -> Problem {
+        use TokenError::*;
+        let msg = self.to_string();
+        match self {
+            Invalid(e) => Problem::from(e.clone()),
+            InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
+            Unauthenticated(e) => Problem::from(*e),
+            Denied(e) => Problem::from(*e),
+            IdTokenInvalid(_) => Problem::new(Code::Unauthenticated, "ID_TOKEN_INVALID", msg),
+            IdpUnavailable(_) => Problem::new(
+                Code::Unavailable,
+                "IDP_UNAVAILABLE",
+                "the identity provider's keys could not be fetched; retry",
+            ),
+            NoConnection => Problem::new(Code::FailedPrecondition, "SSO_CONNECTION_NOT_FOUND", msg).with_precondition(
+                "SSO_CONNECTION",
+                "organization",
+                "an enabled SSO connection with the ID token's issuer",
+            ),
+            OrganizationRequired => Problem::invalid_field("organization_id", msg),
+            RefreshTokenInvalid => Problem::new(Code::Unauthenticated, "REFRESH_TOKEN_INVALID", msg),
+            RefreshTokenExpired => Problem::new(Code::Unauthenticated, "REFRESH_TOKEN_EXPIRED", msg),
+            SessionRevoked => Problem::new(Code::Unauthenticated, "TOKEN_REVOKED", msg),
+            RefreshTokenReused => {
+                Problem::new(Code::Unauthenticated, "TOKEN_REVOKED", msg).with_metadata("cause", "refresh_token_reused")
+            }
+            NotAMember => Problem::new(Code::PermissionDenied, "NOT_A_MEMBER", msg),
+            OrganizationInactive => Problem::new(Code::PermissionDenied, "ORGANIZATION_INACTIVE", msg),
+            SessionNotFound => Problem::new(Code::NotFound, "SESSION_NOT_FOUND", msg),
+            OrganizationNotFound => Problem::new(Code::NotFound, "ORGANIZATION_NOT_FOUND", msg),
+            InvitationsUnavailable => Problem::new(Code::Unavailable, "INVITATIONS_UNAVAILABLE", msg),
+            Upstream(s) => Problem::new(s.code(), "UPSTREAM", s.message().to_owned()),
+            DependencyUnavailable(_) => {
+                Problem::new(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", "a dependency is unavailable; retry")
+            }
+            Database { .. } if self.is_retryable() => {
+                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
+            }
+            Database { .. } | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+        }
+    }
+}
+
+impl Retryable for TokenError {
+    fn is_retryable(&self) -> bool {
+        self.db_kind() == Some(DbErrorKind::Retryable)
+    }
+}
+
+impl From<TokenError> for tonic::Status {
+    fn from(e: TokenError) -> Self {
+        if let TokenError::Upstream(status) = e {
+            return status;
+        }
+        match &e {
+            TokenError::IdTokenInvalid(detail) => tracing::info!(detail, "ID token refused"),
+            TokenError::IdpUnavailable(detail) => tracing::warn!(detail, "identity provider unavailable"),
+            _ => {}
+        }
+        let problem = e.to_problem();
+        if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
+            // The cause chain goes to the log, never to the caller.
+            tracing::error!(error = ?e, "token request failed");
+        }
+        problem.into_status()
+    }
+}
+
+/// Reads a tenancy or invitation outcome.
+pub(crate) fn upstream<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T, TokenError> {
+    r.map(tonic::Response::into_inner).map_err(TokenError::from_upstream)
+}

@@ -1,0 +1,377 @@
+//! The gRPC adapters of TokenService and AuthorizationService: parse every field into domain
+//! values at the edge, call [`Tokens`], convert back. The only module of this crate that knows
+//! tonic's server side.
+
+use lanyard_core::page::Page;
+use lanyard_core::{Authenticator, Caller, OrganizationId, Permission, Timestamp, UserId, ValueError};
+use lanyard_proto::authz::v1 as apb;
+use lanyard_proto::authz::v1::authorization_service_server::{AuthorizationService, AuthorizationServiceServer};
+use lanyard_proto::token::v1 as pb;
+use lanyard_proto::token::v1::token_service_server::{TokenService, TokenServiceServer};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::access::{AccessError, AccessPrincipal};
+use crate::error::TokenError;
+use crate::keys::{KeyState, LoadedKey, PublicJwk, SigningAlgorithm};
+use crate::service::{ClientInfo, Issued, Tokens};
+use crate::store::Session;
+
+/// The longest `request_id` accepted.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// TokenService and AuthorizationService over gRPC.
+#[derive(Clone)]
+pub struct TokenGrpc {
+    tokens: Tokens,
+    auth: Authenticator,
+}
+
+impl TokenGrpc {
+    /// Serves `tokens`, authenticating callers with `auth`.
+    pub fn new(tokens: Tokens, auth: Authenticator) -> Self {
+        Self { tokens, auth }
+    }
+
+    /// The TokenService tonic server.
+    pub fn into_server(self) -> TokenServiceServer<Self> {
+        TokenServiceServer::new(self)
+    }
+
+    /// The AuthorizationService tonic server.
+    pub fn into_authz_server(self) -> AuthorizationServiceServer<Self> {
+        AuthorizationServiceServer::new(self)
+    }
+
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let header = req.metadata().get("authorization").map(|v| v.to_str().map_err(|_| ()));
+        let header = match header {
+            Some(Ok(v)) => Some(v),
+            Some(Err(())) => return Err(TokenError::from(lanyard_core::caller::AuthError::Malformed).into()),
+            None => None,
+        };
+        let caller = self.auth.authenticate(header).map_err(TokenError::from)?;
+        tracing::Span::current().record("caller", caller.kind());
+        Ok(caller)
+    }
+}
+
+fn check_request_id(id: &str) -> Result<(), TokenError> {
+    if id.len() > MAX_REQUEST_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ValueError::TooLong("request_id", MAX_REQUEST_ID_LEN).into());
+    }
+    Ok(())
+}
+
+fn org_id(raw: Option<&str>) -> Result<Option<OrganizationId>, TokenError> {
+    match raw {
+        None | Some("") => Ok(None),
+        Some(s) => Ok(Some(OrganizationId::parse(s)?)),
+    }
+}
+
+fn session_id(raw: &str) -> Result<Uuid, TokenError> {
+    if raw.is_empty() {
+        return Err(ValueError::Missing("session_id").into());
+    }
+    if raw.len() != 36 {
+        return Err(ValueError::Malformed("session_id").into());
+    }
+    Uuid::parse_str(raw).map_err(|_| ValueError::Malformed("session_id").into())
+}
+
+fn session_to_pb(s: &Session) -> pb::Session {
+    pb::Session {
+        session_id: s.id.to_string(),
+        user_id: s.user_id.to_string(),
+        active_organization_id: s.active_org_id.to_string(),
+        create_time: Some(s.created_at.to_proto()),
+        expire_time: Some(s.expires_at.to_proto()),
+        revoke_time: s.revoked_at.map(Timestamp::to_proto),
+        last_refresh_time: s.last_refresh_at.map(Timestamp::to_proto),
+        user_agent: s.user_agent.clone(),
+        ip_address: s.ip_address.clone(),
+    }
+}
+
+fn jwk_to_pb(k: PublicJwk) -> pb::Jwk {
+    pb::Jwk { kid: k.kid, kty: k.kty, alg: k.alg, r#use: k.use_, crv: k.crv, x: k.x, y: k.y, n: k.n, e: k.e }
+}
+
+fn algorithm_to_pb(a: SigningAlgorithm) -> pb::SigningAlgorithm {
+    match a {
+        SigningAlgorithm::Es256 => pb::SigningAlgorithm::Es256,
+        SigningAlgorithm::EdDsa => pb::SigningAlgorithm::Eddsa,
+        SigningAlgorithm::Rs256 => pb::SigningAlgorithm::Rs256,
+    }
+}
+
+fn key_to_pb(k: &LoadedKey) -> pb::SigningKey {
+    pb::SigningKey {
+        kid: k.kid.clone(),
+        algorithm: algorithm_to_pb(k.algorithm) as i32,
+        state: match k.state {
+            KeyState::Next => pb::SigningKeyState::Next,
+            KeyState::Active => pb::SigningKeyState::Active,
+            KeyState::Retired => pb::SigningKeyState::Retired,
+        } as i32,
+        create_time: Some(k.created_at.to_proto()),
+    }
+}
+
+struct Out {
+    access_token: String,
+    expires_in: prost_types::Duration,
+    expire_time: prost_types::Timestamp,
+    refresh_token: String,
+    refresh_expire_time: prost_types::Timestamp,
+    session: pb::Session,
+    active_organization: pb::ActiveOrganization,
+    user_id: String,
+}
+
+fn out(issued: Issued, ttl: std::time::Duration) -> Out {
+    Out {
+        access_token: issued.access_token,
+        expires_in: prost_types::Duration::try_from(ttl).unwrap_or_default(),
+        expire_time: issued.access_expires_at.to_proto(),
+        refresh_token: issued.refresh_token,
+        refresh_expire_time: issued.refresh_expires_at.to_proto(),
+        session: session_to_pb(&issued.session),
+        active_organization: pb::ActiveOrganization {
+            organization_id: issued.membership.organization_id.to_string(),
+            organization_slug: issued.membership.organization_slug,
+            roles: issued.membership.roles,
+        },
+        user_id: issued.session.user_id.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenGrpc {
+    async fn exchange_token(
+        &self,
+        request: Request<pb::ExchangeTokenRequest>,
+    ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
+        let req = request.into_inner();
+        check_request_id(&req.request_id)?;
+        let client = ClientInfo { user_agent: req.user_agent, ip_address: req.ip_address };
+        use pb::exchange_token_request::Grant;
+        let issued = match req.grant {
+            None => return Err(TokenError::from(ValueError::Missing("grant")).into()),
+            Some(Grant::IdTokenGrant(g)) => {
+                let org = org_id(Some(&g.organization_id))?;
+                self.tokens.sign_in(&g.id_token, org, g.nonce.as_deref(), client).await?
+            }
+            Some(Grant::InvitationGrant(g)) => {
+                self.tokens
+                    .sign_in_with_invitation(
+                        &g.invitation_token,
+                        &g.id_token,
+                        g.nonce.as_deref(),
+                        client,
+                        &req.request_id,
+                    )
+                    .await?
+            }
+            Some(Grant::RefreshTokenGrant(g)) => {
+                let org = org_id(g.organization_id.as_deref())?;
+                self.tokens.refresh(&g.refresh_token, org).await?
+            }
+        };
+        let o = out(issued, self.tokens.access_tokens().ttl());
+        Ok(Response::new(pb::ExchangeTokenResponse {
+            access_token: o.access_token,
+            token_type: "Bearer".into(),
+            expires_in: Some(o.expires_in),
+            expire_time: Some(o.expire_time),
+            refresh_token: o.refresh_token,
+            refresh_expire_time: Some(o.refresh_expire_time),
+            session: Some(o.session),
+            active_organization: Some(o.active_organization),
+            user_id: o.user_id,
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<pb::RefreshSessionRequest>,
+    ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
+        let req = request.into_inner();
+        check_request_id(&req.request_id)?;
+        let org = org_id(req.organization_id.as_deref())?;
+        let issued = self.tokens.refresh(&req.refresh_token, org).await?;
+        let o = out(issued, self.tokens.access_tokens().ttl());
+        Ok(Response::new(pb::RefreshSessionResponse {
+            access_token: o.access_token,
+            token_type: "Bearer".into(),
+            expires_in: Some(o.expires_in),
+            expire_time: Some(o.expire_time),
+            refresh_token: o.refresh_token,
+            refresh_expire_time: Some(o.refresh_expire_time),
+            session: Some(o.session),
+            active_organization: Some(o.active_organization),
+            user_id: o.user_id,
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        check_request_id(&req.request_id)?;
+        let id = session_id(&req.session_id)?;
+        let session = self.tokens.revoke_session(&caller, id).await?;
+        Ok(Response::new(pb::RevokeSessionResponse { session: Some(session_to_pb(&session)) }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        let user = UserId::parse(&req.user_id).map_err(TokenError::from)?;
+        let org = org_id(req.organization_id.as_deref())?;
+        let page = Page::parse(req.page_size, &req.page_token).map_err(TokenError::from)?;
+        let (sessions, next) = self.tokens.list_sessions(&caller, user, org, req.include_revoked, &page).await?;
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: sessions.iter().map(session_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_jwks(&self, _request: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+        let (keys, json) = self.tokens.jwks();
+        Ok(Response::new(pb::GetJwksResponse { keys: keys.into_iter().map(jwk_to_pb).collect(), jwks_json: json }))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        request: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let req = request.into_inner();
+        check_request_id(&req.request_id)?;
+        let algorithm = match pb::SigningAlgorithm::try_from(req.algorithm) {
+            Ok(pb::SigningAlgorithm::Unspecified) => None,
+            Ok(pb::SigningAlgorithm::Es256) => Some(SigningAlgorithm::Es256),
+            Ok(pb::SigningAlgorithm::Eddsa) => Some(SigningAlgorithm::EdDsa),
+            Ok(pb::SigningAlgorithm::Rs256) => Some(SigningAlgorithm::Rs256),
+            Err(_) => return Err(TokenError::from(ValueError::Malformed("algorithm")).into()),
+        };
+        let key = self.tokens.rotate(&caller, algorithm).await?;
+        Ok(Response::new(pb::RotateSigningKeyResponse { key: Some(key_to_pb(&key)) }))
+    }
+}
+
+// ----- Authorize ---------------------------------------------------------------------------
+//
+// The token and its session are checked here; the near cache, membership versions and Redis
+// invalidation of the authorization issue build on this.
+
+fn principal_to_pb(p: &AccessPrincipal) -> apb::Principal {
+    apb::Principal {
+        user_id: p.user_id.to_string(),
+        organization_id: p.organization_id.to_string(),
+        organization_slug: p.organization_slug.clone(),
+        roles: p.roles.iter().map(|r| r.to_string()).collect(),
+        permissions: p.permissions.iter().map(|r| r.to_string()).collect(),
+        session_id: p.session_id.to_string(),
+        membership_version: p.membership_version,
+        expire_time: Some(p.expires_at.to_proto()),
+    }
+}
+
+impl TokenGrpc {
+    /// The token's principal if it may act in `org`, or why not.
+    async fn principal_for(
+        &self,
+        token: &str,
+        org: Option<&str>,
+    ) -> Result<Result<AccessPrincipal, apb::Decision>, Status> {
+        let now = Timestamp::now();
+        let principal = match self.tokens.access_tokens().verify(token, now) {
+            Ok(p) => p,
+            Err(AccessError::Expired) => return Ok(Err(apb::Decision::TokenExpired)),
+            Err(AccessError::Invalid(_)) => return Ok(Err(apb::Decision::TokenInvalid)),
+        };
+        if let Some(org) = org_id(org)? {
+            if org != principal.organization_id {
+                return Ok(Err(apb::Decision::OrgMismatch));
+            }
+        }
+        let session = self.tokens.store().session(principal.session_id).await.map_err(Status::from)?;
+        if session.is_none_or(|s| s.revoked_at.is_some() || s.user_id != principal.user_id) {
+            return Ok(Err(apb::Decision::SessionRevoked));
+        }
+        Ok(Ok(principal))
+    }
+}
+
+fn grants(p: &AccessPrincipal, wanted: &Permission) -> bool {
+    p.permissions.iter().any(|g| g.grants(wanted))
+}
+
+#[tonic::async_trait]
+impl AuthorizationService for TokenGrpc {
+    async fn authorize(
+        &self,
+        request: Request<apb::AuthorizeRequest>,
+    ) -> Result<Response<apb::AuthorizeResponse>, Status> {
+        let req = request.into_inner();
+        let wanted = Permission::parse(&req.permission).map_err(TokenError::from)?;
+        let resp = match self.principal_for(&req.access_token, req.organization_id.as_deref()).await? {
+            Err(decision) => apb::AuthorizeResponse { allowed: false, reason: decision as i32, principal: None },
+            Ok(p) => {
+                let allowed = grants(&p, &wanted);
+                let reason = if allowed { apb::Decision::Allowed } else { apb::Decision::PermissionMissing };
+                apb::AuthorizeResponse { allowed, reason: reason as i32, principal: Some(principal_to_pb(&p)) }
+            }
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn batch_authorize(
+        &self,
+        request: Request<apb::BatchAuthorizeRequest>,
+    ) -> Result<Response<apb::BatchAuthorizeResponse>, Status> {
+        let req = request.into_inner();
+        if req.permissions.len() > 100 {
+            return Err(TokenError::InvalidField { field: "permissions", message: "at most 100".into() }.into());
+        }
+        let wanted = req
+            .permissions
+            .iter()
+            .map(|p| Permission::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(TokenError::from)?;
+        let resp = match self.principal_for(&req.access_token, req.organization_id.as_deref()).await? {
+            Err(decision) => apb::BatchAuthorizeResponse {
+                results: wanted
+                    .iter()
+                    .map(|w| apb::PermissionResult {
+                        permission: w.to_string(),
+                        allowed: false,
+                        reason: decision as i32,
+                    })
+                    .collect(),
+                principal: None,
+            },
+            Ok(p) => apb::BatchAuthorizeResponse {
+                results: wanted
+                    .iter()
+                    .map(|w| {
+                        let allowed = grants(&p, w);
+                        let reason = if allowed { apb::Decision::Allowed } else { apb::Decision::PermissionMissing };
+                        apb::PermissionResult { permission: w.to_string(), allowed, reason: reason as i32 }
+                    })
+                    .collect(),
+                principal: Some(principal_to_pb(&p)),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,266 @@
+//! TokenService (`lanyard.token.v1`) and AuthorizationService (`lanyard.authz.v1`): Lanyard's
+//! signing keys and JWKS, sign-in through the organization's SSO connection (Google Workspace,
+//! Entra ID, Okta, generic OIDC), sessions with rotating refresh tokens, org switching,
+//! revocation, and the access-token verifier the other services authenticate members with.
+//!
+//! `keys` and `signing` hold the key lifecycle, `access` our access tokens, `upstream` the
+//! identity providers' ID tokens, `jose` the header rules both share, `service` the rules,
+//! `store` the tables, `grpc` and `http` the adapters, `clients` the way to tenancy and
+//! invitation.
+//!
+//! # Wiring it into a process
+//!
+//! ```ignore
+//! let mut config = TokenConfig::new(database, secrets, "https://auth.example.com");
+//! // The verifier exists before the services, so tenancy and invitation can accept access tokens:
+//! let access = config.access_tokens();
+//! let auth = Authenticator::new(api_keys).with_access_tokens(Arc::new(access.clone()));
+//! // ... build tenancy and invitation with `auth` ...
+//! let tenancy = lanyard_token::TenancyClient::new(lanyard_token::clients::in_process(tenancy_server), &service_key)?;
+//! // or: TenancyClient::new(lanyard_token::clients::connect_lazy("http://tenancy:50051", timeout)?, &service_key)?
+//! let invitations = Some(InvitationClient::new(lanyard_token::clients::in_process(invitation_server), &service_key)?);
+//! let parts = lanyard_token::build(config, access, tenancy, invitations, auth).await?; // connects, migrates, loads keys
+//! router.add_service(parts.server).add_service(parts.authz_server);
+//! axum::serve(http_listener, parts.http.clone());        // /.well-known/jwks.json, /.well-known/openid-configuration
+//! let workers = parts.spawn_workers();                    // key reload and scheduled rotation
+//! // ... on shutdown:
+//! workers.shutdown().await;
+//! ```
+//!
+//! The service key must be one of tenancy's (and invitation's) service keys: sign-in calls
+//! `ResolveIdentity`, `GetMember`, `ListRoles`, `ListSsoConnections`, `GetOrganization`,
+//! `PreviewInvitation` and `AcceptInvitation` with it.
+//!
+//! # Behaviour worth knowing
+//!
+//! - `ExchangeToken` and `GetJwks` need no credential; `RefreshSession` is authenticated by its
+//!   refresh token; `RevokeSession` and `ListSessions` need the session's user, an operator, or a
+//!   member with `members:write` / `members:read` in the session's active organization;
+//!   `RotateSigningKey` an operator.
+//! - An ID-token sign-in without `organization_id` goes to the organization of the identity's
+//!   last session; a first sign-in must name one (`INVALID_ARGUMENT` on `organization_id`).
+//! - A refresh token is used once. Using it again (or losing a race for it) revokes its session,
+//!   the whole family, and writes a `refresh_token.reused` event; the answer is `UNAUTHENTICATED`
+//!   with reason `TOKEN_REVOKED`. A retried `RefreshSession` therefore is a reuse: `request_id`
+//!   is accepted but does not replay a refresh.
+//! - Switching to an organization the user is not an active member of is `PERMISSION_DENIED`,
+//!   reason `NOT_A_MEMBER`; the session and the refresh token stay as they were.
+//! - Access tokens are verified in memory with the published keys; a revoked session is caught by
+//!   `Authorize` (which reads the session) and, once the authorization issue lands, by the
+//!   Redis-backed near cache. `AccessTokenVerifier` alone checks signature and claims.
+
+pub mod access;
+pub mod clients;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod jose;
+pub mod keys;
+pub mod service;
+pub mod signing;
+pub mod store;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use lanyard_core::caller::AccessTokenVerifier;
+use lanyard_core::crypto::SecretBox;
+use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::Authenticator;
+use lanyard_proto::authz::v1::authorization_service_server::AuthorizationServiceServer;
+use lanyard_proto::token::v1::token_service_server::TokenServiceServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use access::{AccessPrincipal, AccessTokens};
+pub use clients::{InvitationClient, TenancyClient};
+pub use error::TokenError;
+pub use grpc::TokenGrpc;
+pub use keys::{KeyRing, SigningAlgorithm};
+pub use service::{Lifetimes, Tokens};
+pub use signing::KeyManager;
+pub use store::TokenStore;
+pub use upstream::{UpstreamConfig, UpstreamVerifier};
+
+/// Everything the token service needs from settings.
+#[derive(Clone)]
+pub struct TokenConfig {
+    /// Its own database: Postgres schema `token`, or its own SQLite file (`token.db`).
+    pub database: DatabaseConfig,
+    /// Seals private signing keys at rest (the key-encryption key).
+    pub secrets: SecretBox,
+    /// `iss` of access tokens and the base URL of the HTTP documents (`https://auth.example.com`).
+    pub issuer: String,
+    /// `aud` of access tokens (`lanyard`).
+    pub audience: String,
+    /// Algorithm of new signing keys (ES256).
+    pub signing_algorithm: SigningAlgorithm,
+    /// Access token, refresh token and session lifetimes (5 min, 14 days, 30 days).
+    pub lifetimes: Lifetimes,
+    /// How long a key signs before the scheduled rotation replaces it (30 days).
+    pub rotation_interval: Duration,
+    /// How often keys are reloaded from the database and rotation is checked (60 s).
+    pub key_reload_interval: Duration,
+    /// `Cache-Control: max-age` of the HTTP documents (5 minutes).
+    pub jwks_max_age: Duration,
+    /// How identity providers are reached and their tokens checked.
+    pub upstream: UpstreamConfig,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("database", &self.database)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("signing_algorithm", &self.signing_algorithm)
+            .field("lifetimes", &self.lifetimes)
+            .field("rotation_interval", &self.rotation_interval)
+            .field("key_reload_interval", &self.key_reload_interval)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenConfig {
+    /// The defaults around what has none.
+    pub fn new(database: DatabaseConfig, secrets: SecretBox, issuer: impl Into<String>) -> Self {
+        Self {
+            database,
+            secrets,
+            issuer: issuer.into(),
+            audience: "lanyard".into(),
+            signing_algorithm: SigningAlgorithm::Es256,
+            lifetimes: Lifetimes::default(),
+            rotation_interval: Duration::from_secs(30 * 24 * 3600),
+            key_reload_interval: Duration::from_secs(60),
+            jwks_max_age: Duration::from_secs(300),
+            upstream: UpstreamConfig::default(),
+        }
+    }
+
+    /// A fresh access-token verifier for this configuration; give the same one to [`build`],
+    /// which loads its keys. Clones share the keys.
+    pub fn access_tokens(&self) -> AccessTokens {
+        AccessTokens::new(KeyRing::default(), self.issuer.clone(), self.audience.clone(), self.lifetimes.access)
+    }
+}
+
+/// The built service.
+pub struct TokenParts {
+    /// Mount on the tonic router: `lanyard.token.v1.TokenService`.
+    pub server: TokenServiceServer<TokenGrpc>,
+    /// Mount on the tonic router: `lanyard.authz.v1.AuthorizationService`.
+    pub authz_server: AuthorizationServiceServer<TokenGrpc>,
+    /// Serve over HTTP: `/.well-known/jwks.json` and `/.well-known/openid-configuration`.
+    pub http: axum::Router,
+    /// For the other services' `Authenticator::with_access_tokens` (the same keys as `access_tokens`).
+    pub verifier: Arc<dyn AccessTokenVerifier>,
+    /// Mints and verifies access tokens.
+    pub access_tokens: AccessTokens,
+    /// The domain service.
+    pub tokens: Tokens,
+    /// The store (for readiness checks: `parts.store.database().ping()`).
+    pub store: TokenStore,
+    /// The key lifecycle.
+    pub keys: KeyManager,
+    reload_interval: Duration,
+    rotation_interval: Duration,
+}
+
+impl std::fmt::Debug for TokenParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenParts").finish_non_exhaustive()
+    }
+}
+
+/// Connects to the token database, migrates it, makes sure signing keys exist, and builds the
+/// servers. `access` comes from [`TokenConfig::access_tokens`]; `auth` authenticates this
+/// service's callers (access tokens are accepted through `access` in any case).
+pub async fn build(
+    config: TokenConfig,
+    access: AccessTokens,
+    tenancy: TenancyClient,
+    invitations: Option<InvitationClient>,
+    auth: Authenticator,
+) -> anyhow::Result<TokenParts> {
+    anyhow::ensure!(
+        config.issuer.starts_with("https://") || config.issuer.starts_with("http://"),
+        "the token issuer must be an http(s) URL"
+    );
+    anyhow::ensure!(config.lifetimes.access >= Duration::from_secs(30), "access tokens must live at least 30 s");
+    anyhow::ensure!(config.lifetimes.refresh <= config.lifetimes.session, "refresh tokens cannot outlive sessions");
+    anyhow::ensure!(config.jwks_max_age < config.rotation_interval, "JWKS max-age must be below the rotation interval");
+    let db = Database::connect(&config.database).await.context("connecting to the token database")?;
+    let store = TokenStore::new(db);
+    store.migrate().await.context("migrating the token database")?;
+    let ring = access.ring();
+    let keys = KeyManager::new(
+        store.clone(),
+        config.secrets.clone(),
+        ring.clone(),
+        config.signing_algorithm,
+        config.lifetimes.access,
+    );
+    keys.bootstrap().await.context("loading signing keys")?;
+    let upstream = UpstreamVerifier::new(config.upstream.clone())?;
+    let tokens =
+        Tokens::new(store.clone(), keys.clone(), access.clone(), upstream, tenancy, invitations, config.lifetimes);
+    let auth = auth.with_access_tokens(Arc::new(access.clone()));
+    let grpc = TokenGrpc::new(tokens.clone(), auth);
+    Ok(TokenParts {
+        server: grpc.clone().into_server(),
+        authz_server: grpc.into_authz_server(),
+        http: http::router(ring, config.issuer.clone(), config.jwks_max_age),
+        verifier: Arc::new(access.clone()),
+        access_tokens: access,
+        tokens,
+        store,
+        keys,
+        reload_interval: config.key_reload_interval,
+        rotation_interval: config.rotation_interval,
+    })
+}
+
+impl TokenParts {
+    /// Starts the key worker: reloads keys (other replicas rotate too) and rotates when due.
+    pub fn spawn_workers(&self) -> Workers {
+        let (stop, mut stopped) = watch::channel(false);
+        let keys = self.keys.clone();
+        let (every, rotation) = (self.reload_interval, self.rotation_interval);
+        let handle = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped.changed() => return,
+                }
+                if let Err(e) = keys.rotate_if_due(rotation).await {
+                    tracing::warn!(error = %e, "signing key maintenance failed; retrying later");
+                }
+            }
+        });
+        Workers { stop, handles: vec![handle] }
+    }
+}
+
+/// Running background workers.
+#[derive(Debug)]
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Asks the workers to stop and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            if let Err(e) = h.await {
+                tracing::error!(error = %e, "a token worker panicked");
+            }
+        }
+    }
+}

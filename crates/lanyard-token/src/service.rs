@@ -1,0 +1,351 @@
+//! The token domain service: sign-in by ID token (alone or with an invitation), refresh and org
+//! switch, revocation and listing of sessions, and the key operations. It speaks domain types only.
+
+use std::time::Duration;
+
+use lanyard_core::crypto::{random_token, sha256_hex};
+use lanyard_core::page::Page;
+use lanyard_core::{Caller, OrganizationId, Timestamp, UserId};
+use uuid::Uuid;
+
+use crate::access::{AccessTokens, Grant};
+use crate::clients::{InvitationClient, Membership, TenancyClient};
+use crate::error::TokenError;
+use crate::keys::{LoadedKey, PublicJwk, SigningAlgorithm};
+use crate::signing::KeyManager;
+use crate::store::{NewSession, Session, TokenStore};
+use crate::upstream::{peek_issuer, Connection, Identity, UpstreamError, UpstreamVerifier};
+
+type Result<T, E = TokenError> = std::result::Result<T, E>;
+
+/// Random bytes of a refresh token (256 bits).
+pub const REFRESH_TOKEN_BYTES: usize = 32;
+
+/// Lifetimes.
+#[derive(Clone, Copy, Debug)]
+pub struct Lifetimes {
+    /// Of an access token (5 minutes).
+    pub access: Duration,
+    /// Of one refresh token; each refresh issues a new one (14 days), never past the session's end.
+    pub refresh: Duration,
+    /// Of a session, however often it is refreshed (30 days).
+    pub session: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            access: Duration::from_secs(5 * 60),
+            refresh: Duration::from_secs(14 * 24 * 3600),
+            session: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Who is signing in from where, recorded on a new session.
+#[derive(Clone, Debug, Default)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+/// Tokens handed out by a sign-in or a refresh.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub access_token: String,
+    pub access_expires_at: Timestamp,
+    pub refresh_token: String,
+    pub refresh_expires_at: Timestamp,
+    pub session: Session,
+    pub membership: Membership,
+}
+
+/// The token service.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    store: TokenStore,
+    keys: KeyManager,
+    access: AccessTokens,
+    upstream: UpstreamVerifier,
+    tenancy: TenancyClient,
+    invitations: Option<InvitationClient>,
+    lifetimes: Lifetimes,
+}
+
+fn upstream_error(e: UpstreamError) -> TokenError {
+    match e {
+        UpstreamError::Invalid(why) => TokenError::IdTokenInvalid(why),
+        UpstreamError::Unavailable(why) => TokenError::IdpUnavailable(why),
+    }
+}
+
+impl Tokens {
+    /// Assembles the service.
+    pub fn new(
+        store: TokenStore,
+        keys: KeyManager,
+        access: AccessTokens,
+        upstream: UpstreamVerifier,
+        tenancy: TenancyClient,
+        invitations: Option<InvitationClient>,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        Self { store, keys, access, upstream, tenancy, invitations, lifetimes }
+    }
+
+    /// The store (for readiness checks).
+    pub fn store(&self) -> &TokenStore {
+        &self.store
+    }
+
+    /// The access-token minter and verifier.
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.access
+    }
+
+    /// The key manager.
+    pub fn keys(&self) -> &KeyManager {
+        &self.keys
+    }
+
+    // ----- sign-in -------------------------------------------------------------------------
+
+    /// The enabled connection of `org` whose issuer is the token's, verifying the token.
+    async fn verify_for(&self, id_token: &str, org: OrganizationId, nonce: Option<&str>) -> Result<Identity> {
+        if id_token.is_empty() {
+            return Err(lanyard_core::ValueError::Missing("id_token").into());
+        }
+        let issuer = peek_issuer(id_token).ok_or_else(|| TokenError::IdTokenInvalid("no iss claim".into()))?;
+        let connections = self.tenancy.connections(org).await?;
+        let connection: &Connection =
+            connections.iter().find(|c| c.issuer == issuer).ok_or(TokenError::NoConnection)?;
+        self.upstream.verify(id_token, connection, nonce, Timestamp::now()).await.map_err(upstream_error)
+    }
+
+    /// Signs in with an upstream ID token. Without `org`, the organization of the identity's last
+    /// session is used (its connection must still accept the token); a first sign-in must name one.
+    pub async fn sign_in(
+        &self,
+        id_token: &str,
+        org: Option<OrganizationId>,
+        nonce: Option<&str>,
+        client: ClientInfo,
+    ) -> Result<Issued> {
+        let org = match org {
+            Some(org) => org,
+            None => self.last_org(id_token).await?.ok_or(TokenError::OrganizationRequired)?,
+        };
+        self.tenancy.active_organization(org).await?;
+        let identity = self.verify_for(id_token, org, nonce).await?;
+        let user = self.tenancy.resolve_identity(&identity).await?;
+        let membership = self.tenancy.membership(org, user).await?;
+        self.start_session(user, &identity, membership, client).await
+    }
+
+    /// The organization of the last session of the token's (unverified) identity: only a hint,
+    /// the token is verified against that organization's connection afterwards.
+    async fn last_org(&self, id_token: &str) -> Result<Option<OrganizationId>> {
+        use base64::Engine;
+        let Some(issuer) = peek_issuer(id_token) else { return Ok(None) };
+        let claims: serde_json::Value = id_token
+            .split('.')
+            .nth(1)
+            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let text = |k: &str| claims.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_ascii_lowercase();
+        let mut subjects = vec![claims.get("sub").and_then(|v| v.as_str()).unwrap_or_default().to_owned()];
+        subjects.push(format!("{}:{}", text("tid"), text("oid")));
+        for subject in subjects.iter().filter(|s| !s.is_empty() && s.as_str() != ":") {
+            if let Some(org) = self.store.last_org_of_identity(&issuer, subject).await? {
+                return Ok(Some(org));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Accepts an invitation for the identity of `id_token`, then signs in to its organization.
+    /// The token is verified against a connection of the invitation's organization.
+    pub async fn sign_in_with_invitation(
+        &self,
+        invitation_token: &str,
+        id_token: &str,
+        nonce: Option<&str>,
+        client: ClientInfo,
+        request_id: &str,
+    ) -> Result<Issued> {
+        if invitation_token.is_empty() {
+            return Err(lanyard_core::ValueError::Missing("invitation_token").into());
+        }
+        let invitations = self.invitations.as_ref().ok_or(TokenError::InvitationsUnavailable)?;
+        let preview = invitations.preview(invitation_token).await?;
+        let org = self.tenancy.active_organization_by_slug(&preview.organization_slug).await?;
+        let org_id = OrganizationId::parse(&org.organization_id).map_err(|e| TokenError::Internal(e.to_string()))?;
+        let identity = self.verify_for(id_token, org_id, nonce).await?;
+        let user = self.tenancy.resolve_identity(&identity).await?;
+        let accepted = invitations.accept(invitation_token, user, &identity, request_id).await?;
+        if accepted.organization_id != org_id.to_string() {
+            return Err(TokenError::Internal("the accepted invitation is for another organization".into()));
+        }
+        let membership = self.tenancy.membership(org_id, user).await?;
+        self.start_session(user, &identity, membership, client).await
+    }
+
+    async fn start_session(
+        &self,
+        user: UserId,
+        identity: &Identity,
+        membership: Membership,
+        client: ClientInfo,
+    ) -> Result<Issued> {
+        let now = Timestamp::now();
+        let session_expires = now.plus(self.lifetimes.session);
+        let refresh_expires = now.plus(self.lifetimes.refresh).min(session_expires);
+        let refresh_token = random_token(REFRESH_TOKEN_BYTES);
+        let bounded = |s: Option<String>| s.map(|s| s.chars().filter(|c| !c.is_control()).take(512).collect());
+        let new = NewSession {
+            user_id: user,
+            org: membership.organization_id,
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+            expires_at: session_expires,
+            user_agent: bounded(client.user_agent),
+            ip_address: bounded(client.ip_address),
+        };
+        let session =
+            self.store.create_session(&new, &sha256_hex(refresh_token.as_bytes()), refresh_expires, now).await?;
+        self.issue(session, membership, refresh_token, refresh_expires, now)
+    }
+
+    fn issue(
+        &self,
+        session: Session,
+        membership: Membership,
+        refresh_token: String,
+        refresh_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<Issued> {
+        let grant = Grant {
+            user_id: session.user_id,
+            session_id: session.id,
+            organization_id: membership.organization_id,
+            organization_slug: &membership.organization_slug,
+            roles: &membership.roles,
+            permissions: &membership.permissions,
+            membership_version: membership.version,
+        };
+        let (access_token, access_expires_at) = self.access.mint(&grant, now).map_err(TokenError::Internal)?;
+        Ok(Issued { access_token, access_expires_at, refresh_token, refresh_expires_at, session, membership })
+    }
+
+    // ----- refresh -------------------------------------------------------------------------
+
+    /// Rotates a refresh token, optionally switching the session's active organization. Switching
+    /// to an organization the user is not an active member of changes nothing (the token stays
+    /// usable). Reusing a used token revokes its session, the whole family.
+    pub async fn refresh(&self, refresh_token: &str, org: Option<OrganizationId>) -> Result<Issued> {
+        if refresh_token.is_empty() {
+            return Err(lanyard_core::ValueError::Missing("refresh_token").into());
+        }
+        if refresh_token.len() > 256 {
+            return Err(TokenError::RefreshTokenInvalid);
+        }
+        let now = Timestamp::now();
+        let hash = sha256_hex(refresh_token.as_bytes());
+        let record = self.store.refresh_token(&hash).await?.ok_or(TokenError::RefreshTokenInvalid)?;
+        let session = self.store.session(record.session_id).await?.ok_or(TokenError::RefreshTokenInvalid)?;
+        if session.revoked_at.is_some() {
+            return Err(TokenError::SessionRevoked);
+        }
+        if record.used_at.is_some() {
+            return Err(self.reused(&session, now).await);
+        }
+        if record.expires_at <= now || session.expires_at <= now {
+            return Err(TokenError::RefreshTokenExpired);
+        }
+        let target = org.unwrap_or(session.active_org_id);
+        let membership = self.tenancy.membership(target, session.user_id).await?;
+        let next = random_token(REFRESH_TOKEN_BYTES);
+        let next_expires = now.plus(self.lifetimes.refresh).min(session.expires_at);
+        let rotated = self
+            .store
+            .rotate_refresh(&hash, &sha256_hex(next.as_bytes()), session.id, target, next_expires, now)
+            .await?;
+        if !rotated {
+            // Another request used it between our read and our write: the same as a replay.
+            return Err(self.reused(&session, now).await);
+        }
+        let session = self.store.session(session.id).await?.ok_or(TokenError::SessionNotFound)?;
+        self.issue(session, membership, next, next_expires, now)
+    }
+
+    async fn reused(&self, session: &Session, now: Timestamp) -> TokenError {
+        tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused: revoking its session");
+        match self.store.revoke_session(session.id, "refresh_token_reused", "system:reuse-detection", now).await {
+            Ok(_) => TokenError::RefreshTokenReused,
+            Err(e) => e,
+        }
+    }
+
+    // ----- sessions ------------------------------------------------------------------------
+
+    /// Revokes a session: its owner, an operator, or a member with `members:write` in the
+    /// session's active organization.
+    pub async fn revoke_session(&self, caller: &Caller, id: Uuid) -> Result<Session> {
+        let session = self.store.session(id).await?;
+        let session = match (session, caller) {
+            (Some(s), Caller::Member(p)) if p.user_id == s.user_id => s,
+            (Some(s), _) => {
+                caller.require(s.active_org_id, "members:write")?;
+                s
+            }
+            (None, _) if caller.is_operator() => return Err(TokenError::SessionNotFound),
+            // A member learns nothing about sessions it may not see.
+            (None, _) => return Err(lanyard_core::caller::Denied::WrongOrganization.into()),
+        };
+        self.store
+            .revoke_session(session.id, "revoked", &caller.actor(), Timestamp::now())
+            .await?
+            .ok_or(TokenError::SessionNotFound)
+    }
+
+    /// A user's sessions: the user itself, an operator, or (for sessions active in its own
+    /// organization only) a member with `members:read`.
+    pub async fn list_sessions(
+        &self,
+        caller: &Caller,
+        user: UserId,
+        org: Option<OrganizationId>,
+        include_revoked: bool,
+        page: &Page,
+    ) -> Result<(Vec<Session>, String)> {
+        let org = match caller {
+            Caller::Member(p) if p.user_id == user => org,
+            Caller::Member(p) => {
+                let own = p.organization_id;
+                if org.is_some_and(|o| o != own) {
+                    return Err(lanyard_core::caller::Denied::WrongOrganization.into());
+                }
+                caller.require(own, "members:read")?;
+                Some(own)
+            }
+            _ => org,
+        };
+        self.store.list_sessions(user, org, include_revoked, page).await
+    }
+
+    // ----- keys ----------------------------------------------------------------------------
+
+    /// The published keys and the JWKS document.
+    pub fn jwks(&self) -> (Vec<PublicJwk>, String) {
+        let now = Timestamp::now();
+        let ring = self.keys.ring();
+        (ring.jwks(now), ring.jwks_json(now))
+    }
+
+    /// Rotates the signing keys (operators only).
+    pub async fn rotate(&self, caller: &Caller, algorithm: Option<SigningAlgorithm>) -> Result<LoadedKey> {
+        caller.require_operator()?;
+        self.keys.rotate(algorithm, &caller.actor()).await
+    }
+}

@@ -1,0 +1,401 @@
+//! Verifying the customer's identity provider: ID tokens checked against one SSO connection of the
+//! organization (issuer, audience, tenant or hosted-domain rule), with keys found through OpenID
+//! discovery *from the connection's issuer* — never from a URL in the token — cached, and
+//! refetched on an unknown `kid` at most once per `min_refetch_interval` per issuer.
+//!
+//! Leeway: `exp`, `nbf` and `iat` tolerate [`UpstreamConfig::leeway`] (60 s by default) of clock
+//! skew between Lanyard and the identity provider.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lanyard_core::{ConnectionId, Email, Timestamp};
+use lanyard_tenancy::domain::SsoKind;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::jose;
+
+/// How upstream tokens are checked and keys fetched.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// Accept `http://` issuers and key URLs on loopback addresses (local development and tests).
+    pub allow_http_loopback: bool,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (60 s).
+    pub leeway: Duration,
+    /// How long fetched keys are used before they are fetched again (1 hour).
+    pub jwks_ttl: Duration,
+    /// The least time between two fetches for one issuer, however many unknown `kid`s arrive (60 s).
+    pub min_refetch_interval: Duration,
+    /// Algorithms accepted from identity providers (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA).
+    pub algorithms: Vec<Algorithm>,
+    /// Timeout of one discovery or JWKS request (5 s).
+    pub http_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            allow_http_loopback: false,
+            leeway: Duration::from_secs(60),
+            jwks_ttl: Duration::from_secs(3600),
+            min_refetch_interval: Duration::from_secs(60),
+            algorithms: vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::ES256,
+                Algorithm::ES384,
+                Algorithm::EdDSA,
+            ],
+            http_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One SSO connection, as the verifier needs it.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub kind: SsoKind,
+    pub issuer: String,
+    pub client_id: String,
+    pub hosted_domains: Vec<String>,
+    pub tenant_id: String,
+}
+
+/// An identity the connection vouches for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub issuer: String,
+    /// The subject Lanyard keys the user by: `sub`, or `<tid>:<oid>` for Entra ID.
+    pub subject: String,
+    pub email: Option<Email>,
+    pub email_verified: bool,
+    pub display_name: String,
+    pub connection_id: ConnectionId,
+}
+
+/// Why an ID token was refused, or could not be checked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn invalid(why: impl Into<String>) -> UpstreamError {
+    UpstreamError::Invalid(why.into())
+}
+
+/// Reads the `iss` claim without verifying anything, only to pick the connection that will verify.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    if token.len() > jose::MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("iss")?.as_str().map(str::to_owned)
+}
+
+#[derive(Deserialize)]
+struct IdClaims {
+    sub: Option<String>,
+    aud: Value,
+    azp: Option<String>,
+    iat: Option<i64>,
+    nonce: Option<String>,
+    email: Option<String>,
+    email_verified: Option<Value>,
+    name: Option<String>,
+    hd: Option<String>,
+    tid: Option<String>,
+    oid: Option<String>,
+    xms_edov: Option<Value>,
+}
+
+fn truthy(v: &Option<Value>) -> bool {
+    match v {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+struct IssuerKeys {
+    keys: Vec<Jwk>,
+    fetched: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+/// Verifies ID tokens, caching each issuer's keys.
+#[derive(Clone)]
+pub struct UpstreamVerifier {
+    config: UpstreamConfig,
+    http: reqwest::Client,
+    cache: Arc<Mutex<HashMap<String, IssuerKeys>>>,
+}
+
+impl std::fmt::Debug for UpstreamVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamVerifier").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The largest discovery or JWKS document read.
+const MAX_DOCUMENT: usize = 512 * 1024;
+
+impl UpstreamVerifier {
+    /// A verifier with its own HTTP client (no redirects followed, rustls).
+    pub fn new(config: UpstreamConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.http_timeout)
+            .user_agent("lanyard-token")
+            .build()?;
+        Ok(Self { config, http, cache: Arc::default() })
+    }
+
+    /// Whether `url` may be fetched: `https`, or `http` on loopback when allowed.
+    fn url_allowed(&self, url: &str) -> bool {
+        let Ok(parsed) = reqwest::Url::parse(url) else { return false };
+        match parsed.scheme() {
+            "https" => parsed.host_str().is_some(),
+            "http" if self.config.allow_http_loopback => parsed.host_str().is_some_and(|h| {
+                h == "localhost" || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }),
+            _ => false,
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, UpstreamError> {
+        if !self.url_allowed(url) {
+            return Err(UpstreamError::Unavailable(format!("refusing to fetch {url}: not https (or loopback http)")));
+        }
+        let unavailable = |e: &dyn std::fmt::Display| UpstreamError::Unavailable(format!("{url}: {e}"));
+        let resp = self.http.get(url).send().await.map_err(|e| unavailable(&e))?;
+        if !resp.status().is_success() {
+            return Err(unavailable(&resp.status()));
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_DOCUMENT as u64) {
+            return Err(unavailable(&"document too large"));
+        }
+        let body = resp.bytes().await.map_err(|e| unavailable(&e))?;
+        if body.len() > MAX_DOCUMENT {
+            return Err(unavailable(&"document too large"));
+        }
+        serde_json::from_slice(&body).map_err(|e| unavailable(&e))
+    }
+
+    /// Discovery from the issuer, then its JWKS.
+    async fn fetch_keys(&self, issuer: &str) -> Result<Vec<Jwk>, UpstreamError> {
+        let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let doc = self.get_json(&discovery_url).await?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+            return Err(UpstreamError::Unavailable(format!("{discovery_url}: the document names another issuer")));
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| UpstreamError::Unavailable(format!("{discovery_url}: no jwks_uri")))?;
+        let jwks = self.get_json(jwks_uri).await?;
+        let keys = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| UpstreamError::Unavailable(format!("{jwks_uri}: no keys")))?;
+        // Keys of kinds we cannot use are skipped, not fatal; symmetric keys are never used.
+        Ok(keys
+            .iter()
+            .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+            .filter(|k| !matches!(k.algorithm, AlgorithmParameters::OctetKey(_)) && k.common.key_id.is_some())
+            .collect())
+    }
+
+    /// The key `kid` of `issuer`: from the cache, or fetched when the cache is stale or does not
+    /// know the kid and no fetch for this issuer happened within `min_refetch_interval`.
+    async fn key(&self, issuer: &str, kid: &str) -> Result<Jwk, UpstreamError> {
+        let now = Instant::now();
+        let (cached, may_fetch, stale) = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(issuer) {
+                Some(entry) => (
+                    entry.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned(),
+                    entry.last_attempt.is_none_or(|t| now.duration_since(t) >= self.config.min_refetch_interval),
+                    entry.fetched.is_none_or(|t| now.duration_since(t) >= self.config.jwks_ttl),
+                ),
+                None => (None, true, true),
+            }
+        };
+        if let Some(key) = cached.as_ref().filter(|_| !stale || !may_fetch) {
+            return Ok(key.clone());
+        }
+        if !may_fetch {
+            return Err(invalid("unknown kid (keys were fetched moments ago)"));
+        }
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = cache.entry(issuer.to_owned()).or_insert(IssuerKeys {
+                keys: vec![],
+                fetched: None,
+                last_attempt: None,
+            });
+            entry.last_attempt = Some(now);
+        }
+        match self.fetch_keys(issuer).await {
+            Ok(keys) => {
+                let found = keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned();
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = cache.get_mut(issuer) {
+                    entry.keys = keys;
+                    entry.fetched = Some(Instant::now());
+                }
+                found.ok_or_else(|| invalid("unknown kid"))
+            }
+            // A stale cached key still verifies while the provider cannot be reached.
+            Err(e) => cached.ok_or(e),
+        }
+    }
+
+    /// Verifies `token` against `connection`; `nonce`, when the flow set one, must match.
+    pub async fn verify(
+        &self,
+        token: &str,
+        connection: &Connection,
+        nonce: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Identity, UpstreamError> {
+        let header = jose::parse_header(token, &["x5t"]).map_err(|e| invalid(e.to_string()))?;
+        if let Some(typ) = &header.typ {
+            if !typ.eq_ignore_ascii_case("JWT") {
+                return Err(invalid("typ is not JWT: not an ID token"));
+            }
+        }
+        let alg: Algorithm = header.alg.parse().map_err(|_| invalid("unknown alg"))?;
+        if !self.config.algorithms.contains(&alg) {
+            return Err(invalid("alg is not allowed"));
+        }
+        if !self.url_allowed(&connection.issuer) {
+            return Err(invalid("the connection's issuer is not https"));
+        }
+        let jwk = self.key(&connection.issuer, &header.kid).await?;
+        if let Some(key_alg) = jwk.common.key_algorithm {
+            if key_alg.to_string() != header.alg {
+                return Err(invalid("alg does not match the key"));
+            }
+        }
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| invalid(format!("key: {e}")))?;
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&connection.issuer]);
+        validation.set_audience(&[&connection.client_id]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let claims = jsonwebtoken::decode::<IdClaims>(token, &key, &validation)
+            .map_err(|e| invalid(format!("ID token: {e}")))?
+            .claims;
+        self.check_claims(claims, connection, nonce, now)
+    }
+
+    fn check_claims(
+        &self,
+        c: IdClaims,
+        conn: &Connection,
+        nonce: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Identity, UpstreamError> {
+        let audiences: Vec<&str> = match &c.aud {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => return Err(invalid("aud is malformed")),
+        };
+        if audiences.len() > 1 && c.azp.is_none() {
+            return Err(invalid("several audiences and no azp"));
+        }
+        if c.azp.as_deref().is_some_and(|azp| azp != conn.client_id) {
+            return Err(invalid("azp is not the client id"));
+        }
+        let iat = c.iat.ok_or_else(|| invalid("iat is missing"))?;
+        let now_s = now.0 / 1_000_000;
+        if iat > now_s + i64::try_from(self.config.leeway.as_secs()).unwrap_or(0) {
+            return Err(invalid("iat is in the future"));
+        }
+        if let Some(expected) = nonce {
+            if c.nonce.as_deref() != Some(expected) {
+                return Err(invalid("nonce does not match"));
+            }
+        }
+        let sub = c.sub.clone().filter(|s| !s.is_empty()).ok_or_else(|| invalid("sub is missing"))?;
+        let mut email_verified = truthy(&c.email_verified);
+        let subject = match conn.kind {
+            SsoKind::GoogleWorkspace => {
+                let hd = c.hd.as_deref().ok_or_else(|| invalid("hd is missing: not a Workspace account"))?;
+                if !conn.hosted_domains.iter().any(|d| d.eq_ignore_ascii_case(hd)) {
+                    return Err(invalid("hd is not a hosted domain of the connection"));
+                }
+                if !email_verified {
+                    return Err(invalid("email_verified is not true"));
+                }
+                sub
+            }
+            SsoKind::AzureAd => {
+                let tid = c.tid.as_deref().ok_or_else(|| invalid("tid is missing"))?;
+                if !tid.eq_ignore_ascii_case(&conn.tenant_id) {
+                    return Err(invalid("tid is not the connection's tenant"));
+                }
+                let tenant_segment = format!("/{}/", conn.tenant_id.to_ascii_lowercase());
+                if !format!("{}/", conn.issuer.to_ascii_lowercase()).contains(&tenant_segment) {
+                    return Err(invalid("the issuer is not the tenant's"));
+                }
+                let oid = c.oid.as_deref().filter(|o| !o.is_empty()).ok_or_else(|| invalid("oid is missing"))?;
+                // Entra ID has no email_verified; xms_edov says the domain owner verified it.
+                email_verified = email_verified || truthy(&c.xms_edov);
+                format!("{}:{}", tid.to_ascii_lowercase(), oid.to_ascii_lowercase())
+            }
+            SsoKind::Okta | SsoKind::Oidc => sub,
+        };
+        let email = c.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let display_name: String = c.name.unwrap_or_default().chars().filter(|c| !c.is_control()).take(200).collect();
+        Ok(Identity {
+            issuer: conn.issuer.clone(),
+            subject,
+            email_verified: email_verified && email.is_some(),
+            email,
+            display_name: display_name.trim().to_owned(),
+            connection_id: conn.id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_allowed_loopback_http() {
+        let strict = UpstreamVerifier::new(UpstreamConfig::default()).unwrap();
+        assert!(strict.url_allowed("https://accounts.google.com"));
+        assert!(!strict.url_allowed("http://127.0.0.1:8080"));
+        let dev = UpstreamVerifier::new(UpstreamConfig { allow_http_loopback: true, ..Default::default() }).unwrap();
+        assert!(dev.url_allowed("http://127.0.0.1:8080/x"));
+        assert!(dev.url_allowed("http://localhost:8080"));
+        assert!(!dev.url_allowed("http://10.0.0.1"));
+        assert!(!dev.url_allowed("http://evil.example"));
+        assert!(!dev.url_allowed("file:///etc/passwd"));
+    }
+
+    #[test]
+    fn peeks_the_issuer() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"iss":"https://idp.example"}"#);
+        assert_eq!(peek_issuer(&format!("e30.{payload}.sig")).as_deref(), Some("https://idp.example"));
+        assert_eq!(peek_issuer("garbage"), None);
+    }
+}
