@@ -80,7 +80,11 @@ async fn malformed_fields_are_refused(backend: Backend) {
         cases.push(
             run(
                 format!("GetMember user {bad:?}"),
-                op.get_member(pb::GetMemberRequest { organization_id: id.clone(), user_id: bad.into() }),
+                op.get_member(pb::GetMemberRequest {
+                    organization_id: id.clone(),
+                    user_id: bad.into(),
+                    ..Default::default()
+                }),
             )
             .await,
         );

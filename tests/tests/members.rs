@@ -14,6 +14,7 @@ backend_tests!(
     users_are_global_and_memberships_per_org,
     retried_add_member_returns_the_first_result,
     members_page_through,
+    members_are_found_by_email,
 );
 
 async fn add_get_list_and_remove_members(backend: Backend) {
@@ -52,7 +53,11 @@ async fn add_get_list_and_remove_members(backend: Backend) {
     let bob = app.add_member(id, "bob@acme.com", &[]).await;
     assert_eq!(bob.roles, vec!["member"]);
     let got = op
-        .get_member(pb::GetMemberRequest { organization_id: id.clone(), user_id: bob.user_id.clone() })
+        .get_member(pb::GetMemberRequest {
+            organization_id: id.clone(),
+            user_id: bob.user_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()
@@ -327,6 +332,7 @@ async fn users_are_global_and_memberships_per_org(backend: Backend) {
             .get_member(pb::GetMemberRequest {
                 organization_id: a.organization_id.clone(),
                 user_id: uuid::Uuid::now_v7().to_string(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -377,4 +383,27 @@ async fn members_page_through(backend: Backend) {
         token = page.next_page_token;
     }
     assert_eq!(seen, expected);
+}
+
+async fn members_are_found_by_email(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let org = app.create_org(3, &["acme.com"]).await;
+    let m = app.add_member(&org.organization_id, "kim@acme.com", &["admin"]).await;
+    let by_email = |email: &str| pb::GetMemberRequest {
+        organization_id: org.organization_id.clone(),
+        email: email.into(),
+        ..Default::default()
+    };
+    let found = app.operator().get_member(by_email(" KIM@acme.com ")).await.unwrap().into_inner().member.unwrap();
+    assert_eq!(found, m);
+    assert_error(app.operator().get_member(by_email("nobody@acme.com")).await, Code::NotFound, "NOT_A_MEMBER");
+    assert_error(app.operator().get_member(by_email("not-an-email")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let both = pb::GetMemberRequest { user_id: m.user_id.clone(), ..by_email("kim@acme.com") };
+    assert_error(app.operator().get_member(both).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    let neither = pb::GetMemberRequest { organization_id: org.organization_id.clone(), ..Default::default() };
+    assert_error(app.operator().get_member(neither).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    // A user who is a member elsewhere is not a member here.
+    let other = app.create_org(1, &["acme.com"]).await;
+    let elsewhere = pb::GetMemberRequest { organization_id: other.organization_id, ..by_email("kim@acme.com") };
+    assert_error(app.operator().get_member(elsewhere).await, Code::NotFound, "NOT_A_MEMBER");
 }

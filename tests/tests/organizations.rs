@@ -344,6 +344,7 @@ async fn owner_email_makes_an_owner_member(backend: Backend) {
         .get_member(pb::GetMemberRequest {
             organization_id: org.organization_id.clone(),
             user_id: org.owner_user_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

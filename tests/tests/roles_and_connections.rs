@@ -84,7 +84,11 @@ async fn custom_roles_lifecycle(backend: Backend) {
     assert_eq!(updated.description, "Reads and pays invoices");
     // Its holders' permissions changed, so their membership version moved on.
     let after = op
-        .get_member(pb::GetMemberRequest { organization_id: id.clone(), user_id: member.user_id.clone() })
+        .get_member(pb::GetMemberRequest {
+            organization_id: id.clone(),
+            user_id: member.user_id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

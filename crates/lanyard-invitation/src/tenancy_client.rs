@@ -54,9 +54,6 @@ impl std::fmt::Debug for TenancyClient {
     }
 }
 
-/// The page size used when scanning members.
-const MEMBER_PAGE: i32 = 500;
-
 impl TenancyClient {
     /// Calls a tenancy service in another process over `channel`, with `service_key`.
     pub fn from_channel(channel: tonic::transport::Channel, service_key: &SecretString) -> anyhow::Result<Self> {
@@ -113,7 +110,8 @@ impl TenancyClient {
 
     /// The membership of `user` in `org`, if any.
     pub async fn get_member(&self, org: OrganizationId, user: UserId) -> Result<Option<pb::Member>> {
-        let req = pb::GetMemberRequest { organization_id: org.to_string(), user_id: user.to_string() };
+        let req =
+            pb::GetMemberRequest { organization_id: org.to_string(), user_id: user.to_string(), ..Default::default() };
         match tenancy(self.inner.clone().get_member(self.request(req)).await) {
             Ok(resp) => Ok(resp.member),
             Err(e) if e.upstream_reason().as_deref() == Some("NOT_A_MEMBER") => Ok(None),
@@ -121,25 +119,14 @@ impl TenancyClient {
         }
     }
 
-    /// Whether `email` belongs to an active member of `org`. Tenancy has no lookup by email, so
-    /// this pages through the members (one page for any organization up to 500 seats).
+    /// Whether `email` belongs to an active member of `org`.
     pub async fn has_active_member(&self, org: OrganizationId, email: &Email) -> Result<bool> {
-        let mut page_token = String::new();
-        loop {
-            let req = pb::ListMembersRequest {
-                organization_id: org.to_string(),
-                page_size: MEMBER_PAGE,
-                page_token: page_token.clone(),
-                show_removed: false,
-            };
-            let resp = tenancy(self.inner.clone().list_members(self.request(req)).await)?;
-            if resp.members.iter().any(|m| m.email == email.as_str()) {
-                return Ok(true);
-            }
-            if resp.next_page_token.is_empty() {
-                return Ok(false);
-            }
-            page_token = resp.next_page_token;
+        let req =
+            pb::GetMemberRequest { organization_id: org.to_string(), email: email.to_string(), ..Default::default() };
+        match tenancy(self.inner.clone().get_member(self.request(req)).await) {
+            Ok(resp) => Ok(resp.member.is_some_and(|m| m.status == pb::MembershipStatus::Active as i32)),
+            Err(e) if e.upstream_reason().as_deref() == Some("NOT_A_MEMBER") => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -417,14 +417,25 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::GetMemberResponse>, Status> {
         let caller = self.caller(&request)?;
         let req = request.into_inner();
-        let member = self
-            .tenancy
-            .get_member(
-                &caller,
-                org_id(&req.organization_id)?,
-                UserId::parse(&req.user_id).map_err(TenancyError::from)?,
-            )
-            .await?;
+        let org = org_id(&req.organization_id)?;
+        let member = match (req.user_id.is_empty(), req.email.is_empty()) {
+            (false, true) => {
+                self.tenancy.get_member(&caller, org, UserId::parse(&req.user_id).map_err(TenancyError::from)?).await?
+            }
+            (true, false) => {
+                self.tenancy
+                    .get_member_by_email(&caller, org, &Email::parse(&req.email).map_err(TenancyError::from)?)
+                    .await?
+            }
+            (true, true) => return Err(TenancyError::from(ValueError::Missing("user_id")).into()),
+            (false, false) => {
+                return Err(TenancyError::InvalidField {
+                    field: "email",
+                    message: "give user_id or email, not both".into(),
+                }
+                .into())
+            }
+        };
         Ok(Response::new(pb::GetMemberResponse { member: Some(member_to_pb(member)) }))
     }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lanyard_core::cache::{Cache, Versioned};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::page::Page;
 use lanyard_core::{
@@ -13,7 +14,12 @@ use lanyard_core::{
 
 use crate::domain::*;
 use crate::error::TenancyError;
-use crate::store::{Change, TenancyStore};
+use crate::store::{Change, SeatSnapshot, TenancyStore};
+
+/// The cache key of an organization's seat usage.
+pub fn seat_key(org: OrganizationId) -> String {
+    format!("tenancy:seats:{org}")
+}
 
 type Result<T, E = TenancyError> = std::result::Result<T, E>;
 
@@ -61,18 +67,33 @@ fn export_seats(usage: &SeatUsage) {
     }
 }
 
+/// The longest a cached seat usage is trusted, even with no reservation expiring sooner.
+pub const SEAT_CACHE_TTL: Duration = Duration::from_secs(60);
+
 /// TenancyService's domain logic.
 #[derive(Clone, Debug)]
 pub struct Tenancy {
     store: TenancyStore,
     secrets: SecretBox,
     allow_http_issuers: bool,
+    cache: Cache,
 }
 
 impl Tenancy {
     /// Builds the service over its store; `secrets` seals SSO client secrets.
     pub fn new(store: TenancyStore, secrets: SecretBox) -> Self {
-        Self { store, secrets, allow_http_issuers: false }
+        Self { store, secrets, allow_http_issuers: false, cache: Cache::local("lanyard") }
+    }
+
+    /// Caches seat usage in `cache` (Redis in production), written through on every seat change.
+    pub fn with_cache(mut self, cache: Cache) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    /// The cache (for readiness checks).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// Accepts `http://` issuers on loopback (local development and tests only).
@@ -86,12 +107,56 @@ impl Tenancy {
         &self.store
     }
 
-    /// Refreshes the seat metrics of `org` after a change (best effort: a failed read is logged).
+    /// Writes the seat usage of `org` through to the cache and the metrics after a change. Best
+    /// effort: the database stays the authority, and a reader that misses the cache reads it.
     async fn seats_changed(&self, org: OrganizationId) {
-        match self.store.seat_usage(org).await {
-            Ok(usage) => export_seats(&usage),
-            Err(e) => tracing::warn!(error = %e, "reading seat usage for metrics"),
+        match self.store.seat_snapshot(org).await {
+            Ok(snapshot) => {
+                export_seats(&snapshot.usage);
+                self.cache_seats(&snapshot).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "reading seat usage after a change"),
         }
+    }
+
+    async fn cache_seats(&self, snapshot: &SeatSnapshot) {
+        // A cached usage must not outlive the next reservation expiry: that changes it silently.
+        let mut ttl = SEAT_CACHE_TTL;
+        if let Some(next) = snapshot.next_expiry {
+            let until = u64::try_from(next.0 - snapshot.read_at.0).unwrap_or(0);
+            ttl = ttl.min(Duration::from_micros(until));
+        }
+        let u = snapshot.usage;
+        let value =
+            Versioned { version: snapshot.epoch, value: format!("{}:{}:{}", u.seat_limit, u.active, u.reserved) };
+        if let Err(e) = self.cache.set_if_newer(&seat_key(u.organization_id), &value, ttl).await {
+            metrics::counter!("lanyard_cache_errors_total", "service" => "tenancy").increment(1);
+            tracing::warn!(error = %e, "writing seat usage to the cache");
+        }
+    }
+
+    /// Seat usage from the cache, or from the database (refilling the cache) when it misses or
+    /// fails.
+    async fn cached_seat_usage(&self, org: OrganizationId) -> Result<SeatUsage> {
+        match self.cache.get(&seat_key(org)).await {
+            Ok(Some(v)) => {
+                let parts: Vec<u32> = v.value.split(':').filter_map(|p| p.parse().ok()).collect();
+                if let [seat_limit, active, reserved] = parts[..] {
+                    metrics::counter!("lanyard_cache_requests_total", "cache" => "seats", "result" => "hit")
+                        .increment(1);
+                    return Ok(SeatUsage { organization_id: org, seat_limit, active, reserved });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!("lanyard_cache_errors_total", "service" => "tenancy").increment(1);
+                tracing::warn!(error = %e, "reading seat usage from the cache; using the database");
+            }
+        }
+        metrics::counter!("lanyard_cache_requests_total", "cache" => "seats", "result" => "miss").increment(1);
+        let snapshot = self.store.seat_snapshot(org).await?;
+        self.cache_seats(&snapshot).await;
+        Ok(snapshot.usage)
     }
 
     async fn org(&self, id: OrganizationId) -> Result<Organization> {
@@ -191,7 +256,9 @@ impl Tenancy {
     /// Soft-deletes an organization (operator only).
     pub async fn delete_organization(&self, caller: &Caller, id: OrganizationId) -> Result<Organization> {
         caller.require_operator()?;
-        self.store.delete_organization(id, &Change::by(caller.actor())).await
+        let result = self.store.delete_organization(id, &Change::by(caller.actor())).await?;
+        self.seats_changed(id).await;
+        Ok(result)
     }
 
     /// Adds an allowed domain; public webmail domains only when an operator allows them.
@@ -251,6 +318,13 @@ impl Tenancy {
         }
         self.org(org).await?;
         self.store.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)
+    }
+
+    /// One membership by the member's email (`members:read`).
+    pub async fn get_member_by_email(&self, caller: &Caller, org: OrganizationId, email: &Email) -> Result<Member> {
+        self.require(caller, org, "members:read")?;
+        self.org(org).await?;
+        self.store.get_member_by_email(org, email).await?.ok_or(TenancyError::MemberNotFound)
     }
 
     /// A page of members.
@@ -318,7 +392,7 @@ impl Tenancy {
     /// Seat usage.
     pub async fn seat_usage(&self, caller: &Caller, org: OrganizationId) -> Result<SeatUsage> {
         self.require(caller, org, "seats:read")?;
-        let usage = self.store.seat_usage(org).await?;
+        let usage = self.cached_seat_usage(org).await?;
         export_seats(&usage);
         Ok(usage)
     }

@@ -25,6 +25,19 @@ type Tx = Transaction<'static, Any>;
 /// The most custom roles one organization may define.
 pub const MAX_CUSTOM_ROLES: u64 = 100;
 
+/// Seat usage as read from the database, with what a cache needs to keep it true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeatSnapshot {
+    /// The usage.
+    pub usage: SeatUsage,
+    /// The organization's seat epoch when it was read.
+    pub epoch: i64,
+    /// When it was read.
+    pub read_at: Timestamp,
+    /// When the next held reservation expires (and the usage changes with no write), if any.
+    pub next_expiry: Option<Timestamp>,
+}
+
 /// Who made a change and when, for the audit log.
 #[derive(Clone, Debug)]
 pub struct Change {
@@ -454,6 +467,39 @@ impl TenancyStore {
         Ok(())
     }
 
+    /// Seat usage now, with the organization's seat epoch (it grows with every change under the
+    /// organization lock) and when the next held reservation expires: together they say how long
+    /// a cached copy of this usage stays true.
+    pub async fn seat_snapshot(&self, id: OrganizationId) -> Result<SeatSnapshot> {
+        let now = Timestamp::now();
+        let row = sqlx::query(
+            "SELECT o.seat_limit, o.seat_epoch,
+               (SELECT COUNT(*) FROM memberships WHERE org_id = o.id AND status = 'active') AS active,
+               (SELECT COUNT(*) FROM seat_reservations WHERE org_id = o.id AND state = 'held' AND expires_at > $2) AS reserved,
+               (SELECT MIN(expires_at) FROM seat_reservations WHERE org_id = o.id AND state = 'held' AND expires_at > $2) AS next_expiry
+             FROM organizations o WHERE o.id = $1",
+        )
+        .bind(id.to_string())
+        .bind(now.0)
+        .fetch_optional(&self.db.pool)
+        .await
+        .map_err(self.err())?
+        .ok_or(TenancyError::OrganizationNotFound)?;
+        let e = self.err();
+        let next: Option<i64> = row.try_get("next_expiry").map_err(&e)?;
+        Ok(SeatSnapshot {
+            usage: SeatUsage {
+                organization_id: id,
+                seat_limit: count(row.try_get("seat_limit").map_err(&e)?),
+                active: count(row.try_get("active").map_err(&e)?),
+                reserved: count(row.try_get("reserved").map_err(&e)?),
+            },
+            epoch: row.try_get("seat_epoch").map_err(&e)?,
+            read_at: now,
+            next_expiry: next.map(Timestamp),
+        })
+    }
+
     /// Seat usage now (a read; expired reservations count as free).
     pub async fn seat_usage(&self, id: OrganizationId) -> Result<SeatUsage> {
         let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
@@ -816,6 +862,19 @@ impl TenancyStore {
         let mut member = member_from_row(&row)?;
         member.roles = self.roles_of(org, user).await?;
         Ok(Some(member))
+    }
+
+    /// The membership of the user whose primary email is `email`, if any.
+    pub async fn get_member_by_email(&self, org: OrganizationId, email: &Email) -> Result<Option<Member>> {
+        let row = sqlx::query("SELECT id FROM users WHERE primary_email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(self.err())?;
+        match row {
+            Some(row) => self.get_member(org, parse_id(&row.try_get::<String, _>("id").map_err(self.err())?)?).await,
+            None => Ok(None),
+        }
     }
 
     async fn roles_of(&self, org: OrganizationId, user: UserId) -> Result<Vec<RoleName>> {
