@@ -390,3 +390,50 @@ impl Drop for StoreGuard {
         }
     }
 }
+
+/// The Redis server tests use (`LANYARD_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("LANYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A TCP proxy on loopback in front of another address, which a test can cut to simulate the
+/// server behind it going away.
+pub struct TcpProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    tasks: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Forwards every connection to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy port");
+        let addr = listener.local_addr().expect("proxy address");
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
+        let spawn_into = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                spawn_into.lock().expect("proxy tasks").spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { addr, tasks, accept }
+    }
+
+    /// Stops accepting and drops every open connection.
+    pub fn cut(&self) {
+        self.accept.abort();
+        self.tasks.lock().expect("proxy tasks").abort_all();
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

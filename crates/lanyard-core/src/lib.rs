@@ -1,6 +1,7 @@
 //! Shared building blocks of the Lanyard services: parsed domain values, callers and API keys,
 //! gRPC error details, storage and crypto helpers. Nothing here knows about any one service.
 
+pub mod cache;
 pub mod caller;
 pub mod clock;
 pub mod crypto;

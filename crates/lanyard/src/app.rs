@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use lanyard_core::cache::Cache;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::{ApiKeys, Authenticator};
@@ -70,7 +71,7 @@ pub struct Application {
     services: Vec<ServiceName>,
     grace: Duration,
     metrics: Option<TcpListener>,
-    probes: Vec<(ServiceName, Database)>,
+    probes: Vec<(ServiceName, Database, Cache)>,
     workers: Vec<lanyard_invitation::Workers>,
 }
 
@@ -166,6 +167,7 @@ impl Application {
             health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
         }
         let mut probes = Vec::new();
+        let cache = shared_cache(&settings).await?;
         let (keys, service_key) = api_keys(&settings)?;
         let auth = Authenticator::new(keys);
         let mut local_tenancy: Option<TenancyGrpc> = None;
@@ -179,10 +181,11 @@ impl Application {
                 ServiceName::Tenancy => {
                     let store = tenancy_store(&settings).await?;
                     store.database().ping().await.context("the tenancy database does not answer")?;
-                    probes.push((ServiceName::Tenancy, store.database().clone()));
+                    probes.push((ServiceName::Tenancy, store.database().clone(), cache.clone()));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
-                    let tenancy =
-                        Tenancy::new(store, secret_box(&settings)?).allow_http_issuers(settings.allow_http_issuers);
+                    let tenancy = Tenancy::new(store, secret_box(&settings)?)
+                        .allow_http_issuers(settings.allow_http_issuers)
+                        .with_cache(cache.clone());
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
                     local_tenancy = Some(grpc.clone());
                     router = router.add_service(grpc.into_server());
@@ -199,7 +202,7 @@ impl Application {
                     };
                     let parts = lanyard_invitation::build(invitation_config(&settings)?, tenancy, auth.clone()).await?;
                     parts.store.database().ping().await.context("the invitation database does not answer")?;
-                    probes.push((ServiceName::Invitation, parts.store.database().clone()));
+                    probes.push((ServiceName::Invitation, parts.store.database().clone(), cache.clone()));
                     workers.push(parts.spawn_workers());
                     router = router.add_service(parts.server);
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
@@ -258,8 +261,8 @@ impl Application {
                 }
             });
         }
-        for (service, db) in probes {
-            tokio::spawn(probe_readiness(service, db, health.clone(), stopping.clone()));
+        for (service, db, cache) in probes {
+            tokio::spawn(probe_readiness(service, db, cache, health.clone(), stopping.clone()));
         }
         let signal = async move {
             shutdown.await;
@@ -289,11 +292,12 @@ impl Application {
     }
 }
 
-/// Keeps a service's readiness true to its database: NOT_SERVING while the database does not
-/// answer, SERVING again once it does, until shutdown starts.
+/// Keeps a service's readiness true to its database and cache: NOT_SERVING while either does not
+/// answer, SERVING again once both do, until shutdown starts.
 async fn probe_readiness(
     service: ServiceName,
     db: Database,
+    cache: Cache,
     health: HealthReporter,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -304,7 +308,11 @@ async fn probe_readiness(
             _ = stopping.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(READINESS_PROBE_INTERVAL) => {}
         }
-        let ok = tokio::time::timeout(Duration::from_secs(2), db.ping()).await.is_ok_and(|r| r.is_ok());
+        let ok = tokio::time::timeout(Duration::from_secs(2), async {
+            db.ping().await.is_ok() && cache.ping().await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
         if ok != serving && !*stopping.borrow() {
             serving = ok;
             let status =
@@ -332,6 +340,16 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Redis when configured (it must answer at start), else the in-process cache.
+pub async fn shared_cache(settings: &Settings) -> anyhow::Result<Cache> {
+    match &settings.redis_url {
+        Some(url) => Cache::redis(url.expose_secret(), &settings.redis_key_prefix)
+            .await
+            .context("connecting to Redis (LANYARD_REDIS_URL)"),
+        None => Ok(Cache::local(&settings.redis_key_prefix)),
+    }
 }
 
 /// The invitation service's configuration from settings.

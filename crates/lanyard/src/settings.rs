@@ -30,6 +30,8 @@ pub struct Settings {
     pub database_url: Option<SecretString>,
     /// `redis://...`; unset means the in-process cache (`LANYARD_REDIS_URL`).
     pub redis_url: Option<SecretString>,
+    /// The prefix of every key Lanyard writes to Redis (`LANYARD_REDIS_KEY_PREFIX`).
+    pub redis_key_prefix: String,
     /// Operator API keys, comma-separated in the environment (`LANYARD_OPERATOR_KEYS`).
     pub operator_keys: Vec<SecretString>,
     /// Service API keys, comma-separated in the environment (`LANYARD_SERVICE_KEYS`).
@@ -76,6 +78,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             database_url: None,
             redis_url: None,
+            redis_key_prefix: "lanyard".to_owned(),
             operator_keys: Vec::new(),
             service_keys: Vec::new(),
             encryption_key: None,
