@@ -259,6 +259,8 @@ impl Mailer {
         loop {
             let now = self.clock.now();
             let Some(message) = self.store.claim_next(now, now.plus(self.config.lease)).await? else {
+                let backlog = self.store.outbox_backlog().await?;
+                metrics::gauge!("lanyard_invitation_outbox_backlog").set(backlog as f64);
                 return Ok(attempted);
             };
             attempted += 1;

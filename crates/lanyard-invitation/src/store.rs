@@ -640,6 +640,15 @@ impl InvitationStore {
         .map(|_| ())
     }
 
+    /// How many messages wait for delivery (queued, due or not).
+    pub async fn outbox_backlog(&self) -> Result<i64> {
+        sqlx::query("SELECT COUNT(*) AS n FROM email_outbox WHERE status = 'queued'")
+            .fetch_one(&self.db.pool)
+            .await
+            .and_then(|r| sqlx::Row::try_get::<i64, _>(&r, "n"))
+            .map_err(InvitationError::db(self.db.backend))
+    }
+
     /// Claims the next due message for `lease`: no other worker takes it until the lease ends,
     /// so a worker that dies mid-delivery leaves it to be retried, not lost.
     pub async fn claim_next(&self, now: Timestamp, lease_until: Timestamp) -> Result<Option<OutboxMessage>> {
