@@ -223,6 +223,19 @@ impl Authenticator {
         self
     }
 
+    /// Authenticates a gRPC request's `authorization` metadata, and records the caller kind on the
+    /// current span (the per-RPC span declares a `caller` field).
+    pub fn authenticate_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, AuthError> {
+        let header = match metadata.get("authorization").map(|v| v.to_str()) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return Err(AuthError::Malformed),
+            None => None,
+        };
+        let caller = self.authenticate(header)?;
+        tracing::Span::current().record("caller", caller.kind());
+        Ok(caller)
+    }
+
     /// Authenticates the value of an `authorization` header.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;

@@ -124,6 +124,23 @@ pub enum DbErrorKind {
     Other,
 }
 
+impl DbErrorKind {
+    /// The metric label of this kind.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::UniqueViolation => "unique_violation",
+            Self::ForeignKeyViolation => "foreign_key_violation",
+            Self::Retryable => "retryable",
+            Self::Other => "other",
+        }
+    }
+
+    /// Counts one error of this kind in `lanyard_database_errors_total{service, kind}`.
+    pub fn count(self, service: &'static str) {
+        metrics::counter!("lanyard_database_errors_total", "service" => service, "kind" => self.label()).increment(1);
+    }
+}
+
 /// Classifies an error by the backend's own error codes.
 pub fn classify(backend: Backend, error: &sqlx::Error) -> DbErrorKind {
     let Some(db) = error.as_database_error() else {

@@ -158,13 +158,7 @@ impl From<InvitationError> for tonic::Status {
             return status;
         }
         if let Some(kind) = e.db_kind() {
-            let kind = match kind {
-                DbErrorKind::UniqueViolation => "unique_violation",
-                DbErrorKind::ForeignKeyViolation => "foreign_key_violation",
-                DbErrorKind::Retryable => "retryable",
-                DbErrorKind::Other => "other",
-            };
-            metrics::counter!("lanyard_database_errors_total", "service" => "invitation", "kind" => kind).increment(1);
+            kind.count("invitation");
         }
         let problem = e.to_problem();
         if problem.code() == Code::Internal || problem.code() == Code::Unavailable {

@@ -51,15 +51,7 @@ impl InvitationGrpc {
     }
 
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let header = req.metadata().get("authorization").map(|v| v.to_str().map_err(|_| ()));
-        let header = match header {
-            Some(Ok(v)) => Some(v),
-            Some(Err(())) => return Err(InvitationError::from(lanyard_core::caller::AuthError::Malformed).into()),
-            None => None,
-        };
-        let caller = self.auth.authenticate(header).map_err(InvitationError::from)?;
-        tracing::Span::current().record("caller", caller.kind());
-        Ok(caller)
+        Ok(self.auth.authenticate_metadata(req.metadata()).map_err(InvitationError::from)?)
     }
 
     /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,

@@ -160,13 +160,7 @@ impl Retryable for TenancyError {
 impl From<TenancyError> for tonic::Status {
     fn from(e: TenancyError) -> Self {
         if let Some(kind) = e.db_kind() {
-            let kind = match kind {
-                DbErrorKind::UniqueViolation => "unique_violation",
-                DbErrorKind::ForeignKeyViolation => "foreign_key_violation",
-                DbErrorKind::Retryable => "retryable",
-                DbErrorKind::Other => "other",
-            };
-            metrics::counter!("lanyard_database_errors_total", "service" => "tenancy", "kind" => kind).increment(1);
+            kind.count("tenancy");
         }
         let problem = e.to_problem();
         if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
