@@ -73,7 +73,7 @@ async fn story(backend: Backend) {
     assert_eq!(org.organization_slug, "acme");
     assert_eq!(org.roles, vec!["admin".to_owned()]);
     assert_eq!(admin.token_type, "Bearer");
-    assert_eq!(admin.expires_in.clone().expect("expires_in").seconds, 300);
+    assert_eq!(admin.expires_in.expect("expires_in").seconds, 300);
     assert!(admin.refresh_token.len() >= 43, "a refresh token carries at least 256 bits");
     let principal = app.parts.access_tokens.verify(&admin.access_token, lanyard_core::Timestamp::now()).unwrap();
     assert_eq!(principal.organization_id.to_string(), acme);
