@@ -278,3 +278,25 @@ async fn signing_keys_survive_a_restart_sealed() {
     assert_eq!(before, after);
     app.stop().await;
 }
+
+/// The scheduled rotation promotes the key that was already published as `next`, so the key that
+/// signs after a rotation is one every JWKS consumer has seen; the worker starts and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_rotation_promotes_the_published_next_key() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(&db).await;
+    let ring = app.parts.keys.ring();
+    let active = ring.active().expect("active").kid;
+    let next = ring.snapshot().iter().find(|k| k.state == KeyState::Next).expect("a next key").kid.clone();
+    assert!(!app.parts.keys.rotate_if_due(Duration::from_secs(3600)).await.unwrap(), "not due yet");
+    assert_eq!(ring.active().unwrap().kid, active);
+    assert!(app.parts.keys.rotate_if_due(Duration::ZERO).await.unwrap(), "due");
+    assert_eq!(ring.active().unwrap().kid, next, "the published next key signs now");
+    let now = Timestamp::now();
+    let retired = ring.published(&active, now).expect("the retired key stays published");
+    assert_eq!(retired.state, KeyState::Retired);
+    assert_eq!(ring.jwks(now).len(), 3, "retired, active and a new next key");
+    let workers = app.parts.spawn_workers();
+    workers.shutdown().await;
+    app.stop().await;
+}

@@ -256,3 +256,17 @@ async fn unknown_kids_refetch_at_a_bounded_rate() {
     app.sign_in(&google.id_token("g-it", "it@acme.com"), &acme).await.expect("cached key");
     app.stop().await;
 }
+
+/// Without the setting, an `http` issuer is refused before anything is fetched from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_issuers_need_the_setting() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn_with(&db, |c| c.upstream.allow_http_loopback = false).await;
+    let google = FakeIdp::start(Kind::Google, "acme.com").await;
+    let acme = app.create_org("acme", &["acme.com"], "it@acme.com").await;
+    app.connect(&acme, &google).await;
+    let err = refused(app.sign_in(&google.id_token("g-it", "it@acme.com"), &acme).await, "http issuer");
+    assert_eq!(reason(&err), "ID_TOKEN_INVALID");
+    assert_eq!(google.hits(), 0);
+    app.stop().await;
+}
