@@ -2,12 +2,18 @@
 //! values at the edge, call [`Tokens`], convert back. The only module of this crate that knows
 //! tonic's server side.
 
+use std::future::Future;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use lanyard_core::crypto::{sha256_hex, SecretBox};
 use lanyard_core::page::Page;
 use lanyard_core::{Authenticator, Caller, OrganizationId, Permission, Timestamp, UserId, ValueError};
 use lanyard_proto::authz::v1 as apb;
 use lanyard_proto::authz::v1::authorization_service_server::{AuthorizationService, AuthorizationServiceServer};
 use lanyard_proto::token::v1 as pb;
 use lanyard_proto::token::v1::token_service_server::{TokenService, TokenServiceServer};
+use prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -25,12 +31,13 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct TokenGrpc {
     tokens: Tokens,
     auth: Authenticator,
+    secrets: SecretBox,
 }
 
 impl TokenGrpc {
-    /// Serves `tokens`, authenticating callers with `auth`.
-    pub fn new(tokens: Tokens, auth: Authenticator) -> Self {
-        Self { tokens, auth }
+    /// Serves `tokens`, authenticating callers with `auth`; `secrets` seals replayable replies.
+    pub fn new(tokens: Tokens, auth: Authenticator, secrets: SecretBox) -> Self {
+        Self { tokens, auth, secrets }
     }
 
     /// The TokenService tonic server.
@@ -53,6 +60,39 @@ impl TokenGrpc {
         let caller = self.auth.authenticate(header).map_err(TokenError::from)?;
         tracing::Span::current().record("caller", caller.kind());
         Ok(caller)
+    }
+}
+
+impl TokenGrpc {
+    /// Runs a call once per (`method`, `credential`, `request_id`): a retry with the same id and
+    /// the same credential within [`crate::store::REPLAY_WINDOW`] gets the first reply back (sealed
+    /// at rest: it holds a refresh token) instead of running again. Only the holder of the
+    /// credential can replay, and a refresh retried after a lost reply is not taken for theft.
+    async fn once<R, F, Fut>(&self, method: &str, credential: &str, request_id: &str, run: F) -> Result<R, Status>
+    where
+        R: Message + Default,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<R, TokenError>>,
+    {
+        check_request_id(request_id)?;
+        if request_id.is_empty() {
+            return Ok(run().await?);
+        }
+        let scope = format!("{method}:{}", sha256_hex(credential.as_bytes()));
+        let context = format!("idempotency:{scope}:{request_id}");
+        let store = self.tokens.store();
+        let window = i64::try_from(crate::store::REPLAY_WINDOW.as_micros()).unwrap_or(0);
+        let since = Timestamp(Timestamp::now().0 - window);
+        if let Some(sealed) = store.recall(&scope, request_id, since).await? {
+            let internal = |e: &dyn std::fmt::Display| TokenError::Internal(format!("stored reply: {e}"));
+            let plain = self.secrets.open(&sealed, &context).map_err(|e| internal(&e))?;
+            let bytes = STANDARD.decode(plain).map_err(|e| internal(&e))?;
+            return Ok(R::decode(bytes.as_slice()).map_err(|e| internal(&e))?);
+        }
+        let reply = run().await?;
+        let sealed = self.secrets.seal(&STANDARD.encode(reply.encode_to_vec()), &context);
+        store.remember(&scope, request_id, &sealed, Timestamp::now()).await?;
+        Ok(reply)
     }
 }
 
@@ -154,43 +194,56 @@ impl TokenService for TokenGrpc {
         request: Request<pb::ExchangeTokenRequest>,
     ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
         let req = request.into_inner();
-        check_request_id(&req.request_id)?;
-        let client = ClientInfo { user_agent: req.user_agent, ip_address: req.ip_address };
         use pb::exchange_token_request::Grant;
-        let issued = match req.grant {
-            None => return Err(TokenError::from(ValueError::Missing("grant")).into()),
-            Some(Grant::IdTokenGrant(g)) => {
-                let org = org_id(Some(&g.organization_id))?;
-                self.tokens.sign_in(&g.id_token, org, g.nonce.as_deref(), client).await?
-            }
-            Some(Grant::InvitationGrant(g)) => {
-                self.tokens
-                    .sign_in_with_invitation(
-                        &g.invitation_token,
-                        &g.id_token,
-                        g.nonce.as_deref(),
-                        client,
-                        &req.request_id,
-                    )
-                    .await?
-            }
+        let credential = match &req.grant {
+            None => String::new(),
+            Some(Grant::IdTokenGrant(g)) => format!("id_token|{}|{}", g.organization_id, g.id_token),
+            Some(Grant::InvitationGrant(g)) => format!("invitation|{}|{}", g.invitation_token, g.id_token),
             Some(Grant::RefreshTokenGrant(g)) => {
-                let org = org_id(g.organization_id.as_deref())?;
-                self.tokens.refresh(&g.refresh_token, org).await?
+                format!("refresh|{}|{}", g.organization_id.as_deref().unwrap_or_default(), g.refresh_token)
             }
         };
-        let o = out(issued, self.tokens.access_tokens().ttl());
-        Ok(Response::new(pb::ExchangeTokenResponse {
-            access_token: o.access_token,
-            token_type: "Bearer".into(),
-            expires_in: Some(o.expires_in),
-            expire_time: Some(o.expire_time),
-            refresh_token: o.refresh_token,
-            refresh_expire_time: Some(o.refresh_expire_time),
-            session: Some(o.session),
-            active_organization: Some(o.active_organization),
-            user_id: o.user_id,
-        }))
+        let request_id = req.request_id.clone();
+        let reply = self
+            .once("ExchangeToken", &credential, &request_id, || async move {
+                let client = ClientInfo { user_agent: req.user_agent, ip_address: req.ip_address };
+                let issued = match req.grant {
+                    None => return Err(TokenError::from(ValueError::Missing("grant"))),
+                    Some(Grant::IdTokenGrant(g)) => {
+                        let org = org_id(Some(&g.organization_id))?;
+                        self.tokens.sign_in(&g.id_token, org, g.nonce.as_deref(), client).await?
+                    }
+                    Some(Grant::InvitationGrant(g)) => {
+                        self.tokens
+                            .sign_in_with_invitation(
+                                &g.invitation_token,
+                                &g.id_token,
+                                g.nonce.as_deref(),
+                                client,
+                                &req.request_id,
+                            )
+                            .await?
+                    }
+                    Some(Grant::RefreshTokenGrant(g)) => {
+                        let org = org_id(g.organization_id.as_deref())?;
+                        self.tokens.refresh(&g.refresh_token, org).await?
+                    }
+                };
+                let o = out(issued, self.tokens.access_tokens().ttl());
+                Ok(pb::ExchangeTokenResponse {
+                    access_token: o.access_token,
+                    token_type: "Bearer".into(),
+                    expires_in: Some(o.expires_in),
+                    expire_time: Some(o.expire_time),
+                    refresh_token: o.refresh_token,
+                    refresh_expire_time: Some(o.refresh_expire_time),
+                    session: Some(o.session),
+                    active_organization: Some(o.active_organization),
+                    user_id: o.user_id,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn refresh_session(
@@ -198,21 +251,26 @@ impl TokenService for TokenGrpc {
         request: Request<pb::RefreshSessionRequest>,
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
         let req = request.into_inner();
-        check_request_id(&req.request_id)?;
-        let org = org_id(req.organization_id.as_deref())?;
-        let issued = self.tokens.refresh(&req.refresh_token, org).await?;
-        let o = out(issued, self.tokens.access_tokens().ttl());
-        Ok(Response::new(pb::RefreshSessionResponse {
-            access_token: o.access_token,
-            token_type: "Bearer".into(),
-            expires_in: Some(o.expires_in),
-            expire_time: Some(o.expire_time),
-            refresh_token: o.refresh_token,
-            refresh_expire_time: Some(o.refresh_expire_time),
-            session: Some(o.session),
-            active_organization: Some(o.active_organization),
-            user_id: o.user_id,
-        }))
+        let credential = format!("{}|{}", req.organization_id.as_deref().unwrap_or_default(), req.refresh_token);
+        let reply = self
+            .once("RefreshSession", &credential, &req.request_id, || async {
+                let org = org_id(req.organization_id.as_deref())?;
+                let issued = self.tokens.refresh(&req.refresh_token, org).await?;
+                let o = out(issued, self.tokens.access_tokens().ttl());
+                Ok(pb::RefreshSessionResponse {
+                    access_token: o.access_token,
+                    token_type: "Bearer".into(),
+                    expires_in: Some(o.expires_in),
+                    expire_time: Some(o.expire_time),
+                    refresh_token: o.refresh_token,
+                    refresh_expire_time: Some(o.refresh_expire_time),
+                    session: Some(o.session),
+                    active_organization: Some(o.active_organization),
+                    user_id: o.user_id,
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 
     async fn revoke_session(

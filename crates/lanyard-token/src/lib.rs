@@ -41,8 +41,9 @@
 //!   last session; a first sign-in must name one (`INVALID_ARGUMENT` on `organization_id`).
 //! - A refresh token is used once. Using it again (or losing a race for it) revokes its session,
 //!   the whole family, and writes a `refresh_token.reused` event; the answer is `UNAUTHENTICATED`
-//!   with reason `TOKEN_REVOKED`. A retried `RefreshSession` therefore is a reuse: `request_id`
-//!   is accepted but does not replay a refresh.
+//!   with reason `TOKEN_REVOKED`. A client that lost a reply retries with the same `request_id`
+//!   (and the same refresh token): within a day it gets the first reply back, sealed at rest,
+//!   instead of being taken for a thief. The same holds for `ExchangeToken`.
 //! - Switching to an organization the user is not an active member of is `PERMISSION_DENIED`,
 //!   reason `NOT_A_MEMBER`; the session and the refresh token stay as they were.
 //! - Access tokens are verified in memory with the published keys; a revoked session is caught by
@@ -210,7 +211,7 @@ pub async fn build(
     let tokens =
         Tokens::new(store.clone(), keys.clone(), access.clone(), upstream, tenancy, invitations, config.lifetimes);
     let auth = auth.with_access_tokens(Arc::new(access.clone()));
-    let grpc = TokenGrpc::new(tokens.clone(), auth);
+    let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone());
     Ok(TokenParts {
         server: grpc.clone().into_server(),
         authz_server: grpc.into_authz_server(),

@@ -119,7 +119,8 @@ impl KeyManager {
             .ok_or_else(|| TokenError::Internal("the new key vanished".into()))
     }
 
-    /// Rotates when the active key has signed for `interval` or longer; reloads either way.
+    /// Rotates when the active key has signed for `interval` or longer; reloads either way; prunes
+    /// keys that left the JWKS a day ago and replies past their replay window.
     pub async fn rotate_if_due(&self, interval: Duration) -> Result<bool> {
         let now = Timestamp::now();
         let due = match self.store.active_key().await? {
@@ -132,6 +133,8 @@ impl KeyManager {
             self.reload().await?;
         }
         self.store.prune_keys(Timestamp(now.0 - i64::try_from(PRUNE_AFTER.as_micros()).unwrap_or(0))).await?;
+        let window = i64::try_from(crate::store::REPLAY_WINDOW.as_micros()).unwrap_or(0);
+        self.store.prune_idempotency(Timestamp(now.0 - window)).await?;
         Ok(due)
     }
 }

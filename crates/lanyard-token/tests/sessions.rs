@@ -310,3 +310,49 @@ async fn bad_inputs(backend: Backend) {
 }
 
 backend_tests!(malformed_inputs_are_refused, bad_inputs);
+
+async fn replay(backend: Backend) {
+    let w = world(backend).await;
+    let signed_in = w.app.sign_in(&w.google.id_token("g-it", "it@acme.com"), &w.acme).await.expect("sign in");
+    let refresh = |token: String, request_id: &str| {
+        let mut tokens = w.app.tokens.clone();
+        let request_id = request_id.to_owned();
+        async move {
+            tokens
+                .refresh_session(pb::RefreshSessionRequest { refresh_token: token, organization_id: None, request_id })
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // The reply is lost; the client retries with the same request_id and gets it again.
+    let first = refresh(signed_in.refresh_token.clone(), "req-1").await.expect("refresh");
+    let retried = refresh(signed_in.refresh_token.clone(), "req-1").await.expect("retry");
+    assert_eq!(retried, first);
+    let next = refresh(first.refresh_token.clone(), "req-2").await.expect("the replayed token is good");
+    // Another request_id with the used token is a reuse: the family dies.
+    let err = refresh(signed_in.refresh_token.clone(), "req-3").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "TOKEN_REVOKED");
+    let err = refresh(next.refresh_token.clone(), "req-4").await.unwrap_err();
+    assert_status(&err, Code::Unauthenticated, "TOKEN_REVOKED");
+    // Replaying needs the credential: the same request_id with another token runs anew.
+    let other = w.app.sign_in(&w.google.id_token("g-it", "it@acme.com"), &w.acme).await.expect("sign in again");
+    let own = refresh(other.refresh_token.clone(), "req-1").await.expect("another token, same request_id");
+    assert_ne!(own.refresh_token, first.refresh_token);
+
+    // ExchangeToken replays too.
+    let req = pb::ExchangeTokenRequest {
+        grant: Some(pb::exchange_token_request::Grant::IdTokenGrant(pb::IdTokenGrant {
+            id_token: w.google.id_token("g-it", "it@acme.com"),
+            organization_id: w.acme.clone(),
+            nonce: None,
+        })),
+        request_id: "sign-in-1".into(),
+        ..Default::default()
+    };
+    let a = w.app.tokens.clone().exchange_token(req.clone()).await.unwrap().into_inner();
+    let b = w.app.tokens.clone().exchange_token(req).await.unwrap().into_inner();
+    assert_eq!(a, b);
+    w.app.stop().await;
+}
+
+backend_tests!(a_retry_with_the_same_request_id_replays, replay);
