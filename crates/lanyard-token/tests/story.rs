@@ -219,3 +219,19 @@ async fn story(backend: Backend) {
 }
 
 backend_tests!(customer_story, story);
+
+/// The same sign-in, with the token service reaching tenancy and invitation over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_across_processes() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn_over_channel(&db).await;
+    let google = FakeIdp::start(Kind::Google, "acme.com").await;
+    let acme = app.create_org("acme", &["acme.com"], "").await;
+    app.connect(&acme, &google).await;
+    let link = invite(&app, OPERATOR_KEY, &acme, "it@acme.com", &["admin"]).await;
+    let admin = accept(&app, &link, &google.id_token("g-it", "it@acme.com")).await.expect("accept over a channel");
+    assert_eq!(admin.active_organization.unwrap().organization_id, acme);
+    let again = app.sign_in(&google.id_token("g-it", "it@acme.com"), &acme).await.expect("sign in over a channel");
+    app.refresh(&again.refresh_token, None).await.expect("refresh over a channel");
+    app.stop().await;
+}

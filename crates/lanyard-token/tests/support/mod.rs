@@ -27,7 +27,7 @@ use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use lanyard_proto::token::v1 as pb;
 use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
-use lanyard_token::clients::in_process;
+use lanyard_token::clients::{connect_lazy, in_process};
 use lanyard_token::{InvitationClient, TenancyClient, TokenConfig, UpstreamConfig};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
@@ -183,6 +183,16 @@ pub fn assert_status(status: &tonic::Status, code: tonic::Code, wanted: &str) {
 impl TestApp {
     /// Starts an app on `db`; `tune` adjusts the token configuration.
     pub async fn spawn_with(db: &TestDb, tune: impl FnOnce(&mut TokenConfig)) -> Self {
+        Self::spawn_full(db, false, tune).await
+    }
+
+    /// Starts an app whose token service reaches tenancy and invitation over a TCP channel, as
+    /// separate processes do, instead of calling the local servers directly.
+    pub async fn spawn_over_channel(db: &TestDb) -> Self {
+        Self::spawn_full(db, true, |_| {}).await
+    }
+
+    async fn spawn_full(db: &TestDb, over_channel: bool, tune: impl FnOnce(&mut TokenConfig)) -> Self {
         init_logs();
         let secrets = SecretBox::from_base64(KEK).expect("kek");
         let mut config = TokenConfig::new(db.config("token"), secrets.clone(), ISSUER);
@@ -213,13 +223,20 @@ impl TestApp {
             lanyard_invitation::TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client");
         let inv = lanyard_invitation::build(inv_config, inv_tenancy, auth.clone()).await.expect("invitation service");
 
-        let tenancy_client = TenancyClient::new(in_process(tenancy_server.clone()), &key).expect("tenancy client");
-        let inv_client = InvitationClient::new(in_process(inv.server.clone()), &key).expect("invitation client");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (to_tenancy, to_invitations) = if over_channel {
+            let url = format!("http://{addr}");
+            let timeout = Duration::from_secs(30);
+            (connect_lazy(&url, timeout).expect("channel"), connect_lazy(&url, timeout).expect("channel"))
+        } else {
+            (in_process(tenancy_server.clone()), in_process(inv.server.clone()))
+        };
+        let tenancy_client = TenancyClient::new(to_tenancy, &key).expect("tenancy client");
+        let inv_client = InvitationClient::new(to_invitations, &key).expect("invitation client");
         let parts =
             lanyard_token::build(config, access, tenancy_client, Some(inv_client), auth).await.expect("token service");
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .add_service(tenancy_server)
