@@ -13,6 +13,7 @@ use lanyard_core::db::{Backend, Database, DatabaseConfig};
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
+use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
 use secrecy::SecretString;
 use sqlx::{Connection, Executor, Row};
 use tonic::metadata::MetadataValue;
@@ -89,6 +90,8 @@ pub struct TestApp {
     pub db: Database,
     /// The data directory (SQLite files, generated keys, `.eml` files of the embedded mailer).
     pub data_dir: std::path::PathBuf,
+    /// Where the token service serves its HTTP documents, when it runs.
+    pub http_addr: Option<std::net::SocketAddr>,
     /// Where `/metrics` is served, when the settings asked for it.
     pub metrics_addr: Option<std::net::SocketAddr>,
     channel: Channel,
@@ -128,6 +131,7 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
         encryption_key: Some(SecretString::from(base64::engine::general_purpose::STANDARD.encode([42u8; 32]))),
         database_max_connections: 10,
         shutdown_grace_seconds: 5,
+        http_addr: Some("127.0.0.1:0".parse().expect("address")),
         ..Settings::default()
     };
     tweak(&mut settings);
@@ -136,6 +140,7 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
     let app = Application::build(settings, services).await.expect("the server builds");
     let endpoint = format!("http://{}", app.local_addr());
     let metrics_addr = app.metrics_addr();
+    let http_addr = app.http_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
@@ -150,6 +155,7 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
         backend,
         db,
         data_dir,
+        http_addr,
         metrics_addr,
         channel,
         stop: Some(stop),
@@ -273,14 +279,13 @@ impl TestApp {
 
     /// `GET /metrics` over plain HTTP/1.1.
     pub async fn scrape_metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.metrics_addr.expect("metrics_addr was set");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("metrics port");
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: lanyard\r\nConnection: close\r\n\r\n").await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response
+        http_get(self.metrics_addr.expect("metrics_addr was set"), "/metrics").await
+    }
+
+    /// A token service client with a fixed `authorization` header (or none).
+    pub fn tokens_with(&self, header: Option<&str>) -> TokenClient {
+        let value = header.map(|h| MetadataValue::try_from(h).expect("header text"));
+        TokenServiceClient::with_interceptor(self.channel.clone(), Auth(value))
     }
 
     /// Stops the server the way SIGTERM does and waits for it.
@@ -304,6 +309,21 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// `GET path` over plain HTTP/1.1; asserts a 200 and returns the whole response (head and body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("HTTP port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: lanyard\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// A token service client with a fixed `authorization` header.
+pub type TokenClient = TokenServiceClient<InterceptedService<Channel, Auth>>;
 
 /// An invitation client with a fixed `authorization` header.
 pub type InvitationClient = InvitationServiceClient<InterceptedService<Channel, Auth>>;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -72,7 +73,23 @@ pub struct Application {
     grace: Duration,
     metrics: Option<TcpListener>,
     probes: Vec<(ServiceName, Database, Cache)>,
-    workers: Vec<lanyard_invitation::Workers>,
+    workers: Vec<Workers>,
+    http: Option<(TcpListener, axum::Router)>,
+}
+
+/// A service's background workers, stopped after the last RPC.
+enum Workers {
+    Invitation(lanyard_invitation::Workers),
+    Token(lanyard_token::Workers),
+}
+
+impl Workers {
+    async fn shutdown(self) {
+        match self {
+            Self::Invitation(w) => w.shutdown().await,
+            Self::Token(w) => w.shutdown().await,
+        }
+    }
 }
 
 /// How often a service's database is probed for readiness.
@@ -169,7 +186,19 @@ impl Application {
         let mut probes = Vec::new();
         let cache = shared_cache(&settings).await?;
         let (keys, service_key) = api_keys(&settings)?;
-        let auth = Authenticator::new(keys);
+        let mut auth = Authenticator::new(keys);
+        // Access tokens are verified with the token service's keys; in this process they exist only
+        // when the token service runs here.
+        let token_config = match services.contains(&ServiceName::Token) {
+            true => Some(token_config(&settings)?),
+            false => None,
+        };
+        let access_tokens = token_config.as_ref().map(|c| c.access_tokens());
+        if let Some(access) = &access_tokens {
+            auth = auth.with_access_tokens(Arc::new(access.clone()));
+        }
+        let mut local_invitation = None;
+        let mut http = None;
         let mut local_tenancy: Option<TenancyGrpc> = None;
         let mut workers = Vec::new();
         let mut router = tonic::transport::Server::builder()
@@ -203,15 +232,41 @@ impl Application {
                     let parts = lanyard_invitation::build(invitation_config(&settings)?, tenancy, auth.clone()).await?;
                     parts.store.database().ping().await.context("the invitation database does not answer")?;
                     probes.push((ServiceName::Invitation, parts.store.database().clone(), cache.clone()));
-                    workers.push(parts.spawn_workers());
+                    workers.push(Workers::Invitation(parts.spawn_workers()));
+                    local_invitation = Some(parts.server.clone());
                     router = router.add_service(parts.server);
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
                 ServiceName::Token => {
-                    // Not implemented in this release: its RPCs answer UNIMPLEMENTED and its health
-                    // says NOT_SERVING, so no probe mistakes it for a working service.
-                    tracing::warn!(service = service.as_str(), "this service is not implemented yet");
-                    health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
+                    let key = service_key.clone().context("the token service needs a service key")?;
+                    let tenancy = match (&local_tenancy, &settings.tenancy_url) {
+                        (Some(local), _) => lanyard_token::clients::in_process(local.clone().into_server()),
+                        (None, Some(url)) => lanyard_token::clients::connect_lazy(url, Duration::from_secs(10))?,
+                        (None, None) => anyhow::bail!(
+                            "the token service needs the tenancy service: run both, or set LANYARD_TENANCY_URL"
+                        ),
+                    };
+                    let invitations = match (&local_invitation, &settings.invitation_url) {
+                        (Some(local), _) => Some(lanyard_token::clients::in_process(local.clone())),
+                        (None, Some(url)) => Some(lanyard_token::clients::connect_lazy(url, Duration::from_secs(10))?),
+                        (None, None) => None,
+                    };
+                    let tenancy = lanyard_token::TenancyClient::new(tenancy, &key)?;
+                    let invitations = invitations.map(|t| lanyard_token::InvitationClient::new(t, &key)).transpose()?;
+                    let config = token_config.clone().context("token settings")?;
+                    let access = access_tokens.clone().context("token settings")?;
+                    let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
+                    parts.store.database().ping().await.context("the token database does not answer")?;
+                    probes.push((ServiceName::Token, parts.store.database().clone(), cache.clone()));
+                    workers.push(Workers::Token(parts.spawn_workers()));
+                    if let Some(addr) = settings.http_addr {
+                        let listener = TcpListener::bind(addr)
+                            .await
+                            .with_context(|| format!("binding the token service's HTTP address {addr}"))?;
+                        http = Some((listener, parts.http.clone()));
+                    }
+                    router = router.add_service(parts.server).add_service(parts.authz_server);
+                    health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
             }
         }
@@ -224,12 +279,18 @@ impl Application {
             metrics,
             probes,
             workers,
+            http,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound TCP listener has an address")
+    }
+
+    /// The bound address of the token service's HTTP documents (JWKS, OpenID configuration).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound metrics address, when metrics are served.
@@ -245,7 +306,7 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace, metrics, probes, workers } = self;
+        let Self { listener, router, health, services, grace, metrics, probes, workers, http } = self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -258,6 +319,17 @@ impl Application {
                 };
                 if let Err(e) = crate::telemetry::serve_metrics(listener, done).await {
                     tracing::error!(error = %e, "the metrics server stopped");
+                }
+            });
+        }
+        if let Some((listener, app)) = http {
+            let mut stopping = stopping.clone();
+            tokio::spawn(async move {
+                let done = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(done).await {
+                    tracing::error!(error = %e, "the token service's HTTP server stopped");
                 }
             });
         }
@@ -352,6 +424,18 @@ pub async fn shared_cache(settings: &Settings) -> anyhow::Result<Cache> {
     }
 }
 
+/// The token service's configuration from settings.
+pub fn token_config(settings: &Settings) -> anyhow::Result<lanyard_token::TokenConfig> {
+    let database = DatabaseConfig {
+        url: settings.database_url_for("token"),
+        schema: "token".into(),
+        max_connections: settings.database_max_connections,
+    };
+    let mut config = lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone());
+    config.upstream.allow_http_loopback = settings.allow_http_issuers;
+    Ok(config)
+}
+
 /// The invitation service's configuration from settings.
 pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig> {
     let database = DatabaseConfig {
@@ -389,7 +473,8 @@ pub async fn migrate(settings: &Settings, services: &[ServiceName]) -> anyhow::R
                     .context("migrating the invitation database")?;
             }
             ServiceName::Token => {
-                tracing::info!(service = service.as_str(), "no migrations yet");
+                let db = Database::connect(&token_config(settings)?.database).await?;
+                lanyard_token::TokenStore::new(db).migrate().await.context("migrating the token database")?;
             }
         }
         tracing::info!(service = service.as_str(), "migrated");

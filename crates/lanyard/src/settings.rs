@@ -55,8 +55,12 @@ pub struct Settings {
     pub token_url: Option<String>,
     /// Prometheus metrics address (`LANYARD_METRICS_ADDR`), when enabled.
     pub metrics_addr: Option<SocketAddr>,
-    /// The token service's HTTP address for JWKS (`LANYARD_HTTP_ADDR`), when enabled.
+    /// The token service's HTTP address for `/.well-known/jwks.json` and
+    /// `/.well-known/openid-configuration` (`LANYARD_HTTP_ADDR`).
     pub http_addr: Option<SocketAddr>,
+    /// `iss` of Lanyard's access tokens and the base URL of its OpenID configuration
+    /// (`LANYARD_TOKEN_ISSUER`).
+    pub token_issuer: String,
     /// The settings file that was read, if any (`LANYARD_CONFIG_FILE`).
     pub config_file: Option<PathBuf>,
     /// The registration link sent in invitations; `{token}` marks where the token goes
@@ -90,7 +94,8 @@ impl Default for Settings {
             invitation_url: None,
             token_url: None,
             metrics_addr: None,
-            http_addr: None,
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 50052))),
+            token_issuer: "http://127.0.0.1:50052".to_owned(),
             config_file: None,
             invitation_link_template: "http://localhost:3000/invite?token={token}".to_owned(),
             smtp_url: None,

@@ -55,6 +55,7 @@ fn serve(data: &Path) -> (Server, String) {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LANYARD_DATA_DIR", data)
         .env("LANYARD_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LANYARD_HTTP_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -63,7 +64,7 @@ fn serve(data: &Path) -> (Server, String) {
     let endpoint = format!("http://127.0.0.1:{port}");
     // Readiness, not timing: poll until the port accepts (bounded, in case it never starts).
     for _ in 0..600 {
-        let files = ["tenancy.db", "operator.key", "service.key", "encryption.key"];
+        let files = ["tenancy.db", "invitation.db", "token.db", "operator.key", "service.key", "encryption.key"];
         if files.iter().all(|f| data.join(f).exists()) && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return (server, endpoint);
         }
