@@ -131,6 +131,7 @@ fn truthy(v: &Option<Value>) -> bool {
     }
 }
 
+#[derive(Default)]
 struct IssuerKeys {
     keys: Vec<Jwk>,
     fetched: Option<Instant>,
@@ -142,7 +143,7 @@ struct IssuerKeys {
 pub struct UpstreamVerifier {
     config: UpstreamConfig,
     http: reqwest::Client,
-    cache: Arc<Mutex<HashMap<String, IssuerKeys>>>,
+    cache: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<IssuerKeys>>>>>,
 }
 
 impl std::fmt::Debug for UpstreamVerifier {
@@ -221,44 +222,35 @@ impl UpstreamVerifier {
     }
 
     /// The key `kid` of `issuer`: from the cache, or fetched when the cache is stale or does not
-    /// know the kid and no fetch for this issuer happened within `min_refetch_interval`.
+    /// know the kid and no fetch for this issuer happened within `min_refetch_interval`. One fetch
+    /// per issuer at a time: concurrent callers wait for it and then read what it found.
     async fn key(&self, issuer: &str, kid: &str) -> Result<Jwk, UpstreamError> {
-        let now = Instant::now();
-        let (cached, may_fetch, stale) = {
-            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(issuer) {
-                Some(entry) => (
-                    entry.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned(),
-                    entry.last_attempt.is_none_or(|t| now.duration_since(t) >= self.config.min_refetch_interval),
-                    entry.fetched.is_none_or(|t| now.duration_since(t) >= self.config.jwks_ttl),
-                ),
-                None => (None, true, true),
-            }
+        let entry = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.entry(issuer.to_owned()).or_default().clone()
         };
+        let mut entry = entry.lock().await;
+        let now = Instant::now();
+        let cached = entry.keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned();
+        let may_fetch = entry.last_attempt.is_none_or(|t| now.duration_since(t) >= self.config.min_refetch_interval);
+        let stale = entry.fetched.is_none_or(|t| now.duration_since(t) >= self.config.jwks_ttl);
         if let Some(key) = cached.as_ref().filter(|_| !stale || !may_fetch) {
             return Ok(key.clone());
         }
         if !may_fetch {
             return Err(invalid("unknown kid (keys were fetched moments ago)"));
         }
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = cache.entry(issuer.to_owned()).or_insert(IssuerKeys {
-                keys: vec![],
-                fetched: None,
-                last_attempt: None,
-            });
-            entry.last_attempt = Some(now);
-        }
+        entry.last_attempt = Some(now);
         match self.fetch_keys(issuer).await {
             Ok(keys) => {
-                let found = keys.iter().find(|k| k.common.key_id.as_deref() == Some(kid)).cloned();
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(entry) = cache.get_mut(issuer) {
-                    entry.keys = keys;
-                    entry.fetched = Some(Instant::now());
-                }
-                found.ok_or_else(|| invalid("unknown kid"))
+                entry.keys = keys;
+                entry.fetched = Some(Instant::now());
+                entry
+                    .keys
+                    .iter()
+                    .find(|k| k.common.key_id.as_deref() == Some(kid))
+                    .cloned()
+                    .ok_or_else(|| invalid("unknown kid"))
             }
             // A stale cached key still verifies while the provider cannot be reached.
             Err(e) => cached.ok_or(e),

@@ -270,3 +270,35 @@ async fn http_issuers_need_the_setting() {
     assert_eq!(google.hits(), 0);
     app.stop().await;
 }
+
+/// Many first sign-ins at once against a cold cache: one fetch, every one of them signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_sign_ins_share_one_fetch() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app =
+        TestApp::spawn_with(&db, |c| c.upstream.min_refetch_interval = std::time::Duration::from_secs(3600)).await;
+    let google = FakeIdp::start(Kind::Google, "acme.com").await;
+    let acme = app.create_org("acme", &["acme.com"], "it@acme.com").await;
+    app.connect(&acme, &google).await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (barrier, mut tokens, token) =
+            (barrier.clone(), app.tokens.clone(), google.id_token("g-it", "it@acme.com"));
+        let acme = acme.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let grant = pb::IdTokenGrant { id_token: token, organization_id: acme, nonce: None };
+            let req = pb::ExchangeTokenRequest {
+                grant: Some(pb::exchange_token_request::Grant::IdTokenGrant(grant)),
+                ..Default::default()
+            };
+            tokens.exchange_token(req).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every concurrent first sign-in succeeds");
+    }
+    assert_eq!(google.jwks_hits(), 1);
+    app.stop().await;
+}
