@@ -1,6 +1,8 @@
 //! Lanyard access tokens (RFC 9068 `at+jwt`): minting with the active key, and the strict
 //! verifier the other services use as their `AccessTokenVerifier` (keys in memory, no I/O).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::Validation;
@@ -57,6 +59,8 @@ pub enum AccessError {
     Invalid(String),
     #[error("the token has expired")]
     Expired,
+    #[error("the token's session was revoked")]
+    SessionRevoked,
 }
 
 /// What a new access token says.
@@ -71,19 +75,35 @@ pub struct Grant<'a> {
     pub membership_version: i64,
 }
 
-/// Mints and verifies access tokens.
+/// Mints and verifies access tokens. Clones share the keys and the revoked sessions.
 #[derive(Clone, Debug)]
 pub struct AccessTokens {
     ring: KeyRing,
     issuer: String,
     audience: String,
     ttl: Duration,
+    /// Sessions revoked in this process, until their last access token has expired.
+    revoked: Arc<RwLock<HashMap<Uuid, Timestamp>>>,
 }
 
 impl AccessTokens {
     /// Tokens of `issuer` for `audience`, living `ttl`.
     pub fn new(ring: KeyRing, issuer: String, audience: String, ttl: Duration) -> Self {
-        Self { ring, issuer, audience, ttl }
+        Self { ring, issuer, audience, ttl, revoked: Arc::default() }
+    }
+
+    /// Refuses the access tokens of `session` from now on, in every clone of this verifier. This
+    /// makes a revocation immediate within one process; across processes the authorization
+    /// service's shared revocation state does it.
+    pub fn revoke_session(&self, session: Uuid, now: Timestamp) {
+        let until = now.plus(self.ttl + ACCESS_TOKEN_LEEWAY);
+        let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        revoked.retain(|_, t| *t > now);
+        revoked.insert(session, until);
+    }
+
+    fn is_revoked(&self, session: &Uuid) -> bool {
+        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(session)
     }
 
     /// The keys it signs and verifies with.
@@ -154,13 +174,17 @@ impl AccessTokens {
             return Err(invalid("issued in the future"));
         }
         let bad = |_| invalid("claims do not parse");
+        let session_id = Uuid::parse_str(&c.sid).map_err(|_| invalid("sid does not parse"))?;
+        if self.is_revoked(&session_id) {
+            return Err(AccessError::SessionRevoked);
+        }
         Ok(AccessPrincipal {
             user_id: UserId::parse(&c.sub).map_err(bad)?,
             organization_id: OrganizationId::parse(&c.org_id).map_err(bad)?,
             organization_slug: c.org_slug,
             roles: c.roles.iter().map(|r| RoleName::parse(r)).collect::<Result<_, _>>().map_err(bad)?,
             permissions: c.permissions.iter().map(|p| Permission::parse(p)).collect::<Result<_, _>>().map_err(bad)?,
-            session_id: Uuid::parse_str(&c.sid).map_err(|_| invalid("sid does not parse"))?,
+            session_id,
             membership_version: c.mv,
             expires_at: Timestamp(i64::try_from(c.exp).unwrap_or(i64::MAX).saturating_mul(1_000_000)),
         })

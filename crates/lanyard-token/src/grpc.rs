@@ -354,6 +354,7 @@ impl TokenGrpc {
         let principal = match self.tokens.access_tokens().verify(token, now) {
             Ok(p) => p,
             Err(AccessError::Expired) => return Ok(Err(apb::Decision::TokenExpired)),
+            Err(AccessError::SessionRevoked) => return Ok(Err(apb::Decision::SessionRevoked)),
             Err(AccessError::Invalid(_)) => return Ok(Err(apb::Decision::TokenInvalid)),
         };
         if let Some(org) = org_id(org)? {

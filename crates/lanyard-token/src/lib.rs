@@ -46,9 +46,11 @@
 //!   instead of being taken for a thief. The same holds for `ExchangeToken`.
 //! - Switching to an organization the user is not an active member of is `PERMISSION_DENIED`,
 //!   reason `NOT_A_MEMBER`; the session and the refresh token stay as they were.
-//! - Access tokens are verified in memory with the published keys; a revoked session is caught by
-//!   `Authorize` (which reads the session) and, once the authorization issue lands, by the
-//!   Redis-backed near cache. `AccessTokenVerifier` alone checks signature and claims.
+//! - Access tokens are verified in memory with the published keys. A session revoked in this
+//!   process (`RevokeSession`, refresh-token reuse) is refused at once by every clone of the
+//!   verifier, so in the all-in-one process tenancy and invitation stop accepting its tokens
+//!   before `RevokeSession` returns; `Authorize` also reads the session from the database. Across
+//!   processes, and for removed members, the authorization issue's shared state (Redis) does it.
 
 pub mod access;
 pub mod clients;

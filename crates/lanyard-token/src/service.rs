@@ -281,6 +281,7 @@ impl Tokens {
 
     async fn reused(&self, session: &Session, now: Timestamp) -> TokenError {
         tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused: revoking its session");
+        self.access.revoke_session(session.id, now);
         match self.store.revoke_session(session.id, "refresh_token_reused", "system:reuse-detection", now).await {
             Ok(_) => TokenError::RefreshTokenReused,
             Err(e) => e,
@@ -303,10 +304,9 @@ impl Tokens {
             // A member learns nothing about sessions it may not see.
             (None, _) => return Err(lanyard_core::caller::Denied::WrongOrganization.into()),
         };
-        self.store
-            .revoke_session(session.id, "revoked", &caller.actor(), Timestamp::now())
-            .await?
-            .ok_or(TokenError::SessionNotFound)
+        let now = Timestamp::now();
+        self.access.revoke_session(session.id, now);
+        self.store.revoke_session(session.id, "revoked", &caller.actor(), now).await?.ok_or(TokenError::SessionNotFound)
     }
 
     /// A user's sessions: the user itself, an operator, or (for sessions active in its own

@@ -196,14 +196,39 @@ async fn listing_and_revoking(backend: Backend) {
     let bob_session = bob.session.clone().unwrap().session_id;
     let err = revoke(bob.access_token.clone(), admin.session.clone().unwrap().session_id).await.unwrap_err();
     assert_status(&err, Code::PermissionDenied, "PERMISSION_MISSING");
+    let as_caller = |token: String| {
+        let mut tenancy = w.app.tenancy.clone();
+        let org = w.acme.clone();
+        async move {
+            tenancy
+                .get_member(with_key(
+                    lanyard_proto::tenancy::v1::GetMemberRequest {
+                        organization_id: org,
+                        user_id: String::new(),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+        }
+    };
+    // Bob's access token authenticates (the request itself is malformed: no user id).
+    assert_eq!(as_caller(bob.access_token.clone()).await.unwrap_err().code(), Code::InvalidArgument);
     revoke(admin.access_token.clone(), bob_session.clone()).await.expect("admin revokes");
+    // Revoked: the very next call with the old access token is unauthenticated.
+    assert_status(
+        &as_caller(bob.access_token.clone()).await.unwrap_err(),
+        Code::Unauthenticated,
+        "CREDENTIALS_INVALID",
+    );
     revoke(admin.access_token.clone(), bob_session.clone()).await.expect("revoking twice is no error");
     let err = w.app.refresh(&bob.refresh_token, None).await.unwrap_err();
     assert_status(&err, Code::Unauthenticated, "TOKEN_REVOKED");
     let missing = uuid::Uuid::now_v7().to_string();
     let err = revoke(OPERATOR_KEY.into(), missing.clone()).await.unwrap_err();
     assert_status(&err, Code::NotFound, "SESSION_NOT_FOUND");
-    let err = revoke(bob.access_token.clone(), missing).await.unwrap_err();
+    let bob_again = w.app.sign_in(&w.google.id_token("g-bob", "bob@acme.com"), &w.acme).await.expect("bob");
+    let err = revoke(bob_again.access_token.clone(), missing).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "a member learns nothing about other sessions");
     w.app.stop().await;
 }
