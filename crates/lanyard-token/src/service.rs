@@ -214,6 +214,7 @@ impl Tokens {
         };
         let session =
             self.store.create_session(&new, &sha256_hex(refresh_token.as_bytes()), refresh_expires, now).await?;
+        metrics::counter!("lanyard_token_sign_ins_total", "kind" => identity.kind.as_str()).increment(1);
         self.issue(session, membership, refresh_token, refresh_expires, now)
     }
 
@@ -263,7 +264,8 @@ impl Tokens {
         if record.expires_at <= now || session.expires_at <= now {
             return Err(TokenError::RefreshTokenExpired);
         }
-        let target = org.unwrap_or(session.active_org_id);
+        let session_org = session.active_org_id;
+        let target = org.unwrap_or(session_org);
         let membership = self.tenancy.membership(target, session.user_id).await?;
         let next = random_token(REFRESH_TOKEN_BYTES);
         let next_expires = now.plus(self.lifetimes.refresh).min(session.expires_at);
@@ -276,11 +278,14 @@ impl Tokens {
             return Err(self.reused(&session, now).await);
         }
         let session = self.store.session(session.id).await?.ok_or(TokenError::SessionNotFound)?;
+        let switched = if target == session_org { "no" } else { "yes" };
+        metrics::counter!("lanyard_token_refreshes_total", "switched_org" => switched).increment(1);
         self.issue(session, membership, next, next_expires, now)
     }
 
     async fn reused(&self, session: &Session, now: Timestamp) -> TokenError {
         tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused: revoking its session");
+        metrics::counter!("lanyard_token_refresh_reuse_total").increment(1);
         self.access.revoke_session(session.id, now);
         match self.store.revoke_session(session.id, "refresh_token_reused", "system:reuse-detection", now).await {
             Ok(_) => TokenError::RefreshTokenReused,

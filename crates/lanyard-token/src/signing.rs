@@ -110,6 +110,7 @@ impl KeyManager {
             details: Default::default(),
         };
         self.store.record(&event, now).await?;
+        metrics::counter!("lanyard_token_key_rotations_total").increment(1);
         self.reload().await?;
         self.ring
             .snapshot()

@@ -81,6 +81,8 @@ pub struct Identity {
     pub email_verified: bool,
     pub display_name: String,
     pub connection_id: ConnectionId,
+    /// The kind of the connection that vouched for it.
+    pub kind: SsoKind,
 }
 
 /// Why an ID token was refused, or could not be checked.
@@ -363,6 +365,7 @@ impl UpstreamVerifier {
             email,
             display_name: display_name.trim().to_owned(),
             connection_id: conn.id,
+            kind: conn.kind,
         })
     }
 }
