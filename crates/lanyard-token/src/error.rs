@@ -39,6 +39,8 @@ pub enum TokenError {
     NotAMember,
     #[error("the organization is suspended or deleted")]
     OrganizationInactive,
+    #[error("the next signing key has been published for too short a time; retry in {retry_after_secs} s or force")]
+    NextKeyTooNew { retry_after_secs: u64 },
     #[error("session not found")]
     SessionNotFound,
     #[error("organization not found")]
@@ -125,6 +127,15 @@ impl TokenError {
             NotAMember => Problem::new(Code::PermissionDenied, "NOT_A_MEMBER", msg),
             OrganizationInactive => Problem::new(Code::PermissionDenied, "ORGANIZATION_INACTIVE", msg),
             SessionNotFound => Problem::new(Code::NotFound, "SESSION_NOT_FOUND", msg),
+            NextKeyTooNew { retry_after_secs } => {
+                Problem::new(Code::FailedPrecondition, "SIGNING_KEY_NOT_PUBLISHED", msg.clone())
+                    .with_metadata("retry_after_seconds", retry_after_secs)
+                    .with_precondition(
+                        "SIGNING_KEY_PUBLISHED",
+                        "signing_key",
+                        "the next key must be published longer than JWKS consumers cache the key set",
+                    )
+            }
             OrganizationNotFound => Problem::new(Code::NotFound, "ORGANIZATION_NOT_FOUND", msg),
             InvitationsUnavailable => Problem::new(Code::Unavailable, "INVITATIONS_UNAVAILABLE", msg),
             Upstream(s) => Problem::new(s.code(), "UPSTREAM", s.message().to_owned()),

@@ -320,7 +320,7 @@ impl TokenService for TokenGrpc {
             Ok(pb::SigningAlgorithm::Rs256) => Some(SigningAlgorithm::Rs256),
             Err(_) => return Err(TokenError::from(ValueError::Malformed("algorithm")).into()),
         };
-        let key = self.tokens.rotate(&caller, algorithm).await?;
+        let key = self.tokens.rotate(&caller, algorithm, req.force).await?;
         Ok(Response::new(pb::RotateSigningKeyResponse { key: Some(key_to_pb(&key)) }))
     }
 }

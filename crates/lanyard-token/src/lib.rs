@@ -46,6 +46,10 @@
 //!   instead of being taken for a thief. The same holds for `ExchangeToken`.
 //! - Switching to an organization the user is not an active member of is `PERMISSION_DENIED`,
 //!   reason `NOT_A_MEMBER`; the session and the refresh token stay as they were.
+//! - Publish before sign: a rotation promotes the `next` key only once it has been published for
+//!   `max(jwks_max_age, key_reload_interval)` (5 minutes by default), so every JWKS consumer and
+//!   every replica knows it before it signs; `RotateSigningKey` refuses earlier with
+//!   `FAILED_PRECONDITION` / `SIGNING_KEY_NOT_PUBLISHED` unless `force` is set (a compromised key).
 //! - Access tokens are verified in memory with the published keys. A session revoked in this
 //!   process (`RevokeSession`, refresh-token reuse) is refused at once by every clone of the
 //!   verifier, so in the all-in-one process tenancy and invitation stop accepting its tokens
@@ -207,6 +211,7 @@ pub async fn build(
         ring.clone(),
         config.signing_algorithm,
         config.lifetimes.access,
+        config.jwks_max_age.max(config.key_reload_interval),
     );
     keys.bootstrap().await.context("loading signing keys")?;
     let upstream = UpstreamVerifier::new(config.upstream.clone())?;

@@ -349,8 +349,8 @@ impl Tokens {
     }
 
     /// Rotates the signing keys (operators only).
-    pub async fn rotate(&self, caller: &Caller, algorithm: Option<SigningAlgorithm>) -> Result<LoadedKey> {
+    pub async fn rotate(&self, caller: &Caller, algorithm: Option<SigningAlgorithm>, force: bool) -> Result<LoadedKey> {
         caller.require_operator()?;
-        self.keys.rotate(algorithm, &caller.actor()).await
+        self.keys.rotate(algorithm, &caller.actor(), force).await
     }
 }

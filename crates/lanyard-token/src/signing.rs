@@ -33,6 +33,9 @@ pub struct KeyManager {
     default_algorithm: SigningAlgorithm,
     /// How long a retired key stays published: the access-token lifetime plus the leeway.
     retire_publish: Duration,
+    /// How long a next key must have been published before it may sign: the longest time a JWKS
+    /// consumer caches the key set, or a replica goes without reloading the keys.
+    min_publish: Duration,
 }
 
 impl KeyManager {
@@ -43,8 +46,9 @@ impl KeyManager {
         ring: KeyRing,
         default_algorithm: SigningAlgorithm,
         access_ttl: Duration,
+        min_publish: Duration,
     ) -> Self {
-        Self { store, secrets, ring, default_algorithm, retire_publish: access_ttl + ACCESS_TOKEN_LEEWAY }
+        Self { store, secrets, ring, default_algorithm, retire_publish: access_ttl + ACCESS_TOKEN_LEEWAY, min_publish }
     }
 
     /// The ring it keeps current.
@@ -93,12 +97,25 @@ impl KeyManager {
 
     /// Rotates: the next key signs from now on, the active one retires (still published until its
     /// tokens expire), and a new next key of `algorithm` (default: the configured one) is created
-    /// and published. Returns the new next key.
-    pub async fn rotate(&self, algorithm: Option<SigningAlgorithm>, actor: &str) -> Result<LoadedKey> {
+    /// and published. Returns the new next key. Unless `force`d, the next key must have been
+    /// published for `min_publish` ([`TokenError::NextKeyTooNew`] otherwise).
+    pub async fn rotate(&self, algorithm: Option<SigningAlgorithm>, actor: &str, force: bool) -> Result<LoadedKey> {
         let now = Timestamp::now();
         let active = self.store.active_key().await?.map(|(kid, _)| kid);
-        if self.store.count_next().await? == 0 {
-            self.create(self.default_algorithm, KeyState::Next, now).await?;
+        match self.store.oldest_next().await? {
+            Some(created) if force || created.plus(self.min_publish) <= now => {}
+            Some(created) => {
+                let wait = created.plus(self.min_publish).0.saturating_sub(now.0) / 1_000_000 + 1;
+                return Err(TokenError::NextKeyTooNew { retry_after_secs: u64::try_from(wait).unwrap_or(1) });
+            }
+            None if force => {
+                self.create(self.default_algorithm, KeyState::Next, now).await?;
+            }
+            None => {
+                self.create(self.default_algorithm, KeyState::Next, now).await?;
+                self.reload().await?;
+                return Err(TokenError::NextKeyTooNew { retry_after_secs: self.min_publish.as_secs() + 1 });
+            }
         }
         self.store.promote_next(active.as_deref(), now.plus(self.retire_publish), now).await?;
         let kid = self.create(algorithm.unwrap_or(self.default_algorithm), KeyState::Next, now).await?;
@@ -124,12 +141,13 @@ impl KeyManager {
     /// keys that left the JWKS a day ago and replies past their replay window.
     pub async fn rotate_if_due(&self, interval: Duration) -> Result<bool> {
         let now = Timestamp::now();
+        let next_published = self.store.oldest_next().await?.is_some_and(|t| t.plus(self.min_publish) <= now);
         let due = match self.store.active_key().await? {
-            Some((_, activated)) => activated.plus(interval) <= now,
+            Some((_, activated)) => activated.plus(interval) <= now && next_published,
             None => true,
         };
         if due {
-            self.rotate(None, "system:key-rotation").await?;
+            self.rotate(None, "system:key-rotation", false).await?;
         } else {
             self.reload().await?;
         }

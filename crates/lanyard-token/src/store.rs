@@ -242,6 +242,15 @@ impl TokenStore {
         .await
     }
 
+    /// When the oldest key in the `next` state was created.
+    pub async fn oldest_next(&self) -> Result<Option<Timestamp>> {
+        let row = sqlx::query("SELECT created_at FROM signing_keys WHERE state = 'next' ORDER BY created_at LIMIT 1")
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| r.try_get::<i64, _>("created_at").map(Timestamp).map_err(self.err())).transpose()
+    }
+
     /// Number of keys in the `next` state.
     pub async fn count_next(&self) -> Result<i64> {
         sqlx::query("SELECT COUNT(*) AS n FROM signing_keys WHERE state = 'next'")

@@ -166,10 +166,14 @@ async fn access_token_attacks(backend: Backend) {
     }
 
     // Rotation: the old key's tokens stay valid while it is published; new tokens use the next key.
+    // Publish before sign: the next key was published moments ago, less than consumers cache it.
+    let err = app.tokens.clone().rotate_signing_key(op(pb::RotateSigningKeyRequest::default())).await.unwrap_err();
+    assert_status(&err, Code::FailedPrecondition, "SIGNING_KEY_NOT_PUBLISHED");
+    assert_eq!(app.parts.keys.ring().active().unwrap().kid, kid, "nothing changed");
     let rotated = app
         .tokens
         .clone()
-        .rotate_signing_key(op(pb::RotateSigningKeyRequest { algorithm: 0, request_id: String::new() }))
+        .rotate_signing_key(op(pb::RotateSigningKeyRequest { force: true, ..Default::default() }))
         .await
         .expect("rotate")
         .into_inner()
@@ -246,7 +250,11 @@ async fn jwks_everywhere(backend: Backend) {
         let key = app
             .tokens
             .clone()
-            .rotate_signing_key(op(pb::RotateSigningKeyRequest { algorithm: alg as i32, request_id: String::new() }))
+            .rotate_signing_key(op(pb::RotateSigningKeyRequest {
+                algorithm: alg as i32,
+                force: true,
+                ..Default::default()
+            }))
             .await
             .expect("rotate")
             .into_inner()
@@ -276,6 +284,8 @@ async fn signing_keys_survive_a_restart_sealed() {
     let app = TestApp::spawn(&db).await;
     let after = app.tokens.clone().get_jwks(pb::GetJwksRequest {}).await.unwrap().into_inner().jwks_json;
     assert_eq!(before, after);
+    let workers = app.parts.spawn_workers();
+    workers.shutdown().await;
     app.stop().await;
 }
 
@@ -284,7 +294,12 @@ async fn signing_keys_survive_a_restart_sealed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_rotation_promotes_the_published_next_key() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::spawn(&db).await;
+    // Consumers that never cache: the next key may sign as soon as it is published.
+    let app = TestApp::spawn_with(&db, |c| {
+        c.jwks_max_age = Duration::ZERO;
+        c.key_reload_interval = Duration::ZERO;
+    })
+    .await;
     let ring = app.parts.keys.ring();
     let active = ring.active().expect("active").kid;
     let next = ring.snapshot().iter().find(|k| k.state == KeyState::Next).expect("a next key").kid.clone();
@@ -296,7 +311,5 @@ async fn scheduled_rotation_promotes_the_published_next_key() {
     let retired = ring.published(&active, now).expect("the retired key stays published");
     assert_eq!(retired.state, KeyState::Retired);
     assert_eq!(ring.jwks(now).len(), 3, "retired, active and a new next key");
-    let workers = app.parts.spawn_workers();
-    workers.shutdown().await;
     app.stop().await;
 }

@@ -327,7 +327,7 @@ async fn bad_inputs(backend: Backend) {
     let err = app
         .tokens
         .clone()
-        .rotate_signing_key(op(pb::RotateSigningKeyRequest { algorithm: 42, request_id: String::new() }))
+        .rotate_signing_key(op(pb::RotateSigningKeyRequest { algorithm: 42, ..Default::default() }))
         .await
         .unwrap_err();
     assert_status(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
