@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey};
-use lanyard_core::Timestamp;
+use lanyard_core::{OrganizationId, Timestamp};
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::token::v1 as pb;
 use lanyard_token::keys::{generate, KeyState, LoadedKey, SigningAlgorithm};
@@ -313,3 +313,54 @@ async fn scheduled_rotation_promotes_the_published_next_key() {
     assert_eq!(ring.jwks(now).len(), 3, "retired, active and a new next key");
     app.stop().await;
 }
+
+async fn authorize_decisions(backend: Backend) {
+    use lanyard_proto::authz::v1 as apb;
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let google = FakeIdp::start(Kind::Google, "acme.com").await;
+    let acme = app.create_org("acme", &["acme.com"], "").await;
+    app.connect(&acme, &google).await;
+    app.add_member(&acme, "bob@acme.com", &["member"]).await;
+    let bob = app.sign_in(&google.id_token("g-bob", "bob@acme.com"), &acme).await.expect("sign in");
+    let ask = |token: &str, permission: &str, org: Option<String>| {
+        let mut authz = app.authz.clone();
+        let req =
+            apb::AuthorizeRequest { access_token: token.into(), permission: permission.into(), organization_id: org };
+        async move { authz.authorize(req).await.map(|r| r.into_inner()) }
+    };
+    let allowed = ask(&bob.access_token, "organization:read", Some(acme.clone())).await.unwrap();
+    assert!(allowed.allowed);
+    let principal = allowed.principal.expect("principal");
+    assert_eq!((principal.user_id.as_str(), principal.organization_id.as_str()), (bob.user_id.as_str(), acme.as_str()));
+    assert_eq!(principal.roles, vec!["member".to_owned()]);
+    let missing = ask(&bob.access_token, "members:write", None).await.unwrap();
+    assert_eq!((missing.allowed, missing.reason), (false, apb::Decision::PermissionMissing as i32));
+    let other_org = ask(&bob.access_token, "organization:read", Some(OrganizationId::new().to_string())).await.unwrap();
+    assert_eq!((other_org.allowed, other_org.reason), (false, apb::Decision::OrgMismatch as i32));
+    assert!(other_org.principal.is_none(), "nothing about the token for another organization");
+    let garbage = ask("not.a.token", "organization:read", None).await.unwrap();
+    assert_eq!((garbage.allowed, garbage.reason), (false, apb::Decision::TokenInvalid as i32));
+    let id_token = ask(&google.id_token("g-bob", "bob@acme.com"), "organization:read", None).await.unwrap();
+    assert_eq!(id_token.reason, apb::Decision::TokenInvalid as i32);
+    let err = ask(&bob.access_token, "not a permission", None).await.unwrap_err();
+    assert_status(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
+
+    let batch = app
+        .authz
+        .clone()
+        .batch_authorize(apb::BatchAuthorizeRequest {
+            access_token: bob.access_token.clone(),
+            permissions: vec!["organization:read".into(), "members:write".into()],
+            organization_id: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let results: Vec<(bool, i32)> = batch.results.iter().map(|r| (r.allowed, r.reason)).collect();
+    assert_eq!(results, vec![(true, apb::Decision::Allowed as i32), (false, apb::Decision::PermissionMissing as i32)]);
+    assert!(batch.principal.is_some());
+    app.stop().await;
+}
+
+backend_tests!(authorize_answers_with_a_reason, authorize_decisions);
