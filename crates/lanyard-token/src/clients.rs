@@ -160,6 +160,17 @@ impl TenancyClient {
         })
     }
 
+    /// Whether `user` has (or had: removed members count) a membership of `org`.
+    pub async fn has_membership(&self, org: OrganizationId, user: UserId) -> Result<bool> {
+        let req =
+            tpb::GetMemberRequest { organization_id: org.to_string(), user_id: user.to_string(), ..Default::default() };
+        match upstream(self.inner.clone().get_member(self.request(req)).await) {
+            Ok(r) => Ok(r.member.is_some()),
+            Err(e) if e.upstream_reason().as_deref() == Some("NOT_A_MEMBER") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The permissions `roles` grant in `org`: built-in ones from the tenancy crate, custom ones
     /// from ListRoles (called only when a custom role is held).
     async fn permissions(&self, org: OrganizationId, roles: &[String]) -> Result<Vec<String>> {

@@ -315,7 +315,7 @@ impl Tokens {
     }
 
     /// A user's sessions: the user itself, an operator, or (for sessions active in its own
-    /// organization only) a member with `members:read`.
+    /// organization only, and for users who are or were members of it) a member with `members:read`.
     pub async fn list_sessions(
         &self,
         caller: &Caller,
@@ -332,6 +332,9 @@ impl Tokens {
                     return Err(lanyard_core::caller::Denied::WrongOrganization.into());
                 }
                 caller.require(own, "members:read")?;
+                if !self.tenancy.has_membership(own, user).await? {
+                    return Err(lanyard_core::caller::Denied::WrongOrganization.into());
+                }
                 Some(own)
             }
             _ => org,
