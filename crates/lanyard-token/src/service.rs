@@ -118,7 +118,7 @@ impl Tokens {
         let issuer = peek_issuer(id_token).ok_or_else(|| TokenError::IdTokenInvalid("no iss claim".into()))?;
         let connections = self.tenancy.connections(org).await?;
         let connection: &Connection =
-            connections.iter().find(|c| c.issuer == issuer).ok_or(TokenError::NoConnection)?;
+            connections.iter().find(|c| c.accepts_issuer(&issuer)).ok_or(TokenError::NoConnection)?;
         self.upstream.verify(id_token, connection, nonce, Timestamp::now()).await.map_err(upstream_error)
     }
 

@@ -98,6 +98,18 @@ fn invalid(why: impl Into<String>) -> UpstreamError {
     UpstreamError::Invalid(why.into())
 }
 
+/// Google's issuer, which Google also writes without its scheme.
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+
+impl Connection {
+    /// Whether a token's `iss` names this connection's issuer: exactly, or, for Google only, as the
+    /// schemeless `accounts.google.com` that Google documents as equivalent.
+    pub fn accepts_issuer(&self, iss: &str) -> bool {
+        iss == self.issuer
+            || (self.kind == SsoKind::GoogleWorkspace && self.issuer == GOOGLE_ISSUER && iss == "accounts.google.com")
+    }
+}
+
 /// Reads the `iss` claim without verifying anything, only to pick the connection that will verify.
 pub fn peek_issuer(token: &str) -> Option<String> {
     if token.len() > jose::MAX_TOKEN_LEN {
@@ -290,7 +302,11 @@ impl UpstreamVerifier {
         let mut validation = Validation::new(alg);
         validation.leeway = self.config.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_issuer(&[&connection.issuer]);
+        if connection.kind == SsoKind::GoogleWorkspace && connection.issuer == GOOGLE_ISSUER {
+            validation.set_issuer(&[GOOGLE_ISSUER, "accounts.google.com"]);
+        } else {
+            validation.set_issuer(&[&connection.issuer]);
+        }
         validation.set_audience(&[&connection.client_id]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let claims = jsonwebtoken::decode::<IdClaims>(token, &key, &validation)
@@ -385,6 +401,26 @@ mod tests {
         assert!(!dev.url_allowed("http://10.0.0.1"));
         assert!(!dev.url_allowed("http://evil.example"));
         assert!(!dev.url_allowed("file:///etc/passwd"));
+    }
+
+    #[test]
+    fn google_is_also_schemeless_and_nobody_else_is() {
+        let conn = |kind, issuer: &str| Connection {
+            id: ConnectionId::new(),
+            kind,
+            issuer: issuer.into(),
+            client_id: "c".into(),
+            hosted_domains: vec![],
+            tenant_id: String::new(),
+        };
+        let google = conn(SsoKind::GoogleWorkspace, GOOGLE_ISSUER);
+        assert!(google.accepts_issuer(GOOGLE_ISSUER));
+        assert!(google.accepts_issuer("accounts.google.com"));
+        assert!(!google.accepts_issuer("https://accounts.google.com/"));
+        let okta = conn(SsoKind::Okta, "https://acme.okta.com");
+        assert!(okta.accepts_issuer("https://acme.okta.com"));
+        assert!(!okta.accepts_issuer("acme.okta.com"));
+        assert!(!okta.accepts_issuer("https://acme.okta.com/"));
     }
 
     #[test]
