@@ -381,3 +381,24 @@ async fn replay(backend: Backend) {
 }
 
 backend_tests!(a_retry_with_the_same_request_id_replays, replay);
+
+async fn deleted_org(backend: Backend) {
+    let w = world(backend).await;
+    let signed_in = w.app.sign_in(&w.google.id_token("g-it", "it@acme.com"), &w.acme).await.expect("sign in");
+    w.app
+        .tenancy
+        .clone()
+        .delete_organization(op(lanyard_proto::tenancy::v1::DeleteOrganizationRequest {
+            organization_id: w.acme.clone(),
+            ..Default::default()
+        }))
+        .await
+        .expect("delete");
+    let err = w.app.sign_in(&w.google.id_token("g-it", "it@acme.com"), &w.acme).await.unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "ORGANIZATION_INACTIVE");
+    let err = w.app.refresh(&signed_in.refresh_token, None).await.unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "ORGANIZATION_INACTIVE");
+    w.app.stop().await;
+}
+
+backend_tests!(a_deleted_organization_signs_nobody_in, deleted_org);
