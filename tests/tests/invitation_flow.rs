@@ -26,6 +26,29 @@ mod all_in_one {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previews_by_a_service_key_are_not_rate_limited() {
+    let app = spawn_services(Backend::Sqlite, &[ServiceName::Tenancy, ServiceName::Invitation], |_| {}).await;
+    let unknown = ipb::PreviewInvitationRequest { token: "A".repeat(43) };
+    // The token service previews for every sign-in it handles, all from one address.
+    let mut service = app.invitations_with(Some(&format!("Bearer {SERVICE_KEY}")));
+    for _ in 0..50 {
+        assert_error(service.preview_invitation(unknown.clone()).await, Code::NotFound, "INVITATION_NOT_FOUND");
+    }
+    // Anyone else is limited per address.
+    let mut anonymous = app.invitations_with(None);
+    let mut limited = false;
+    for _ in 0..50 {
+        if let Err(s) = anonymous.preview_invitation(unknown.clone()).await {
+            if lanyard_core::status::reason_of(&s).as_deref() == Some("RATE_LIMITED") {
+                limited = true;
+                break;
+            }
+        }
+    }
+    assert!(limited, "50 anonymous previews from one address are rate limited");
+}
+
 mod separate_processes {
     use super::*;
 

@@ -15,7 +15,10 @@ use tonic_health::pb::health_client::HealthClient;
 backend_tests!(all_three_services_serve_together);
 
 async fn all(backend: Backend) -> TestApp {
-    spawn_services(backend, &[ServiceName::Tenancy, ServiceName::Invitation, ServiceName::Token], |_| {}).await
+    spawn_services(backend, &[ServiceName::Tenancy, ServiceName::Invitation, ServiceName::Token], |s| {
+        s.metrics_addr = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await
 }
 
 async fn all_three_services_serve_together(backend: Backend) {
@@ -49,16 +52,22 @@ async fn all_three_services_serve_together(backend: Backend) {
     let discovery = http_get(http, "/.well-known/openid-configuration").await;
     assert!(discovery.contains("\"jwks_uri\"") && discovery.contains("/.well-known/jwks.json"), "{discovery}");
 
-    // Rotation is the operator's; the next key is published before it signs.
+    // Rotation is the operator's; a key is published before it signs.
     let operator = format!("Bearer {OPERATOR_KEY}");
     assert_error(
         app.tokens_with(None).rotate_signing_key(tpb::RotateSigningKeyRequest::default()).await,
         Code::Unauthenticated,
         "CREDENTIALS_MISSING",
     );
+    // A fresh next key has not been published long enough for JWKS caches to know it.
+    assert_error(
+        app.tokens_with(Some(&operator)).rotate_signing_key(tpb::RotateSigningKeyRequest::default()).await,
+        Code::FailedPrecondition,
+        "SIGNING_KEY_NOT_PUBLISHED",
+    );
     let rotated = app
         .tokens_with(Some(&operator))
-        .rotate_signing_key(tpb::RotateSigningKeyRequest::default())
+        .rotate_signing_key(tpb::RotateSigningKeyRequest { force: true, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -81,6 +90,13 @@ async fn all_three_services_serve_together(backend: Backend) {
     assert!(!decision.allowed);
     assert_eq!(decision.reason, apb::Decision::TokenInvalid as i32);
     assert!(decision.principal.is_none());
+    let metrics = app.scrape_metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lanyard_authorize_decisions_total{") && l.contains("DECISION_TOKEN_INVALID")),
+        "Authorize decisions are counted by reason:\n{metrics}"
+    );
     assert_error(
         app.client_with(Some(&format!("Bearer {forged}")))
             .list_organizations(pb::ListOrganizationsRequest::default())

@@ -269,11 +269,15 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::PreviewInvitationRequest>,
     ) -> Result<Response<pb::PreviewInvitationResponse>, Status> {
-        // No credential: the limiter is the only gate, and it comes before any lookup.
-        let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let peer = self.preview_limiter.peer(request.remote_addr(), forwarded);
-        if !self.preview_limiter.check(peer) {
-            return Err(InvitationError::RateLimited.into());
+        // No credential needed: the limiter is the gate, before any lookup. The token service
+        // (a service key) previews for every sign-in it handles, so it is not limited per peer.
+        let is_service = matches!(self.auth.authenticate_metadata(request.metadata()), Ok(Caller::Service { .. }));
+        if !is_service {
+            let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            let peer = self.preview_limiter.peer(request.remote_addr(), forwarded);
+            if !self.preview_limiter.check(peer) {
+                return Err(InvitationError::RateLimited.into());
+            }
         }
         let token = InvitationToken::parse(&request.into_inner().token).map_err(InvitationError::from)?;
         let p = self.invitations.preview(&token).await?;

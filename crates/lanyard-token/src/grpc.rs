@@ -374,6 +374,11 @@ fn grants(p: &AccessPrincipal, wanted: &Permission) -> bool {
     p.permissions.iter().any(|g| g.grants(wanted))
 }
 
+/// Counts one decision in `lanyard_authorize_decisions_total{reason}` (a closed set of labels).
+fn count_decision(reason: apb::Decision) {
+    metrics::counter!("lanyard_authorize_decisions_total", "reason" => reason.as_str_name()).increment(1);
+}
+
 #[tonic::async_trait]
 impl AuthorizationService for TokenGrpc {
     async fn authorize(
@@ -383,10 +388,14 @@ impl AuthorizationService for TokenGrpc {
         let req = request.into_inner();
         let wanted = Permission::parse(&req.permission).map_err(TokenError::from)?;
         let resp = match self.principal_for(&req.access_token, req.organization_id.as_deref()).await? {
-            Err(decision) => apb::AuthorizeResponse { allowed: false, reason: decision as i32, principal: None },
+            Err(decision) => {
+                count_decision(decision);
+                apb::AuthorizeResponse { allowed: false, reason: decision as i32, principal: None }
+            }
             Ok(p) => {
                 let allowed = grants(&p, &wanted);
                 let reason = if allowed { apb::Decision::Allowed } else { apb::Decision::PermissionMissing };
+                count_decision(reason);
                 apb::AuthorizeResponse { allowed, reason: reason as i32, principal: Some(principal_to_pb(&p)) }
             }
         };
@@ -411,10 +420,9 @@ impl AuthorizationService for TokenGrpc {
             Err(decision) => apb::BatchAuthorizeResponse {
                 results: wanted
                     .iter()
-                    .map(|w| apb::PermissionResult {
-                        permission: w.to_string(),
-                        allowed: false,
-                        reason: decision as i32,
+                    .map(|w| {
+                        count_decision(decision);
+                        apb::PermissionResult { permission: w.to_string(), allowed: false, reason: decision as i32 }
                     })
                     .collect(),
                 principal: None,
@@ -425,6 +433,7 @@ impl AuthorizationService for TokenGrpc {
                     .map(|w| {
                         let allowed = grants(&p, w);
                         let reason = if allowed { apb::Decision::Allowed } else { apb::Decision::PermissionMissing };
+                        count_decision(reason);
                         apb::PermissionResult { permission: w.to_string(), allowed, reason: reason as i32 }
                     })
                     .collect(),
