@@ -1,5 +1,7 @@
-//! Lanyard access tokens as callers of TenancyService, InvitationService and TokenService: RPC ×
-//! (operator, admin of A, member of A, admin of B, no caller, expired token, forged token). A member
+//! Lanyard access tokens as callers of TenancyService, InvitationService and TokenService: every RPC
+//! that takes a caller credential × (operator, admin of A, member of A, admin of B, no caller,
+//! expired token, forged token). (PreviewInvitation, ExchangeToken, RefreshSession, GetJwks and
+//! Authorize take none: their own tests cover them.) A member
 //! acts only within its token's organization and only with its permissions; a token for B asking
 //! about A is `PERMISSION_DENIED` or `NOT_FOUND`; an expired or forged token is `UNAUTHENTICATED`.
 
@@ -79,6 +81,24 @@ async fn matrix(backend: Backend) {
     .unwrap();
     let forged = sign_raw(&header, &claims_of(&admin_a), other.encoding(), Algorithm::ES256);
 
+    // Room for the fresh members, invitations and reservations the matrix makes below.
+    app.tenancy
+        .clone()
+        .update_organization(with_key(
+            tpb::UpdateOrganizationRequest {
+                organization: Some(tpb::Organization {
+                    organization_id: a.clone(),
+                    seat_limit: 500,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask { paths: vec!["seat_limit".into()] }),
+                request_id: String::new(),
+            },
+            OPERATOR_KEY,
+        ))
+        .await
+        .unwrap();
+
     let credential = |who: Who| -> Option<String> {
         match who {
             Who::Operator => Some(OPERATOR_KEY.to_owned()),
@@ -107,6 +127,27 @@ async fn matrix(backend: Backend) {
         ("CreateInvitation", &[Who::Operator, Who::AdminA]),
         ("ListSessions (member's)", &[Who::Operator, Who::AdminA, Who::MemberA]),
         ("RotateSigningKey", &[Who::Operator]),
+        ("UpdateOrganization (name)", &[Who::Operator]),
+        ("DeleteOrganization", &[Who::Operator]),
+        ("AddDomain", &[Who::Operator]),
+        ("RemoveDomain", &[Who::Operator]),
+        ("UpdateMemberRoles", &[Who::Operator, Who::AdminA]),
+        ("RemoveMember", &[Who::Operator, Who::AdminA]),
+        ("TransferOwnership", &[Who::Operator]),
+        ("ListUserOrganizations (member's)", &[Who::Operator, Who::MemberA]),
+        ("CreateRole", &[Who::Operator, Who::AdminA]),
+        ("UpdateRole", &[Who::Operator, Who::AdminA]),
+        ("DeleteRole", &[Who::Operator, Who::AdminA]),
+        ("CreateSsoConnection", &[Who::Operator, Who::AdminA]),
+        ("DeleteSsoConnection", &[Who::Operator, Who::AdminA]),
+        ("ReserveSeat", &[]),
+        ("ReleaseSeat", &[]),
+        ("ClaimSeat", &[]),
+        ("GetInvitation", &[Who::Operator, Who::AdminA]),
+        ("RevokeInvitation", &[Who::Operator, Who::AdminA]),
+        ("ResendInvitation", &[Who::Operator, Who::AdminA]),
+        ("AcceptInvitation", &[]),
+        ("RevokeSession (member's)", &[Who::Operator, Who::AdminA, Who::MemberA]),
     ];
     for (round, (rpc, allowed)) in rpcs.iter().enumerate() {
         for who in EVERYONE {
@@ -260,6 +301,293 @@ async fn matrix(backend: Backend) {
                     ))
                     .await
                     .map(|_| ()),
+                "UpdateOrganization (name)" => app
+                    .tenancy
+                    .clone()
+                    .update_organization(request(
+                        tpb::UpdateOrganizationRequest {
+                            organization: Some(tpb::Organization {
+                                organization_id: a.clone(),
+                                display_name: format!("Acme {round} {who:?}"),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+                            request_id: String::new(),
+                        },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "DeleteOrganization" => {
+                    let doomed = app.create_org(&format!("doomed-{round}-{who:?}").to_ascii_lowercase(), &[], "").await;
+                    app.tenancy
+                        .clone()
+                        .delete_organization(request(
+                            tpb::DeleteOrganizationRequest { organization_id: doomed, request_id: String::new() },
+                            cred,
+                        ))
+                        .await
+                        .map(|_| ())
+                }
+                "AddDomain" | "RemoveDomain" => {
+                    let domain = format!("d-{round}-{who:?}.example.com").to_ascii_lowercase();
+                    let add = tpb::AddDomainRequest {
+                        organization_id: a.clone(),
+                        domain: domain.clone(),
+                        ..Default::default()
+                    };
+                    if *rpc == "AddDomain" {
+                        app.tenancy.clone().add_domain(request(add, cred)).await.map(|_| ())
+                    } else {
+                        app.tenancy.clone().add_domain(with_key(add, OPERATOR_KEY)).await.unwrap();
+                        app.tenancy
+                            .clone()
+                            .remove_domain(request(
+                                tpb::RemoveDomainRequest {
+                                    organization_id: a.clone(),
+                                    domain,
+                                    request_id: String::new(),
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ())
+                    }
+                }
+                "UpdateMemberRoles" | "RemoveMember" | "TransferOwnership" => {
+                    let target = app.add_member(&a, &email, &["member"]).await;
+                    let mut t = app.tenancy.clone();
+                    match *rpc {
+                        "UpdateMemberRoles" => t
+                            .update_member_roles(request(
+                                tpb::UpdateMemberRolesRequest {
+                                    organization_id: a.clone(),
+                                    user_id: target,
+                                    roles: vec!["admin".into()],
+                                    request_id: String::new(),
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ()),
+                        "RemoveMember" => t
+                            .remove_member(request(
+                                tpb::RemoveMemberRequest {
+                                    organization_id: a.clone(),
+                                    user_id: target,
+                                    request_id: String::new(),
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ()),
+                        _ => t
+                            .transfer_ownership(request(
+                                tpb::TransferOwnershipRequest {
+                                    organization_id: a.clone(),
+                                    new_owner_user_id: target,
+                                    request_id: String::new(),
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ()),
+                    }
+                }
+                "ListUserOrganizations (member's)" => app
+                    .tenancy
+                    .clone()
+                    .list_user_organizations(request(
+                        tpb::ListUserOrganizationsRequest { user_id: member_user.clone(), ..Default::default() },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "CreateRole" | "UpdateRole" | "DeleteRole" => {
+                    let name = format!("r-{round}-{who:?}").to_ascii_lowercase();
+                    let create = tpb::CreateRoleRequest {
+                        organization_id: a.clone(),
+                        name: name.clone(),
+                        permissions: vec!["invoices:read".into()],
+                        ..Default::default()
+                    };
+                    let mut t = app.tenancy.clone();
+                    if *rpc == "CreateRole" {
+                        t.create_role(request(create, cred)).await.map(|_| ())
+                    } else {
+                        t.create_role(with_key(create, OPERATOR_KEY)).await.unwrap();
+                        if *rpc == "UpdateRole" {
+                            t.update_role(request(
+                                tpb::UpdateRoleRequest {
+                                    role: Some(tpb::Role {
+                                        organization_id: a.clone(),
+                                        name,
+                                        description: "changed".into(),
+                                        ..Default::default()
+                                    }),
+                                    update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+                                    request_id: String::new(),
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ())
+                        } else {
+                            t.delete_role(request(
+                                tpb::DeleteRoleRequest { organization_id: a.clone(), name, request_id: String::new() },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ())
+                        }
+                    }
+                }
+                "CreateSsoConnection" | "DeleteSsoConnection" => {
+                    let create = tpb::CreateSsoConnectionRequest {
+                        organization_id: a.clone(),
+                        kind: tpb::SsoConnectionKind::Oidc as i32,
+                        issuer: format!("https://idp-{round}-{who:?}.example.com").to_ascii_lowercase(),
+                        client_id: "client".into(),
+                        ..Default::default()
+                    };
+                    let mut t = app.tenancy.clone();
+                    if *rpc == "CreateSsoConnection" {
+                        t.create_sso_connection(request(create, cred)).await.map(|_| ())
+                    } else {
+                        let id = t
+                            .create_sso_connection(with_key(create, OPERATOR_KEY))
+                            .await
+                            .unwrap()
+                            .into_inner()
+                            .connection
+                            .unwrap()
+                            .connection_id;
+                        t.delete_sso_connection(request(
+                            tpb::DeleteSsoConnectionRequest {
+                                organization_id: a.clone(),
+                                connection_id: id,
+                                request_id: String::new(),
+                            },
+                            cred,
+                        ))
+                        .await
+                        .map(|_| ())
+                    }
+                }
+                "ReserveSeat" => app
+                    .tenancy
+                    .clone()
+                    .reserve_seat(request(
+                        tpb::ReserveSeatRequest { organization_id: a.clone(), ..Default::default() },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "ReleaseSeat" => app
+                    .tenancy
+                    .clone()
+                    .release_seat(request(
+                        tpb::ReleaseSeatRequest {
+                            organization_id: a.clone(),
+                            reservation_id: uuid::Uuid::now_v7().to_string(),
+                        },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "ClaimSeat" => app
+                    .tenancy
+                    .clone()
+                    .claim_seat(request(
+                        tpb::ClaimSeatRequest {
+                            organization_id: a.clone(),
+                            reservation_id: uuid::Uuid::now_v7().to_string(),
+                            user_id: member_user.clone(),
+                            ..Default::default()
+                        },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "GetInvitation" | "RevokeInvitation" | "ResendInvitation" => {
+                    let created = app
+                        .invitations
+                        .clone()
+                        .create_invitation(with_key(
+                            ipb::CreateInvitationRequest {
+                                organization_id: a.clone(),
+                                email: email.clone(),
+                                send_email: true,
+                                ..Default::default()
+                            },
+                            OPERATOR_KEY,
+                        ))
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .invitation
+                        .unwrap();
+                    let mut i = app.invitations.clone();
+                    let (org, id) = (a.clone(), created.invitation_id);
+                    match *rpc {
+                        "GetInvitation" => i
+                            .get_invitation(request(
+                                ipb::GetInvitationRequest { organization_id: org, invitation_id: id },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ()),
+                        "RevokeInvitation" => i
+                            .revoke_invitation(request(
+                                ipb::RevokeInvitationRequest {
+                                    organization_id: org,
+                                    invitation_id: id,
+                                    request_id: String::new(),
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ()),
+                        _ => i
+                            .resend_invitation(request(
+                                ipb::ResendInvitationRequest {
+                                    organization_id: org,
+                                    invitation_id: id,
+                                    send_email: true,
+                                    ..Default::default()
+                                },
+                                cred,
+                            ))
+                            .await
+                            .map(|_| ()),
+                    }
+                }
+                "AcceptInvitation" => app
+                    .invitations
+                    .clone()
+                    .accept_invitation(request(
+                        ipb::AcceptInvitationRequest { token: "A".repeat(43), ..Default::default() },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "RevokeSession (member's)" => {
+                    let session = app
+                        .sign_in(&google.id_token("a-member", "member@acme.com"), &a)
+                        .await
+                        .unwrap()
+                        .session
+                        .unwrap()
+                        .session_id;
+                    app.tokens
+                        .clone()
+                        .revoke_session(request(
+                            pb::RevokeSessionRequest { session_id: session, request_id: String::new() },
+                            cred,
+                        ))
+                        .await
+                        .map(|_| ())
+                }
                 other => unreachable!("{other}"),
             };
             match (who, result) {
