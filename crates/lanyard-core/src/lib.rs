@@ -10,6 +10,7 @@ pub mod ids;
 pub mod page;
 pub mod status;
 pub mod trace;
+pub mod transport;
 pub mod values;
 
 pub use caller::{ApiKeys, Authenticator, Caller};

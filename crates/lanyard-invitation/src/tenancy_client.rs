@@ -6,38 +6,16 @@
 
 use std::time::Duration;
 
-use lanyard_core::trace::PropagateTraceLayer;
 use lanyard_core::{Email, OrganizationId, ReservationId, RoleName, UserId};
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use secrecy::{ExposeSecret, SecretString};
 use tonic::body::Body;
-use tonic::codegen::StdError;
 use tonic::metadata::MetadataValue;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt};
 
 use crate::error::{tenancy, InvitationError};
 
-/// A gRPC transport: anything that turns HTTP/2 gRPC requests into responses.
-pub type GrpcTransport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
-
-/// A transport failure (connection refused, reset, timeout...). A concrete type rather than a
-/// boxed trait object, so the futures of the generated client stay provably `Send`.
-#[derive(Debug)]
-pub struct TransportError(StdError);
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
+pub use lanyard_core::transport::{GrpcTransport, TransportError};
 
 type Result<T, E = InvitationError> = std::result::Result<T, E>;
 
@@ -57,17 +35,12 @@ impl std::fmt::Debug for TenancyClient {
 impl TenancyClient {
     /// Calls a tenancy service in another process over `channel`, with `service_key`.
     pub fn from_channel(channel: tonic::transport::Channel, service_key: &SecretString) -> anyhow::Result<Self> {
-        let transport = PropagateTraceLayer.layer(channel).map_err(|e| TransportError(Box::new(e)));
-        Self::from_transport(BoxCloneSyncService::new(transport), service_key)
+        Self::from_transport(lanyard_core::transport::over_channel(channel), service_key)
     }
 
     /// Connects lazily to `url` (e.g. `http://tenancy:50051`), with a per-call timeout.
     pub fn connect_lazy(url: &str, timeout: Duration, service_key: &SecretString) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(timeout)
-            .connect_lazy();
-        Self::from_channel(channel, service_key)
+        Self::from_transport(lanyard_core::transport::connect_lazy(url, timeout)?, service_key)
     }
 
     /// Calls the tenancy service of this process directly: requests go through the same tonic
@@ -81,15 +54,12 @@ impl TenancyClient {
             + 'static,
         S::Future: Send + 'static,
     {
-        let transport = PropagateTraceLayer.layer(server).map_err(|never| match never {});
-        Self::from_transport(BoxCloneSyncService::new(transport), service_key)
+        Self::from_transport(lanyard_core::transport::in_process(server), service_key)
     }
 
     /// Wraps any transport.
     pub fn from_transport(transport: GrpcTransport, service_key: &SecretString) -> anyhow::Result<Self> {
-        let authorization = format!("Bearer {}", service_key.expose_secret())
-            .parse()
-            .map_err(|_| anyhow::anyhow!("the service key must be printable ASCII"))?;
+        let authorization = lanyard_core::transport::bearer(service_key.expose_secret())?;
         Ok(Self { inner: TenancyServiceClient::new(transport), authorization })
     }
 

@@ -5,71 +5,28 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use lanyard_core::trace::PropagateTraceLayer;
 use lanyard_core::{OrganizationId, UserId};
 use lanyard_proto::invitation::v1 as ipb;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use secrecy::{ExposeSecret, SecretString};
-use tonic::body::Body;
 use tonic::metadata::{Ascii, MetadataValue};
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, ServiceExt};
 
-/// A gRPC transport: anything that turns HTTP/2 gRPC requests into responses.
-pub type GrpcTransport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
-
-/// A transport failure (connection refused, reset, timeout...), as a concrete type so the futures
-/// of the generated clients stay `Send`. The same shape as the invitation service's; both belong in
-/// `lanyard-core` once more than two services need them.
-#[derive(Debug)]
-pub struct TransportError(tonic::codegen::StdError);
-
-impl std::fmt::Display for TransportError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
+pub use lanyard_core::transport::{in_process, GrpcTransport, TransportError};
 
 use crate::error::{upstream, TokenError};
 use crate::upstream::{Connection, Identity};
 
 type Result<T, E = TokenError> = std::result::Result<T, E>;
 
-/// A transport to a service of this process: requests go through its tonic server code
-/// (decoding, authentication, error details) without a socket.
-pub fn in_process<S>(server: S) -> GrpcTransport
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    BoxCloneSyncService::new(PropagateTraceLayer.layer(server).map_err(|never| match never {}))
-}
-
 /// A transport to a service in another process, connected lazily to `url`, with a per-call timeout.
 pub fn connect_lazy(url: &str, timeout: Duration) -> anyhow::Result<GrpcTransport> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .connect_lazy();
-    Ok(BoxCloneSyncService::new(PropagateTraceLayer.layer(channel).map_err(|e| TransportError(Box::new(e)))))
+    Ok(lanyard_core::transport::connect_lazy(url, timeout)?)
 }
 
 fn bearer(service_key: &SecretString) -> anyhow::Result<MetadataValue<Ascii>> {
-    format!("Bearer {}", service_key.expose_secret())
-        .parse()
-        .map_err(|_| anyhow::anyhow!("the service key must be printable ASCII"))
+    Ok(lanyard_core::transport::bearer(service_key.expose_secret())?)
 }
 
 /// TenancyService, as the token service calls it.
