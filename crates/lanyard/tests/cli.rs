@@ -220,3 +220,115 @@ fn invitations_from_the_cli() {
     let table = stdout(&lanyard(&data, &endpoint, &["invitation", "list", "--org", "globex"]));
     assert!(table.starts_with("ID") && table.contains("revoked") && table.contains("bob@globex.com"), "{table}");
 }
+
+/// SIGTERM while RPCs are arriving and in flight: the process exits 0, every RPC it answered is
+/// committed, every committed change was answered, and the rest were refused at the transport.
+#[test]
+fn sigterm_under_load_drops_no_accepted_rpc() {
+    use lanyard_proto::tenancy::v1 as pb;
+    use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, endpoint) = serve(&data);
+    let key = std::fs::read_to_string(data.join("operator.key")).unwrap().trim().to_owned();
+    let pid = nix::unistd::Pid::from_raw(server.0.id() as i32);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (org, results) = runtime.block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+        let with_key = move |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert("authorization", bearer.clone());
+            Ok(req)
+        };
+        let client = TenancyServiceClient::with_interceptor(channel, with_key);
+        let org = client
+            .clone()
+            .create_organization(pb::CreateOrganizationRequest {
+                slug: "loaded".into(),
+                display_name: "Loaded".into(),
+                seat_limit: 100_000,
+                allowed_domains: vec!["acme.com".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .organization
+            .unwrap()
+            .organization_id;
+        let calls = 300;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(calls + 1));
+        let (first_answer, mut answered) = tokio::sync::watch::channel(false);
+        let first_answer = std::sync::Arc::new(first_answer);
+        let tasks: Vec<_> = (0..calls)
+            .map(|i| {
+                let (mut client, barrier, org) = (client.clone(), barrier.clone(), org.clone());
+                let first_answer = first_answer.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let result = client
+                        .add_member(pb::AddMemberRequest {
+                            organization_id: org,
+                            email: format!("load{i}@acme.com"),
+                            ..Default::default()
+                        })
+                        .await
+                        .map(|_| ());
+                    if result.is_ok() {
+                        let _ = first_answer.send(true);
+                    }
+                    result
+                })
+            })
+            .collect();
+        barrier.wait().await;
+        // Stop once the server is demonstrably busy: one call answered, the others in flight.
+        let _ = answered.wait_for(|a| *a).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        (org, results)
+    });
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+
+    let answered = results.iter().filter(|r| r.is_ok()).count();
+    eprintln!("sigterm under load: {answered} of {} answered", results.len());
+    assert!(answered >= 1);
+    for r in &results {
+        if let Err(s) = r {
+            let transport = matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Cancelled | tonic::Code::Unknown
+            ) && lanyard_core::status::reason_of(s).is_none();
+            assert!(transport, "an RPC failed otherwise than by being refused: {s:?}");
+        }
+    }
+    let committed = runtime.block_on(async {
+        let url = format!("sqlite://{}", data.join("tenancy.db").display());
+        let db = lanyard_core::db::Database::connect(&lanyard_core::db::DatabaseConfig {
+            url,
+            schema: "tenancy".into(),
+            max_connections: 1,
+        })
+        .await
+        .unwrap();
+        let row = sqlx_count(&db, &org).await;
+        row
+    });
+    assert_eq!(committed as usize, answered, "answered RPCs and committed changes are the same set");
+}
+
+async fn sqlx_count(db: &lanyard_core::db::Database, org: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT COUNT(*) AS n FROM memberships WHERE org_id = $1")
+        .bind(org)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap()
+}
