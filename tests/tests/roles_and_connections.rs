@@ -236,6 +236,14 @@ async fn sso_connections_keep_their_secret(backend: Backend) {
     let stored = stored.unwrap();
     assert!(stored.starts_with("v1:") && !stored.contains(secret));
 
+    // The token service finds connections by issuer, across organizations (service keys only).
+    let find = |issuer: &str| pb::FindSsoConnectionsRequest { issuer: issuer.into() };
+    let found = app.service().find_sso_connections(find("https://accounts.google.com")).await.unwrap().into_inner();
+    assert_eq!(found.connections, vec![google.clone()]);
+    let none = app.service().find_sso_connections(find("https://accounts.google.com/")).await.unwrap().into_inner();
+    assert!(none.connections.is_empty(), "issuers match exactly");
+    assert_error(app.service().find_sso_connections(find("")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+
     op.delete_sso_connection(pb::DeleteSsoConnectionRequest {
         organization_id: id.clone(),
         connection_id: google.connection_id.clone(),
@@ -243,6 +251,8 @@ async fn sso_connections_keep_their_secret(backend: Backend) {
     })
     .await
     .unwrap();
+    let gone = app.service().find_sso_connections(find("https://accounts.google.com")).await.unwrap().into_inner();
+    assert!(gone.connections.is_empty());
     assert_error(
         op.delete_sso_connection(pb::DeleteSsoConnectionRequest {
             organization_id: id.clone(),

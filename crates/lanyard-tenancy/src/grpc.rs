@@ -752,6 +752,17 @@ impl TenancyService for TenancyGrpc {
         Ok(Response::new(pb::ClaimSeatResponse { member: Some(member_to_pb(member)), already_claimed: already }))
     }
 
+    async fn find_sso_connections(
+        &self,
+        request: Request<pb::FindSsoConnectionsRequest>,
+    ) -> Result<Response<pb::FindSsoConnectionsResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let connections = self.tenancy.find_sso_connections(&caller, &request.into_inner().issuer).await?;
+        Ok(Response::new(pb::FindSsoConnectionsResponse {
+            connections: connections.into_iter().map(connection_to_pb).collect(),
+        }))
+    }
+
     async fn resolve_identity(
         &self,
         request: Request<pb::ResolveIdentityRequest>,

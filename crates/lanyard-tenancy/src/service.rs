@@ -586,6 +586,19 @@ impl Tenancy {
         Ok(result)
     }
 
+    /// The enabled connections of active organizations with `issuer` (service keys only): how the
+    /// token service finds the organizations a first sign-in may be for.
+    pub async fn find_sso_connections(&self, caller: &Caller, issuer: &str) -> Result<Vec<SsoConnection>> {
+        caller.require_service()?;
+        if issuer.is_empty() {
+            return Err(lanyard_core::ValueError::Missing("issuer").into());
+        }
+        if issuer.len() > 2048 {
+            return Err(lanyard_core::ValueError::TooLong("issuer", 2048).into());
+        }
+        self.store.find_sso_connections(issuer).await
+    }
+
     /// Finds or creates the user of an external identity (service keys only).
     pub async fn resolve_identity(&self, caller: &Caller, identity: ExternalIdentity) -> Result<ResolvedIdentity> {
         caller.require_service()?;

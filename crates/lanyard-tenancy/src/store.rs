@@ -1389,6 +1389,21 @@ impl TenancyStore {
             .transpose()
     }
 
+    /// The enabled connections of active organizations with this exact issuer (at most 100).
+    pub async fn find_sso_connections(&self, issuer: &str) -> Result<Vec<SsoConnection>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.org_id, c.kind, c.issuer, c.client_id, c.client_secret_sealed, c.hosted_domains,
+                    c.tenant_id, c.enabled, c.created_at
+             FROM sso_connections c JOIN organizations o ON o.id = c.org_id
+             WHERE c.issuer = $1 AND c.enabled = 1 AND o.status = 'active' ORDER BY c.id LIMIT 100",
+        )
+        .bind(issuer)
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
     /// A page of an organization's SSO connections.
     pub async fn list_sso_connections(&self, org: OrganizationId, page: &Page) -> Result<(Vec<SsoConnection>, String)> {
         let rows = sqlx::query(&format!("{CONN_SELECT} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"))

@@ -163,7 +163,6 @@ impl TenancyClient {
 
     /// The organization's enabled SSO connections.
     pub async fn connections(&self, org: OrganizationId) -> Result<Vec<Connection>> {
-        use lanyard_tenancy::domain::SsoKind;
         let mut out = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -173,29 +172,27 @@ impl TenancyClient {
                 page_token: page_token.clone(),
             };
             let resp = upstream(self.inner.clone().list_sso_connections(self.request(req)).await)?;
-            for c in resp.connections.into_iter().filter(|c| c.enabled) {
-                let kind = match tpb::SsoConnectionKind::try_from(c.kind) {
-                    Ok(tpb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
-                    Ok(tpb::SsoConnectionKind::AzureAd) => SsoKind::AzureAd,
-                    Ok(tpb::SsoConnectionKind::Okta) => SsoKind::Okta,
-                    Ok(tpb::SsoConnectionKind::Oidc) => SsoKind::Oidc,
-                    _ => continue,
-                };
-                let Ok(id) = lanyard_core::ConnectionId::parse(&c.connection_id) else { continue };
-                out.push(Connection {
-                    id,
-                    kind,
-                    issuer: c.issuer,
-                    client_id: c.client_id,
-                    hosted_domains: c.hosted_domains,
-                    tenant_id: c.tenant_id,
-                });
-            }
+            out.extend(resp.connections.into_iter().filter_map(to_connection));
             if resp.next_page_token.is_empty() {
                 return Ok(out);
             }
             page_token = resp.next_page_token;
         }
+    }
+
+    /// The enabled connections of active organizations with this exact issuer, with their
+    /// organizations: the candidates for a first sign-in that names no organization.
+    pub async fn connections_by_issuer(&self, issuer: &str) -> Result<Vec<(OrganizationId, Connection)>> {
+        let req = tpb::FindSsoConnectionsRequest { issuer: issuer.to_owned() };
+        let resp = upstream(self.inner.clone().find_sso_connections(self.request(req)).await)?;
+        Ok(resp
+            .connections
+            .into_iter()
+            .filter_map(|c| {
+                let org = OrganizationId::parse(&c.organization_id).ok()?;
+                Some((org, to_connection(c)?))
+            })
+            .collect())
     }
 
     /// Finds or creates the user of a verified identity.
@@ -267,4 +264,27 @@ impl InvitationClient {
         let resp = upstream(self.inner.clone().accept_invitation(self.request(req)).await)?;
         resp.membership.ok_or_else(|| TokenError::Internal("AcceptInvitation returned no membership".into()))
     }
+}
+
+/// An enabled connection as the verifier needs it; `None` for a disabled or unknown kind.
+fn to_connection(c: tpb::SsoConnection) -> Option<Connection> {
+    use lanyard_tenancy::domain::SsoKind;
+    if !c.enabled {
+        return None;
+    }
+    let kind = match tpb::SsoConnectionKind::try_from(c.kind) {
+        Ok(tpb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
+        Ok(tpb::SsoConnectionKind::AzureAd) => SsoKind::AzureAd,
+        Ok(tpb::SsoConnectionKind::Okta) => SsoKind::Okta,
+        Ok(tpb::SsoConnectionKind::Oidc) => SsoKind::Oidc,
+        _ => return None,
+    };
+    Some(Connection {
+        id: lanyard_core::ConnectionId::parse(&c.connection_id).ok()?,
+        kind,
+        issuer: c.issuer,
+        client_id: c.client_id,
+        hosted_domains: c.hosted_domains,
+        tenant_id: c.tenant_id,
+    })
 }

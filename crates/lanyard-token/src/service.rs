@@ -123,7 +123,8 @@ impl Tokens {
     }
 
     /// Signs in with an upstream ID token. Without `org`, the organization of the identity's last
-    /// session is used (its connection must still accept the token); a first sign-in must name one.
+    /// session is used (its connection must still accept the token); on a first sign-in, the
+    /// user's only organization among those whose connections accept the token.
     pub async fn sign_in(
         &self,
         id_token: &str,
@@ -133,13 +134,52 @@ impl Tokens {
     ) -> Result<Issued> {
         let org = match org {
             Some(org) => org,
-            None => self.last_org(id_token).await?.ok_or(TokenError::OrganizationRequired)?,
+            None => match self.last_org(id_token).await? {
+                Some(org) => org,
+                None => self.only_org(id_token, nonce).await?,
+            },
         };
         self.tenancy.active_organization(org).await?;
         let identity = self.verify_for(id_token, org, nonce).await?;
         let user = self.tenancy.resolve_identity(&identity).await?;
         let membership = self.tenancy.membership(org, user).await?;
         self.start_session(user, &identity, membership, client).await
+    }
+
+    /// For a first sign-in without an organization: verify the token against every enabled
+    /// connection with its issuer, and take the one organization of those the user is an active
+    /// member of. None, or several, and the caller must name the organization.
+    async fn only_org(&self, id_token: &str, nonce: Option<&str>) -> Result<OrganizationId> {
+        let issuer = peek_issuer(id_token).ok_or(TokenError::OrganizationRequired)?;
+        let mut issuers = vec![issuer.clone()];
+        if !issuer.contains("://") {
+            // Google's documented schemeless issuer; connections store the https form.
+            issuers.push(format!("https://{issuer}"));
+        }
+        let mut candidates = Vec::new();
+        for issuer in &issuers {
+            candidates.extend(self.tenancy.connections_by_issuer(issuer).await?);
+        }
+        let mut identity = None;
+        let mut orgs = std::collections::BTreeSet::new();
+        for (org, connection) in &candidates {
+            if let Ok(verified) = self.upstream.verify(id_token, connection, nonce, Timestamp::now()).await {
+                identity.get_or_insert(verified);
+                orgs.insert(*org);
+            }
+        }
+        let identity = identity.ok_or(TokenError::OrganizationRequired)?;
+        let user = self.tenancy.resolve_identity(&identity).await?;
+        let mut member_of = Vec::new();
+        for org in orgs {
+            if self.tenancy.membership(org, user).await.is_ok() {
+                member_of.push(org);
+            }
+        }
+        match member_of[..] {
+            [only] => Ok(only),
+            _ => Err(TokenError::OrganizationRequired),
+        }
     }
 
     /// The organization of the last session of the token's (unverified) identity: only a hint,

@@ -143,6 +143,7 @@ async fn matrix(backend: Backend) {
         ("ReserveSeat", &[]),
         ("ReleaseSeat", &[]),
         ("ClaimSeat", &[]),
+        ("FindSsoConnections", &[]),
         ("GetInvitation", &[Who::Operator, Who::AdminA]),
         ("RevokeInvitation", &[Who::Operator, Who::AdminA]),
         ("ResendInvitation", &[Who::Operator, Who::AdminA]),
@@ -505,6 +506,15 @@ async fn matrix(backend: Backend) {
                             user_id: member_user.clone(),
                             ..Default::default()
                         },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
+                "FindSsoConnections" => app
+                    .tenancy
+                    .clone()
+                    .find_sso_connections(request(
+                        tpb::FindSsoConnectionsRequest { issuer: google.issuer.clone() },
                         cred,
                     ))
                     .await

@@ -255,8 +255,9 @@ async fn bad_inputs(backend: Backend) {
     }
     let err = app.sign_in(&id_token, &OrganizationId::new().to_string()).await.unwrap_err();
     assert_status(&err, Code::NotFound, "ORGANIZATION_NOT_FOUND");
-    // A first sign-in must name its organization.
-    let err = app.sign_in(&id_token, "").await.unwrap_err();
+    // A first sign-in of someone who is nobody's member must name its organization.
+    let stranger = w.google.id_token("g-stranger", "stranger@acme.com");
+    let err = app.sign_in(&stranger, "").await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
     let invitation = pb::InvitationGrant { invitation_token: "nope".into(), id_token: id_token.clone(), nonce: None };
     let err = app.exchange(pb::exchange_token_request::Grant::InvitationGrant(invitation)).await.unwrap_err();
@@ -402,3 +403,26 @@ async fn deleted_org(backend: Backend) {
 }
 
 backend_tests!(a_deleted_organization_signs_nobody_in, deleted_org);
+
+/// Without `organization_id`, a first sign-in goes to the person's only organization (among those
+/// whose connections accept the token); with two, the caller must choose.
+async fn first_sign_in_without_an_organization(backend: Backend) {
+    let w = world(backend).await;
+    let app = &w.app;
+    let beta = app.create_org("beta", &["acme.com"], "").await;
+    app.connect(&beta, &w.google).await;
+    app.add_member(&w.acme, "one@acme.com", &["member"]).await;
+    app.add_member(&w.acme, "two@acme.com", &["member"]).await;
+    app.add_member(&beta, "two@acme.com", &["member"]).await;
+
+    let one = app.sign_in(&w.google.id_token("g-one", "one@acme.com"), "").await.expect("the only organization");
+    assert_eq!(one.active_organization.unwrap().organization_id, w.acme);
+    let err = app.sign_in(&w.google.id_token("g-two", "two@acme.com"), "").await.unwrap_err();
+    assert_status(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
+    // Once named, later sign-ins remember it.
+    app.sign_in(&w.google.id_token("g-two", "two@acme.com"), &beta).await.expect("named");
+    let again = app.sign_in(&w.google.id_token("g-two", "two@acme.com"), "").await.expect("the last organization");
+    assert_eq!(again.active_organization.unwrap().organization_id, beta);
+}
+
+backend_tests!(first_sign_in_defaults, first_sign_in_without_an_organization);
