@@ -12,6 +12,7 @@ pub mod status;
 pub mod trace;
 pub mod transport;
 pub mod values;
+pub mod workers;
 
 pub use caller::{ApiKeys, Authenticator, Caller};
 pub use clock::Timestamp;

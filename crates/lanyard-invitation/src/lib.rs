@@ -64,10 +64,10 @@ use std::time::Duration;
 use anyhow::Context;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
+pub use lanyard_core::workers::Workers;
 use lanyard_core::Authenticator;
 use lanyard_proto::invitation::v1::invitation_service_server::InvitationServiceServer;
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
 
 pub use domain::{Clock, OffsetClock, SystemClock};
 pub use error::InvitationError;
@@ -205,31 +205,12 @@ impl InvitationParts {
             tokio::spawn(self.mailer.clone().run(stopped.clone())),
             tokio::spawn(self.sweeper.clone().run(stopped)),
         ];
-        Workers { stop, handles }
+        Workers::new("invitation", stop, handles)
     }
 
     /// Starts the mailer only (e.g. a process that leaves sweeping to another replica).
     pub fn spawn_mailer(&self) -> Workers {
         let (stop, stopped) = watch::channel(false);
-        Workers { stop, handles: vec![tokio::spawn(self.mailer.clone().run(stopped))] }
-    }
-}
-
-/// Running background workers.
-#[derive(Debug)]
-pub struct Workers {
-    stop: watch::Sender<bool>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Asks the workers to stop and waits for them; a delivery in progress finishes first.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for h in self.handles {
-            if let Err(e) = h.await {
-                tracing::error!(error = %e, "an invitation worker panicked");
-            }
-        }
+        Workers::new("invitation", stop, vec![tokio::spawn(self.mailer.clone().run(stopped))])
     }
 }

@@ -75,11 +75,11 @@ use anyhow::Context;
 use lanyard_core::caller::AccessTokenVerifier;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
+pub use lanyard_core::workers::Workers;
 use lanyard_core::Authenticator;
 use lanyard_proto::authz::v1::authorization_service_server::AuthorizationServiceServer;
 use lanyard_proto::token::v1::token_service_server::TokenServiceServer;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use access::{AccessPrincipal, AccessTokens};
 pub use clients::{InvitationClient, TenancyClient};
@@ -250,25 +250,6 @@ impl TokenParts {
                 }
             }
         });
-        Workers { stop, handles: vec![handle] }
-    }
-}
-
-/// Running background workers.
-#[derive(Debug)]
-pub struct Workers {
-    stop: watch::Sender<bool>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Asks the workers to stop and waits for them.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for h in self.handles {
-            if let Err(e) = h.await {
-                tracing::error!(error = %e, "a token worker panicked");
-            }
-        }
+        Workers::new("token", stop, vec![handle])
     }
 }

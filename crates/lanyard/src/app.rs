@@ -73,23 +73,8 @@ pub struct Application {
     grace: Duration,
     metrics: Option<TcpListener>,
     probes: Vec<(ServiceName, Database, Cache)>,
-    workers: Vec<Workers>,
+    workers: Vec<lanyard_core::workers::Workers>,
     http: Option<(TcpListener, axum::Router)>,
-}
-
-/// A service's background workers, stopped after the last RPC.
-enum Workers {
-    Invitation(lanyard_invitation::Workers),
-    Token(lanyard_token::Workers),
-}
-
-impl Workers {
-    async fn shutdown(self) {
-        match self {
-            Self::Invitation(w) => w.shutdown().await,
-            Self::Token(w) => w.shutdown().await,
-        }
-    }
 }
 
 /// How often a service's database is probed for readiness.
@@ -232,7 +217,7 @@ impl Application {
                     let parts = lanyard_invitation::build(invitation_config(&settings)?, tenancy, auth.clone()).await?;
                     parts.store.database().ping().await.context("the invitation database does not answer")?;
                     probes.push((ServiceName::Invitation, parts.store.database().clone(), cache.clone()));
-                    workers.push(Workers::Invitation(parts.spawn_workers()));
+                    workers.push(parts.spawn_workers());
                     local_invitation = Some(parts.server.clone());
                     router = router.add_service(parts.server);
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
@@ -258,7 +243,7 @@ impl Application {
                     let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
                     parts.store.database().ping().await.context("the token database does not answer")?;
                     probes.push((ServiceName::Token, parts.store.database().clone(), cache.clone()));
-                    workers.push(Workers::Token(parts.spawn_workers()));
+                    workers.push(parts.spawn_workers());
                     if let Some(addr) = settings.http_addr {
                         let listener = TcpListener::bind(addr)
                             .await
