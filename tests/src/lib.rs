@@ -67,6 +67,27 @@ pub async fn fresh_postgres_database() -> (String, String) {
     (format!("{base}/{name}"), name)
 }
 
+/// A fresh Postgres database that several servers of one test share, dropped with it.
+pub struct SharedDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+}
+
+impl SharedDatabase {
+    /// Creates one.
+    pub async fn create() -> Self {
+        let (url, name) = fresh_postgres_database().await;
+        Self { url, name }
+    }
+}
+
+impl Drop for SharedDatabase {
+    fn drop(&mut self) {
+        drop_postgres_database(std::mem::take(&mut self.name));
+    }
+}
+
 fn drop_postgres_database(name: String) {
     // Drop runs outside any runtime that could block on it, so give it its own.
     let _ = std::thread::spawn(move || {
@@ -416,11 +437,12 @@ pub fn redis_url() -> String {
     std::env::var("LANYARD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// A TCP proxy on loopback in front of another address, which a test can cut to simulate the
-/// server behind it going away.
+/// A TCP proxy on loopback in front of another address, which a test can cut (refuse new
+/// connections and drop open ones) and restore, to simulate the server behind it going away.
 pub struct TcpProxy {
     /// Where clients connect.
     pub addr: std::net::SocketAddr,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     tasks: std::sync::Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -431,9 +453,14 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("proxy port");
         let addr = listener.local_addr().expect("proxy address");
         let tasks = std::sync::Arc::new(std::sync::Mutex::new(tokio::task::JoinSet::new()));
-        let spawn_into = tasks.clone();
+        let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (spawn_into, refuse) = (tasks.clone(), refusing.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
                 let upstream = upstream.clone();
                 spawn_into.lock().expect("proxy tasks").spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
@@ -442,18 +469,24 @@ impl TcpProxy {
                 });
             }
         });
-        Self { addr, tasks, accept }
+        Self { addr, refusing, tasks, accept }
     }
 
-    /// Stops accepting and drops every open connection.
+    /// Drops every open connection and closes new ones at once, until [`TcpProxy::restore`].
     pub fn cut(&self) {
-        self.accept.abort();
+        self.refusing.store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks.lock().expect("proxy tasks").abort_all();
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.refusing.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
+        self.accept.abort();
         self.cut();
     }
 }

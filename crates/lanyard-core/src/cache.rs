@@ -23,7 +23,7 @@ pub struct Versioned {
 
 #[derive(Clone)]
 enum Backend {
-    Redis(redis::aio::ConnectionManager),
+    Redis(redis::aio::ConnectionManager, redis::Client),
     Local(Arc<Mutex<HashMap<String, (Versioned, Instant)>>>),
 }
 
@@ -37,7 +37,7 @@ pub struct Cache {
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.backend {
-            Backend::Redis(_) => "redis",
+            Backend::Redis(..) => "redis",
             Backend::Local(_) => "local",
         };
         f.debug_struct("Cache").field("backend", &kind).field("prefix", &self.prefix).finish()
@@ -61,10 +61,10 @@ impl Cache {
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1);
-        let manager = redis::aio::ConnectionManager::new_with_config(client, config)
+        let manager = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| CacheError(e.to_string()))?;
-        Ok(Self { backend: Backend::Redis(manager), prefix: prefix.to_owned() })
+        Ok(Self { backend: Backend::Redis(manager, client), prefix: prefix.to_owned() })
     }
 
     /// The in-process cache of the embedded default.
@@ -77,10 +77,35 @@ impl Cache {
         format!("{}:{key}", self.prefix)
     }
 
+    /// The Redis client, for a subscription of its own; `None` for the in-process cache.
+    pub fn redis_client(&self) -> Option<&redis::Client> {
+        match &self.backend {
+            Backend::Redis(_, client) => Some(client),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// Publishes `message` on the channel `prefix:channel`; returns how many subscribers received
+    /// it (always 0 for the in-process cache, which has no channel).
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<i64, CacheError> {
+        match &self.backend {
+            Backend::Redis(conn, _) => {
+                let mut conn = conn.clone();
+                redis::cmd("PUBLISH")
+                    .arg(self.key(channel))
+                    .arg(message)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| CacheError(e.to_string()))
+            }
+            Backend::Local(_) => Ok(0),
+        }
+    }
+
     /// Whether the cache answers.
     pub async fn ping(&self) -> Result<(), CacheError> {
         match &self.backend {
-            Backend::Redis(conn) => {
+            Backend::Redis(conn, _) => {
                 let mut conn = conn.clone();
                 redis::cmd("PING")
                     .query_async::<String>(&mut conn)
@@ -96,7 +121,7 @@ impl Cache {
     pub async fn get(&self, key: &str) -> Result<Option<Versioned>, CacheError> {
         let key = self.key(key);
         match &self.backend {
-            Backend::Redis(conn) => {
+            Backend::Redis(conn, _) => {
                 let mut conn = conn.clone();
                 let (version, value): (Option<i64>, Option<String>) = redis::cmd("HMGET")
                     .arg(&key)
@@ -126,7 +151,7 @@ impl Cache {
         let key = self.key(key);
         let ttl_ms = ttl.as_millis().max(1) as u64;
         match &self.backend {
-            Backend::Redis(conn) => {
+            Backend::Redis(conn, _) => {
                 let mut conn = conn.clone();
                 let stored: i64 = redis::Script::new(SET_IF_NEWER)
                     .key(&key)

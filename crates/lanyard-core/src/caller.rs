@@ -127,6 +127,10 @@ pub enum AuthError {
     /// Unknown key or invalid token.
     #[error("invalid credentials")]
     Invalid,
+    /// The token could not be checked against revocations (the shared cache and the token
+    /// service are both unreachable): never taken as valid.
+    #[error("credentials cannot be checked right now")]
+    Unavailable,
 }
 
 /// The configured API keys, as digests.
@@ -199,9 +203,10 @@ fn key_id(d: &[u8; 32]) -> String {
 }
 
 /// Verifies Lanyard access tokens; the token service provides the implementation.
+#[async_trait::async_trait]
 pub trait AccessTokenVerifier: Send + Sync + 'static {
-    /// The principal of a valid token, or why it is refused.
-    fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError>;
+    /// The principal of a valid, unrevoked token, or why it is refused.
+    async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError>;
 }
 
 /// Turns request metadata into a [`Caller`].
@@ -225,19 +230,19 @@ impl Authenticator {
 
     /// Authenticates a gRPC request's `authorization` metadata, and records the caller kind on the
     /// current span (the per-RPC span declares a `caller` field).
-    pub fn authenticate_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, AuthError> {
+    pub async fn authenticate_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, AuthError> {
         let header = match metadata.get("authorization").map(|v| v.to_str()) {
             Some(Ok(v)) => Some(v),
             Some(Err(_)) => return Err(AuthError::Malformed),
             None => None,
         };
-        let caller = self.authenticate(header)?;
+        let caller = self.authenticate(header).await?;
         tracing::Span::current().record("caller", caller.kind());
         Ok(caller)
     }
 
     /// Authenticates the value of an `authorization` header.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
         let (scheme, credential) = header.split_once(' ').ok_or(AuthError::Malformed)?;
         let credential = credential.trim();
@@ -249,7 +254,7 @@ impl Authenticator {
         }
         match &self.tokens {
             // A JWT has two dots; an API key never needs any.
-            Some(v) if credential.matches('.').count() == 2 => v.verify(credential).map(Caller::Member),
+            Some(v) if credential.matches('.').count() == 2 => v.verify(credential).await.map(Caller::Member),
             _ => Err(AuthError::Invalid),
         }
     }
@@ -266,16 +271,17 @@ mod tests {
         Authenticator::new(ApiKeys::new([OP], [SVC]).unwrap())
     }
 
-    #[test]
-    fn recognizes_keys() {
+    #[tokio::test]
+    async fn recognizes_keys() {
         let a = auth();
-        assert!(matches!(a.authenticate(Some(&format!("Bearer {OP}"))), Ok(Caller::Operator { .. })));
-        assert!(matches!(a.authenticate(Some(&format!("bearer {SVC}"))), Ok(Caller::Service { .. })));
-        assert_eq!(a.authenticate(None), Err(AuthError::Missing));
-        assert_eq!(a.authenticate(Some(OP)), Err(AuthError::Malformed));
-        assert_eq!(a.authenticate(Some(&format!("Basic {OP}"))), Err(AuthError::Malformed));
-        assert_eq!(a.authenticate(Some("Bearer ")), Err(AuthError::Malformed));
-        assert_eq!(a.authenticate(Some("Bearer operator-key-012345678X")), Err(AuthError::Invalid));
+        let (op, svc) = (format!("Bearer {OP}"), format!("bearer {SVC}"));
+        assert!(matches!(a.authenticate(Some(&op)).await, Ok(Caller::Operator { .. })));
+        assert!(matches!(a.authenticate(Some(&svc)).await, Ok(Caller::Service { .. })));
+        assert_eq!(a.authenticate(None).await, Err(AuthError::Missing));
+        assert_eq!(a.authenticate(Some(OP)).await, Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(Some(&format!("Basic {OP}"))).await, Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(Some("Bearer ")).await, Err(AuthError::Malformed));
+        assert_eq!(a.authenticate(Some("Bearer operator-key-012345678X")).await, Err(AuthError::Invalid));
     }
 
     #[test]

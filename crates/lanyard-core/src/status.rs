@@ -106,6 +106,9 @@ impl From<crate::caller::AuthError> for Problem {
             AuthError::Missing => "CREDENTIALS_MISSING",
             AuthError::Malformed => "CREDENTIALS_MALFORMED",
             AuthError::Invalid => "CREDENTIALS_INVALID",
+            AuthError::Unavailable => {
+                return Self::new(Code::Unavailable, "AUTHORIZATION_UNAVAILABLE", e.to_string());
+            }
         };
         Self::new(Code::Unauthenticated, reason, e.to_string())
     }

@@ -50,8 +50,8 @@ impl InvitationGrpc {
         InvitationServiceServer::new(self)
     }
 
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.auth.authenticate_metadata(req.metadata()).map_err(InvitationError::from)?)
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(InvitationError::from)?)
     }
 
     /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,
@@ -181,7 +181,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::CreateInvitationRequest>,
     ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "CreateInvitation", &req.request_id.clone(), |request_id| async {
             let new = NewInvitation {
@@ -203,7 +203,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::GetInvitationRequest>,
     ) -> Result<Response<pb::GetInvitationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let org = org_id(&req.organization_id)?;
         let id = InvitationId::parse(&req.invitation_id).map_err(InvitationError::from)?;
@@ -215,7 +215,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::ListInvitationsRequest>,
     ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let org = org_id(&req.organization_id)?;
         let status = match pb::InvitationStatus::try_from(req.status) {
@@ -237,7 +237,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::RevokeInvitationRequest>,
     ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "RevokeInvitation", &req.request_id.clone(), |_| async {
             let org = org_id(&req.organization_id)?;
@@ -252,7 +252,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::ResendInvitationRequest>,
     ) -> Result<Response<pb::ResendInvitationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let who = &caller;
         self.once(&caller, "ResendInvitation", &req.request_id.clone(), |request_id| async move {
@@ -271,7 +271,8 @@ impl InvitationService for InvitationGrpc {
     ) -> Result<Response<pb::PreviewInvitationResponse>, Status> {
         // No credential needed: the limiter is the gate, before any lookup. The token service
         // (a service key) previews for every sign-in it handles, so it is not limited per peer.
-        let is_service = matches!(self.auth.authenticate_metadata(request.metadata()), Ok(Caller::Service { .. }));
+        let is_service =
+            matches!(self.auth.authenticate_metadata(request.metadata()).await, Ok(Caller::Service { .. }));
         if !is_service {
             let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
             let peer = self.preview_limiter.peer(request.remote_addr(), forwarded);
@@ -295,7 +296,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::AcceptInvitationRequest>,
     ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         caller.require_service().map_err(InvitationError::from)?;
         let req = request.into_inner();
         self.once(&caller, "AcceptInvitation", &req.request_id.clone(), |_| async {
@@ -320,7 +321,7 @@ impl InvitationService for InvitationGrpc {
         &self,
         request: Request<pb::ListInvitationEventsRequest>,
     ) -> Result<Response<pb::ListInvitationEventsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let org = org_id(&req.organization_id)?;
         let invitation = if req.invitation_id.is_empty() {

@@ -41,8 +41,8 @@ impl TenancyGrpc {
         pb::tenancy_service_server::TenancyServiceServer::new(self)
     }
 
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.auth.authenticate_metadata(req.metadata()).map_err(TenancyError::from)?)
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(TenancyError::from)?)
     }
 
     /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,
@@ -241,7 +241,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::CreateOrganizationRequest>,
     ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "CreateOrganization", &req.request_id.clone(), || async {
             let new = NewOrganization {
@@ -262,7 +262,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::GetOrganizationRequest>,
     ) -> Result<Response<pb::GetOrganizationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let org = match request.into_inner().key {
             Some(pb::get_organization_request::Key::OrganizationId(id)) => {
                 self.tenancy.get_organization(&caller, org_id(&id)?).await?
@@ -281,7 +281,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ListOrganizationsRequest>,
     ) -> Result<Response<pb::ListOrganizationsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (orgs, next) =
             self.tenancy.list_organizations(&caller, &page(req.page_size, &req.page_token)?, req.show_deleted).await?;
@@ -295,7 +295,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::UpdateOrganizationRequest>,
     ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "UpdateOrganization", &req.request_id.clone(), || async {
             let o = req.organization.ok_or(ValueError::Missing("organization"))?;
@@ -340,7 +340,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::DeleteOrganizationRequest>,
     ) -> Result<Response<pb::DeleteOrganizationResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let org = self.tenancy.delete_organization(&caller, org_id(&req.organization_id)?).await?;
         Ok(Response::new(pb::DeleteOrganizationResponse { organization: Some(org_to_pb(org)) }))
@@ -350,7 +350,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::AddDomainRequest>,
     ) -> Result<Response<pb::AddDomainResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "AddDomain", &req.request_id.clone(), || async {
             let org = self
@@ -371,7 +371,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::RemoveDomainRequest>,
     ) -> Result<Response<pb::RemoveDomainResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "RemoveDomain", &req.request_id.clone(), || async {
             let org =
@@ -385,7 +385,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "AddMember", &req.request_id.clone(), || async {
             let (member, created) = self
@@ -407,7 +407,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::GetMemberRequest>,
     ) -> Result<Response<pb::GetMemberResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let org = org_id(&req.organization_id)?;
         let member = match (req.user_id.is_empty(), req.email.is_empty()) {
@@ -435,7 +435,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (members, next) = self
             .tenancy
@@ -456,7 +456,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::UpdateMemberRolesRequest>,
     ) -> Result<Response<pb::UpdateMemberRolesResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "UpdateMemberRoles", &req.request_id.clone(), || async {
             if req.roles.is_empty() {
@@ -480,7 +480,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "RemoveMember", &req.request_id.clone(), || async {
             let member = self
@@ -496,7 +496,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::TransferOwnershipRequest>,
     ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "TransferOwnership", &req.request_id.clone(), || async {
             let new_owner = UserId::parse(&req.new_owner_user_id).map_err(|_| TenancyError::InvalidField {
@@ -518,7 +518,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ListUserOrganizationsRequest>,
     ) -> Result<Response<pb::ListUserOrganizationsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let user = UserId::parse(&req.user_id).map_err(TenancyError::from)?;
         let (rows, next) =
@@ -536,7 +536,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::GetSeatUsageRequest>,
     ) -> Result<Response<pb::GetSeatUsageResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let usage = self.tenancy.seat_usage(&caller, org_id(&request.into_inner().organization_id)?).await?;
         Ok(Response::new(pb::GetSeatUsageResponse { usage: Some(usage_to_pb(usage)) }))
     }
@@ -545,7 +545,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::CreateRoleRequest>,
     ) -> Result<Response<pb::CreateRoleResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "CreateRole", &req.request_id.clone(), || async {
             let role = self
@@ -567,7 +567,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ListRolesRequest>,
     ) -> Result<Response<pb::ListRolesResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (roles, next) = self
             .tenancy
@@ -583,7 +583,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::UpdateRoleRequest>,
     ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "UpdateRole", &req.request_id.clone(), || async {
             let role = req.role.ok_or(ValueError::Missing("role"))?;
@@ -613,7 +613,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::DeleteRoleRequest>,
     ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "DeleteRole", &req.request_id.clone(), || async {
             self.tenancy.delete_role(&caller, org_id(&req.organization_id)?, RoleName::parse(&req.name)?).await?;
@@ -626,7 +626,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::CreateSsoConnectionRequest>,
     ) -> Result<Response<pb::CreateSsoConnectionResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "CreateSsoConnection", &req.request_id.clone(), || async {
             let kind = match pb::SsoConnectionKind::try_from(req.kind) {
@@ -654,7 +654,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ListSsoConnectionsRequest>,
     ) -> Result<Response<pb::ListSsoConnectionsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let (conns, next) = self
             .tenancy
@@ -670,7 +670,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::DeleteSsoConnectionRequest>,
     ) -> Result<Response<pb::DeleteSsoConnectionResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "DeleteSsoConnection", &req.request_id.clone(), || async {
             let id = ConnectionId::parse(&req.connection_id)?;
@@ -684,7 +684,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         if req.action.len() > 64 {
             return Err(TenancyError::from(ValueError::TooLong("action", 64)).into());
@@ -715,7 +715,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ReserveSeatRequest>,
     ) -> Result<Response<pb::ReserveSeatResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let id = if req.reservation_id.is_empty() {
             None
@@ -730,7 +730,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ReleaseSeatRequest>,
     ) -> Result<Response<pb::ReleaseSeatResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
         let res = self.tenancy.release_seat(&caller, org_id(&req.organization_id)?, id).await?;
@@ -741,7 +741,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ClaimSeatRequest>,
     ) -> Result<Response<pb::ClaimSeatResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
         let user = UserId::parse(&req.user_id).map_err(TenancyError::from)?;
@@ -756,7 +756,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::FindSsoConnectionsRequest>,
     ) -> Result<Response<pb::FindSsoConnectionsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let connections = self.tenancy.find_sso_connections(&caller, &request.into_inner().issuer).await?;
         Ok(Response::new(pb::FindSsoConnectionsResponse {
             connections: connections.into_iter().map(connection_to_pb).collect(),
@@ -767,7 +767,7 @@ impl TenancyService for TenancyGrpc {
         &self,
         request: Request<pb::ResolveIdentityRequest>,
     ) -> Result<Response<pb::ResolveIdentityResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let identity = ExternalIdentity {
             email: if req.email.is_empty() {

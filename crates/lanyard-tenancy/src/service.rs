@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use lanyard_authz::facts::value;
+use lanyard_authz::{FactKey, Facts};
 use lanyard_core::cache::{Cache, Versioned};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::page::Page;
@@ -77,12 +79,48 @@ pub struct Tenancy {
     secrets: SecretBox,
     allow_http_issuers: bool,
     cache: Cache,
+    facts: Facts,
 }
 
 impl Tenancy {
     /// Builds the service over its store; `secrets` seals SSO client secrets.
     pub fn new(store: TenancyStore, secrets: SecretBox) -> Self {
-        Self { store, secrets, allow_http_issuers: false, cache: Cache::local("lanyard") }
+        let cache = Cache::local("lanyard");
+        Self { store, secrets, allow_http_issuers: false, facts: Facts::new(cache.clone()), cache }
+    }
+
+    /// Publishes membership and organization changes to `facts` (shared with the token service's
+    /// authorizer in the same process, and through Redis with every other process).
+    pub fn with_facts(mut self, facts: Facts) -> Self {
+        self.facts = facts;
+        self
+    }
+
+    /// Records changed revocation facts before the change returns, so no authorization anywhere
+    /// allows the old state afterwards (see lanyard_authz::facts). The database is the authority:
+    /// when the shared cache cannot take a fact, processes that cannot reach it ask tenancy.
+    async fn publish(&self, facts: impl IntoIterator<Item = (FactKey, Versioned)>) {
+        for (key, fact) in facts {
+            if let Err(e) = self.facts.write(&key, &fact).await {
+                tracing::warn!(error = %e, key = %key.cache_key(), "publishing a revocation fact to the shared cache");
+            }
+        }
+    }
+
+    async fn membership_changed(&self, member: &Member) {
+        let state = if member.status == MemberStatus::Active { value::MEMBER_ACTIVE } else { value::MEMBER_REMOVED };
+        let fact = Versioned { version: member.version, value: state.into() };
+        self.publish([(FactKey::Membership(member.organization_id, member.user_id), fact)]).await;
+    }
+
+    async fn organization_changed(&self, org: &Organization) {
+        let state = match org.status {
+            OrgStatus::Active => value::ORG_ACTIVE,
+            OrgStatus::Suspended => value::ORG_SUSPENDED,
+            OrgStatus::Deleted => value::ORG_DELETED,
+        };
+        let fact = Versioned { version: org.updated_at.0, value: state.into() };
+        self.publish([(FactKey::Organization(org.id), fact)]).await;
     }
 
     /// Caches seat usage in `cache` (Redis in production), written through on every seat change.
@@ -249,6 +287,9 @@ impl Tenancy {
             });
         }
         let result = self.store.update_organization(id, &patch, &Change::by(caller.actor())).await?;
+        if patch.status.is_some() {
+            self.organization_changed(&result).await;
+        }
         self.seats_changed(id).await;
         Ok(result)
     }
@@ -257,6 +298,7 @@ impl Tenancy {
     pub async fn delete_organization(&self, caller: &Caller, id: OrganizationId) -> Result<Organization> {
         caller.require_operator()?;
         let result = self.store.delete_organization(id, &Change::by(caller.actor())).await?;
+        self.organization_changed(&result).await;
         self.seats_changed(id).await;
         Ok(result)
     }
@@ -306,6 +348,7 @@ impl Tenancy {
         let enforce_domains = !caller.is_operator();
         let result =
             self.store.add_member(org, &email, &name, &roles, enforce_domains, &Change::by(caller.actor())).await?;
+        self.membership_changed(&result.0).await;
         self.seats_changed(org).await;
         Ok(result)
     }
@@ -350,13 +393,16 @@ impl Tenancy {
     ) -> Result<Member> {
         self.require(caller, org, "members:write")?;
         let roles = normalize_roles(roles)?;
-        self.store.update_member_roles(org, user, &roles, &Change::by(caller.actor())).await
+        let member = self.store.update_member_roles(org, user, &roles, &Change::by(caller.actor())).await?;
+        self.membership_changed(&member).await;
+        Ok(member)
     }
 
     /// Removes a member.
     pub async fn remove_member(&self, caller: &Caller, org: OrganizationId, user: UserId) -> Result<Member> {
         self.require(caller, org, "members:write")?;
         let result = self.store.remove_member(org, user, &Change::by(caller.actor())).await?;
+        self.membership_changed(&result).await;
         self.seats_changed(org).await;
         Ok(result)
     }
@@ -369,7 +415,12 @@ impl Tenancy {
         new_owner: UserId,
     ) -> Result<(Organization, Member, Option<Member>)> {
         self.require(caller, org, "ownership:transfer")?;
-        self.store.transfer_ownership(org, new_owner, &Change::by(caller.actor())).await
+        let result = self.store.transfer_ownership(org, new_owner, &Change::by(caller.actor())).await?;
+        self.membership_changed(&result.1).await;
+        if let Some(previous) = &result.2 {
+            self.membership_changed(previous).await;
+        }
+        Ok(result)
     }
 
     /// A user's organizations: the user itself, or an operator.
@@ -441,9 +492,25 @@ impl Tenancy {
         check_role_fields(description.as_deref().unwrap_or_default(), permissions.as_deref().unwrap_or_default())?;
         let permissions = permissions.map(dedup);
         let description = description.map(|d| d.trim().to_owned());
-        self.store
+        let changes_grants = permissions.is_some();
+        let role = self
+            .store
             .update_role(org, &name, description.as_deref(), permissions.as_deref(), &Change::by(caller.actor()))
-            .await
+            .await?;
+        if changes_grants {
+            // Every holder got a new membership version in the same transaction.
+            match self.store.role_holders(org, &name).await {
+                Ok(holders) => {
+                    let active = || value::MEMBER_ACTIVE.to_owned();
+                    let facts = holders.into_iter().map(|(user, version)| {
+                        (FactKey::Membership(org, user), Versioned { version, value: active() })
+                    });
+                    self.publish(facts).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading a role's holders after a permission change"),
+            }
+        }
+        Ok(role)
     }
 
     /// Deletes a custom role that no member holds.

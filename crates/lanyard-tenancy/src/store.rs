@@ -851,6 +851,26 @@ impl TenancyStore {
     }
 
     /// One membership (active or removed), with the user's public fields.
+    /// The active members holding `role`, with their membership versions.
+    pub async fn role_holders(&self, org: OrganizationId, role: &RoleName) -> Result<Vec<(UserId, i64)>> {
+        let rows = sqlx::query(
+            "SELECT m.user_id, m.version FROM memberships m
+             JOIN membership_roles r ON r.org_id = m.org_id AND r.user_id = m.user_id
+             WHERE m.org_id = $1 AND m.status = 'active' AND r.role = $2",
+        )
+        .bind(org.to_string())
+        .bind(role.as_str())
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                let user: String = stored(r.try_get("user_id"))?;
+                Ok((UserId::parse(&user).map_err(|_| corrupt("user id"))?, stored(r.try_get("version"))?))
+            })
+            .collect()
+    }
+
     pub async fn get_member(&self, org: OrganizationId, user: UserId) -> Result<Option<Member>> {
         let row = sqlx::query(&format!("{MEMBER_SELECT} WHERE m.org_id = $1 AND m.user_id = $2"))
             .bind(org.to_string())

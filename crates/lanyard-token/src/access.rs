@@ -2,66 +2,18 @@
 //! verifier the other services use as their `AccessTokenVerifier` (keys in memory, no I/O).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::Validation;
+use lanyard_authz::{Audience, Authorizer, Decision};
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
-use lanyard_core::{OrganizationId, Permission, RoleName, Timestamp, UserId};
-use serde::{Deserialize, Serialize};
+use lanyard_core::{OrganizationId, Timestamp, UserId};
 use uuid::Uuid;
 
-use crate::jose;
 use crate::keys::KeyRing;
 
-/// The `typ` of an access token header.
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
-
-/// Clock skew tolerated on `exp`, `nbf` and `iat` of our own tokens.
-pub const ACCESS_TOKEN_LEEWAY: Duration = Duration::from_secs(30);
-
-/// The claims of an access token.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub exp: u64,
-    pub iat: u64,
-    pub nbf: u64,
-    pub jti: String,
-    pub sid: String,
-    pub org_id: String,
-    pub org_slug: String,
-    pub roles: Vec<String>,
-    pub permissions: Vec<String>,
-    pub mv: i64,
-}
-
-/// A verified access token's principal.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccessPrincipal {
-    pub user_id: UserId,
-    pub organization_id: OrganizationId,
-    pub organization_slug: String,
-    pub roles: Vec<RoleName>,
-    pub permissions: Vec<Permission>,
-    pub session_id: Uuid,
-    pub membership_version: i64,
-    pub expires_at: Timestamp,
-}
-
-/// Why an access token was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AccessError {
-    #[error("the token is malformed, forged, or not an access token: {0}")]
-    Invalid(String),
-    #[error("the token has expired")]
-    Expired,
-    #[error("the token's session was revoked")]
-    SessionRevoked,
-}
+pub use lanyard_authz::token::{AccessClaims, AccessError, ACCESS_TOKEN_LEEWAY, ACCESS_TOKEN_TYP};
+pub use lanyard_authz::Principal as AccessPrincipal;
 
 /// What a new access token says.
 #[derive(Clone, Debug)]
@@ -84,12 +36,21 @@ pub struct AccessTokens {
     ttl: Duration,
     /// Sessions revoked in this process, until their last access token has expired.
     revoked: Arc<RwLock<HashMap<Uuid, Timestamp>>>,
+    /// The token service's authorizer, once built: member callers of every service in this
+    /// process are checked against revocations with it.
+    authorizer: Arc<OnceLock<Authorizer>>,
 }
 
 impl AccessTokens {
     /// Tokens of `issuer` for `audience`, living `ttl`.
     pub fn new(ring: KeyRing, issuer: String, audience: String, ttl: Duration) -> Self {
-        Self { ring, issuer, audience, ttl, revoked: Arc::default() }
+        Self { ring, issuer, audience, ttl, revoked: Arc::default(), authorizer: Arc::default() }
+    }
+
+    /// From now on, member callers are checked with `authorizer` (sessions, memberships and
+    /// organizations), not just by signature.
+    pub fn bind_authorizer(&self, authorizer: Authorizer) {
+        let _ = self.authorizer.set(authorizer);
     }
 
     /// Refuses the access tokens of `session` from now on, in every clone of this verifier. This
@@ -143,63 +104,44 @@ impl AccessTokens {
         Ok((token, Timestamp(i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1_000_000))))
     }
 
-    /// Verifies a token: header rules, a published key under its kid whose algorithm is the
-    /// header's, the signature, `typ`, `iss`, `aud`, `exp`/`nbf`/`iat` with [`ACCESS_TOKEN_LEEWAY`],
-    /// and claims that parse.
+    /// Who its tokens come from.
+    pub fn audience(&self) -> Audience {
+        Audience { issuer: self.issuer.clone(), audience: self.audience.clone() }
+    }
+
+    /// Verifies a token (see [`lanyard_authz::token::verify`]) with the published keys in memory,
+    /// and refuses the sessions revoked in this process.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<AccessPrincipal, AccessError> {
-        let invalid = |why: &str| AccessError::Invalid(why.to_owned());
-        let header = jose::parse_header(token, &[]).map_err(|e| AccessError::Invalid(e.to_string()))?;
-        let typ = header.typ.as_deref().unwrap_or_default();
-        if !(typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || typ.eq_ignore_ascii_case("application/at+jwt")) {
-            return Err(invalid("typ is not at+jwt"));
-        }
-        let key = self.ring.published(&header.kid, now).ok_or_else(|| invalid("unknown kid"))?;
-        if header.alg != key.algorithm.as_str() {
-            return Err(invalid("alg does not match the key"));
-        }
-        let mut validation = Validation::new(key.algorithm.jwt());
-        validation.leeway = ACCESS_TOKEN_LEEWAY.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        let data =
-            jsonwebtoken::decode::<AccessClaims>(token, key.decoding(), &validation).map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AccessError::Expired,
-                _ => AccessError::Invalid(e.to_string()),
-            })?;
-        let c = data.claims;
-        let now_s = u64::try_from(now.0 / 1_000_000).unwrap_or_default();
-        if c.iat > now_s + ACCESS_TOKEN_LEEWAY.as_secs() {
-            return Err(invalid("issued in the future"));
-        }
-        let bad = |_| invalid("claims do not parse");
-        let session_id = Uuid::parse_str(&c.sid).map_err(|_| invalid("sid does not parse"))?;
-        if self.is_revoked(&session_id) {
+        let p = lanyard_authz::token::verify(token, &self.audience(), now, |kid| self.ring.verifying(kid, now))?;
+        if self.is_revoked(&p.session_id) {
             return Err(AccessError::SessionRevoked);
         }
-        Ok(AccessPrincipal {
-            user_id: UserId::parse(&c.sub).map_err(bad)?,
-            organization_id: OrganizationId::parse(&c.org_id).map_err(bad)?,
-            organization_slug: c.org_slug,
-            roles: c.roles.iter().map(|r| RoleName::parse(r)).collect::<Result<_, _>>().map_err(bad)?,
-            permissions: c.permissions.iter().map(|p| Permission::parse(p)).collect::<Result<_, _>>().map_err(bad)?,
-            session_id,
-            membership_version: c.mv,
-            expires_at: Timestamp(i64::try_from(c.exp).unwrap_or(i64::MAX).saturating_mul(1_000_000)),
-        })
+        Ok(p)
     }
 }
 
-/// The verifier the services' `Authenticator` uses for member callers.
+/// The verifier the services' `Authenticator` uses for member callers: the full authorization
+/// check (revoked sessions, removed members, changed roles, suspended organizations), so a token
+/// stops working for every RPC the moment its member is removed.
+#[async_trait::async_trait]
 impl AccessTokenVerifier for AccessTokens {
-    fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
-        let p = AccessTokens::verify(self, token, Timestamp::now()).map_err(|_| AuthError::Invalid)?;
+    async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
+        let p = match self.authorizer.get() {
+            Some(authorizer) => {
+                let outcome = authorizer.check(token, None, &[]).await.map_err(|_| AuthError::Unavailable)?;
+                let p = outcome.principal.filter(|_| outcome.token == Decision::Allowed).ok_or(AuthError::Invalid)?;
+                if self.is_revoked(&p.session_id) {
+                    return Err(AuthError::Invalid);
+                }
+                p
+            }
+            None => Arc::new(AccessTokens::verify(self, token, Timestamp::now()).map_err(|_| AuthError::Invalid)?),
+        };
         Ok(MemberPrincipal {
             user_id: p.user_id,
             organization_id: p.organization_id,
-            roles: p.roles,
-            permissions: p.permissions,
+            roles: p.roles.clone(),
+            permissions: p.permissions.clone(),
         })
     }
 }

@@ -5,6 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use lanyard_authz::facts::value;
+use lanyard_core::cache::Versioned;
 use lanyard_core::{OrganizationId, UserId};
 use lanyard_proto::invitation::v1 as ipb;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
@@ -115,6 +117,44 @@ impl TenancyClient {
             permissions,
             version: member.version,
         })
+    }
+
+    /// The membership's revocation fact: its version and whether it is active (a membership that
+    /// never existed reads as removed at version 0).
+    pub async fn membership_fact(&self, org: OrganizationId, user: UserId) -> Result<Versioned> {
+        let req =
+            tpb::GetMemberRequest { organization_id: org.to_string(), user_id: user.to_string(), ..Default::default() };
+        let member = match upstream(self.inner.clone().get_member(self.request(req)).await) {
+            Ok(r) => r.member,
+            Err(e) if matches!(e.upstream_reason().as_deref(), Some("NOT_A_MEMBER" | "ORGANIZATION_NOT_FOUND")) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(match member {
+            Some(m) if m.status == tpb::MembershipStatus::Active as i32 => {
+                Versioned { version: m.version, value: value::MEMBER_ACTIVE.into() }
+            }
+            Some(m) => Versioned { version: m.version, value: value::MEMBER_REMOVED.into() },
+            None => Versioned { version: 0, value: value::MEMBER_REMOVED.into() },
+        })
+    }
+
+    /// The organization's revocation fact: its status, versioned by its update time (an
+    /// organization that never existed reads as deleted at version 0).
+    pub async fn organization_fact(&self, org: OrganizationId) -> Result<Versioned> {
+        let o = match self.organization(tpb::get_organization_request::Key::OrganizationId(org.to_string())).await {
+            Ok(o) => o,
+            Err(TokenError::OrganizationNotFound) => {
+                return Ok(Versioned { version: 0, value: value::ORG_DELETED.into() });
+            }
+            Err(e) => return Err(e),
+        };
+        let version = o.update_time.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000).unwrap_or_default();
+        let status = match tpb::OrganizationStatus::try_from(o.status) {
+            Ok(tpb::OrganizationStatus::Active) => value::ORG_ACTIVE,
+            Ok(tpb::OrganizationStatus::Suspended) => value::ORG_SUSPENDED,
+            _ => value::ORG_DELETED,
+        };
+        Ok(Versioned { version, value: status.into() })
     }
 
     /// Whether `user` has (or had: removed members count) a membership of `org`.

@@ -17,11 +17,11 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use crate::access::{AccessError, AccessPrincipal};
 use crate::error::TokenError;
 use crate::keys::{KeyState, LoadedKey, PublicJwk, SigningAlgorithm};
 use crate::service::{ClientInfo, Issued, Tokens};
 use crate::store::Session;
+use lanyard_authz::authorizer::principal_to_pb;
 
 /// The longest `request_id` accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -50,14 +50,14 @@ impl TokenGrpc {
         AuthorizationServiceServer::new(self)
     }
 
-    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let header = req.metadata().get("authorization").map(|v| v.to_str().map_err(|_| ()));
         let header = match header {
             Some(Ok(v)) => Some(v),
             Some(Err(())) => return Err(TokenError::from(lanyard_core::caller::AuthError::Malformed).into()),
             None => None,
         };
-        let caller = self.auth.authenticate(header).map_err(TokenError::from)?;
+        let caller = self.auth.authenticate(header).await.map_err(TokenError::from)?;
         tracing::Span::current().record("caller", caller.kind());
         Ok(caller)
     }
@@ -277,7 +277,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<pb::RevokeSessionRequest>,
     ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         check_request_id(&req.request_id)?;
         let id = session_id(&req.session_id)?;
@@ -289,7 +289,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let user = UserId::parse(&req.user_id).map_err(TokenError::from)?;
         let org = org_id(req.organization_id.as_deref())?;
@@ -310,7 +310,7 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
-        let caller = self.caller(&request)?;
+        let caller = self.caller(&request).await?;
         let req = request.into_inner();
         check_request_id(&req.request_id)?;
         let algorithm = match pb::SigningAlgorithm::try_from(req.algorithm) {
@@ -327,56 +327,33 @@ impl TokenService for TokenGrpc {
 
 // ----- Authorize ---------------------------------------------------------------------------
 //
-// The token and its session are checked here; the near cache, membership versions and Redis
-// invalidation of the authorization issue build on this.
-
-fn principal_to_pb(p: &AccessPrincipal) -> apb::Principal {
-    apb::Principal {
-        user_id: p.user_id.to_string(),
-        organization_id: p.organization_id.to_string(),
-        organization_slug: p.organization_slug.clone(),
-        roles: p.roles.iter().map(|r| r.to_string()).collect(),
-        permissions: p.permissions.iter().map(|r| r.to_string()).collect(),
-        session_id: p.session_id.to_string(),
-        membership_version: p.membership_version,
-        expire_time: Some(p.expires_at.to_proto()),
-    }
-}
-
-impl TokenGrpc {
-    /// The token's principal if it may act in `org`, or why not.
-    async fn principal_for(
-        &self,
-        token: &str,
-        org: Option<&str>,
-    ) -> Result<Result<AccessPrincipal, apb::Decision>, Status> {
-        let now = Timestamp::now();
-        let principal = match self.tokens.access_tokens().verify(token, now) {
-            Ok(p) => p,
-            Err(AccessError::Expired) => return Ok(Err(apb::Decision::TokenExpired)),
-            Err(AccessError::SessionRevoked) => return Ok(Err(apb::Decision::SessionRevoked)),
-            Err(AccessError::Invalid(_)) => return Ok(Err(apb::Decision::TokenInvalid)),
-        };
-        if let Some(org) = org_id(org)? {
-            if org != principal.organization_id {
-                return Ok(Err(apb::Decision::OrgMismatch));
-            }
-        }
-        let session = self.tokens.store().session(principal.session_id).await.map_err(Status::from)?;
-        if session.is_none_or(|s| s.revoked_at.is_some() || s.user_id != principal.user_id) {
-            return Ok(Err(apb::Decision::SessionRevoked));
-        }
-        Ok(Ok(principal))
-    }
-}
-
-fn grants(p: &AccessPrincipal, wanted: &Permission) -> bool {
-    p.permissions.iter().any(|g| g.grants(wanted))
-}
+// The decision is lanyard-authz's `Authorizer` (verified-token cache, near cache, Redis, then the
+// facts' owners); this adapter parses, counts and maps it.
 
 /// Counts one decision in `lanyard_authorize_decisions_total{reason}` (a closed set of labels).
 fn count_decision(reason: apb::Decision) {
     metrics::counter!("lanyard_authorize_decisions_total", "reason" => reason.as_str_name()).increment(1);
+}
+
+impl TokenGrpc {
+    async fn decide(
+        &self,
+        token: &str,
+        org: Option<&str>,
+        permissions: &[String],
+    ) -> Result<(lanyard_authz::Outcome, Vec<Permission>), Status> {
+        if permissions.len() > 100 {
+            return Err(TokenError::InvalidField { field: "permissions", message: "at most 100".into() }.into());
+        }
+        let wanted = permissions
+            .iter()
+            .map(|p| Permission::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(TokenError::from)?;
+        let org = org_id(org)?;
+        let outcome = self.tokens.authorizer().check(token, org, &wanted).await?;
+        Ok((outcome, wanted))
+    }
 }
 
 #[tonic::async_trait]
@@ -386,20 +363,16 @@ impl AuthorizationService for TokenGrpc {
         request: Request<apb::AuthorizeRequest>,
     ) -> Result<Response<apb::AuthorizeResponse>, Status> {
         let req = request.into_inner();
-        let wanted = Permission::parse(&req.permission).map_err(TokenError::from)?;
-        let resp = match self.principal_for(&req.access_token, req.organization_id.as_deref()).await? {
-            Err(decision) => {
-                count_decision(decision);
-                apb::AuthorizeResponse { allowed: false, reason: decision as i32, principal: None }
-            }
-            Ok(p) => {
-                let allowed = grants(&p, &wanted);
-                let reason = if allowed { apb::Decision::Allowed } else { apb::Decision::PermissionMissing };
-                count_decision(reason);
-                apb::AuthorizeResponse { allowed, reason: reason as i32, principal: Some(principal_to_pb(&p)) }
-            }
-        };
-        Ok(Response::new(resp))
+        let (outcome, _) = self
+            .decide(&req.access_token, req.organization_id.as_deref(), std::slice::from_ref(&req.permission))
+            .await?;
+        let reason = outcome.permissions.first().copied().unwrap_or(outcome.token);
+        count_decision(reason);
+        Ok(Response::new(apb::AuthorizeResponse {
+            allowed: reason == apb::Decision::Allowed,
+            reason: reason as i32,
+            principal: outcome.principal.as_deref().map(principal_to_pb),
+        }))
     }
 
     async fn batch_authorize(
@@ -407,39 +380,24 @@ impl AuthorizationService for TokenGrpc {
         request: Request<apb::BatchAuthorizeRequest>,
     ) -> Result<Response<apb::BatchAuthorizeResponse>, Status> {
         let req = request.into_inner();
-        if req.permissions.len() > 100 {
-            return Err(TokenError::InvalidField { field: "permissions", message: "at most 100".into() }.into());
-        }
-        let wanted = req
-            .permissions
+        let (outcome, wanted) =
+            self.decide(&req.access_token, req.organization_id.as_deref(), &req.permissions).await?;
+        let results = wanted
             .iter()
-            .map(|p| Permission::parse(p))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(TokenError::from)?;
-        let resp = match self.principal_for(&req.access_token, req.organization_id.as_deref()).await? {
-            Err(decision) => apb::BatchAuthorizeResponse {
-                results: wanted
-                    .iter()
-                    .map(|w| {
-                        count_decision(decision);
-                        apb::PermissionResult { permission: w.to_string(), allowed: false, reason: decision as i32 }
-                    })
-                    .collect(),
-                principal: None,
-            },
-            Ok(p) => apb::BatchAuthorizeResponse {
-                results: wanted
-                    .iter()
-                    .map(|w| {
-                        let allowed = grants(&p, w);
-                        let reason = if allowed { apb::Decision::Allowed } else { apb::Decision::PermissionMissing };
-                        count_decision(reason);
-                        apb::PermissionResult { permission: w.to_string(), allowed, reason: reason as i32 }
-                    })
-                    .collect(),
-                principal: Some(principal_to_pb(&p)),
-            },
-        };
-        Ok(Response::new(resp))
+            .zip(&outcome.permissions)
+            .map(|(w, d)| {
+                count_decision(*d);
+                apb::PermissionResult {
+                    permission: w.to_string(),
+                    allowed: *d == apb::Decision::Allowed,
+                    reason: *d as i32,
+                }
+            })
+            .collect();
+        Ok(Response::new(apb::BatchAuthorizeResponse {
+            results,
+            principal: outcome.principal.as_deref().map(principal_to_pb),
+            decision: outcome.token as i32,
+        }))
     }
 }

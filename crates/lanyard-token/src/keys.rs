@@ -155,7 +155,7 @@ pub struct LoadedKey {
     pub publish_until: Option<Timestamp>,
     pub jwk: PublicJwk,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    decoding: std::sync::Arc<DecodingKey>,
 }
 
 impl std::fmt::Debug for LoadedKey {
@@ -223,7 +223,16 @@ impl LoadedKey {
                 (EncodingKey::from_rsa_der(&der.0), decoding)
             }
         };
-        Ok(Self { kid, algorithm, state, created_at, publish_until, jwk, encoding, decoding })
+        Ok(Self {
+            kid,
+            algorithm,
+            state,
+            created_at,
+            publish_until,
+            jwk,
+            encoding,
+            decoding: std::sync::Arc::new(decoding),
+        })
     }
 
     /// Whether it is in the JWKS at `now`.
@@ -242,6 +251,11 @@ impl LoadedKey {
     /// What verifies.
     pub fn decoding(&self) -> &DecodingKey {
         &self.decoding
+    }
+
+    /// What verifies, as the authorization crate takes it.
+    pub fn verifying(&self) -> lanyard_authz::VerifyingKey {
+        lanyard_authz::VerifyingKey { algorithm: self.algorithm.jwt(), key: self.decoding.clone() }
     }
 }
 
@@ -278,6 +292,11 @@ impl KeyRing {
         self.snapshot().iter().find(|k| k.kid == kid && k.published(now)).cloned()
     }
 
+    /// The verifying form of the published key `kid`.
+    pub fn verifying(&self, kid: &str, now: Timestamp) -> Option<lanyard_authz::VerifyingKey> {
+        self.snapshot().iter().find(|k| k.kid == kid && k.published(now)).map(LoadedKey::verifying)
+    }
+
     /// The published keys, newest first.
     pub fn jwks(&self, now: Timestamp) -> Vec<PublicJwk> {
         let keys = self.snapshot();
@@ -290,6 +309,14 @@ impl KeyRing {
     pub fn jwks_json(&self, now: Timestamp) -> String {
         let jwks = self.jwks(now);
         serde_json::to_string(&JwkSet { keys: jwks.iter().collect() }).unwrap_or_else(|_| r#"{"keys":[]}"#.into())
+    }
+}
+
+/// The token service verifies its own tokens with the keys in memory (reloaded by the key worker).
+#[async_trait::async_trait]
+impl lanyard_authz::KeySource for KeyRing {
+    fn key(&self, kid: &str, now: Timestamp) -> Option<lanyard_authz::VerifyingKey> {
+        self.verifying(kid, now)
     }
 }
 
@@ -311,3 +338,4 @@ mod tests {
         }
     }
 }
+

@@ -59,9 +59,9 @@
 pub mod access;
 pub mod clients;
 pub mod error;
+pub mod facts;
 pub mod grpc;
 pub mod http;
-pub mod jose;
 pub mod keys;
 pub mod service;
 pub mod signing;
@@ -72,6 +72,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+pub use lanyard_authz::Facts;
 use lanyard_core::caller::AccessTokenVerifier;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
@@ -86,6 +87,7 @@ pub use clients::{InvitationClient, TenancyClient};
 pub use error::TokenError;
 pub use grpc::TokenGrpc;
 pub use keys::{KeyRing, SigningAlgorithm};
+pub use lanyard_authz::jose;
 pub use service::{Lifetimes, Tokens};
 pub use signing::KeyManager;
 pub use store::TokenStore;
@@ -114,6 +116,9 @@ pub struct TokenConfig {
     pub jwks_max_age: Duration,
     /// How identity providers are reached and their tokens checked.
     pub upstream: UpstreamConfig,
+    /// The revocation facts, shared with tenancy in the same process (the in-process cache by
+    /// default; Redis in production, with [`Facts::subscribe`] running).
+    pub facts: Facts,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -146,6 +151,7 @@ impl TokenConfig {
             key_reload_interval: Duration::from_secs(60),
             jwks_max_age: Duration::from_secs(300),
             upstream: UpstreamConfig::default(),
+            facts: Facts::new(lanyard_core::cache::Cache::local("lanyard")),
         }
     }
 
@@ -162,6 +168,8 @@ pub struct TokenParts {
     pub server: TokenServiceServer<TokenGrpc>,
     /// Mount on the tonic router: `lanyard.authz.v1.AuthorizationService`.
     pub authz_server: AuthorizationServiceServer<TokenGrpc>,
+    /// Mount on the tonic router: Envoy's `envoy.service.auth.v3.Authorization` (ext_authz).
+    pub ext_authz: lanyard_authz::envoy::ExtAuthz,
     /// Serve over HTTP: `/.well-known/jwks.json` and `/.well-known/openid-configuration`.
     pub http: axum::Router,
     /// For the other services' `Authenticator::with_access_tokens` (the same keys as `access_tokens`).
@@ -215,13 +223,21 @@ pub async fn build(
     );
     keys.bootstrap().await.context("loading signing keys")?;
     let upstream = UpstreamVerifier::new(config.upstream.clone())?;
-    let tokens =
-        Tokens::new(store.clone(), keys.clone(), access.clone(), upstream, tenancy, invitations, config.lifetimes);
+    let tokens = Tokens::new(
+        store.clone(),
+        keys.clone(),
+        access.clone(),
+        upstream,
+        (tenancy, invitations),
+        config.lifetimes,
+        config.facts.clone(),
+    );
     let auth = auth.with_access_tokens(Arc::new(access.clone()));
     let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone());
     Ok(TokenParts {
         server: grpc.clone().into_server(),
         authz_server: grpc.into_authz_server(),
+        ext_authz: lanyard_authz::envoy::ExtAuthz::new(tokens.authorizer().clone()),
         http: http::router(ring, config.issuer.clone(), config.jwks_max_age),
         verifier: Arc::new(access.clone()),
         access_tokens: access,

@@ -1,7 +1,10 @@
 //! The token domain service: sign-in by ID token (alone or with an invitation), refresh and org
 //! switch, revocation and listing of sessions, and the key operations. It speaks domain types only.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use lanyard_authz::{Authorizer, FactKey, Facts, Fallback};
 
 use lanyard_core::crypto::{random_token, sha256_hex};
 use lanyard_core::page::Page;
@@ -11,6 +14,7 @@ use uuid::Uuid;
 use crate::access::{AccessTokens, Grant};
 use crate::clients::{InvitationClient, Membership, TenancyClient};
 use crate::error::TokenError;
+use crate::facts::{session_fact, TokenFacts};
 use crate::keys::{LoadedKey, PublicJwk, SigningAlgorithm};
 use crate::signing::KeyManager;
 use crate::store::{NewSession, Session, TokenStore};
@@ -70,6 +74,7 @@ pub struct Tokens {
     tenancy: TenancyClient,
     invitations: Option<InvitationClient>,
     lifetimes: Lifetimes,
+    authorizer: Authorizer,
 }
 
 fn upstream_error(e: UpstreamError) -> TokenError {
@@ -86,11 +91,29 @@ impl Tokens {
         keys: KeyManager,
         access: AccessTokens,
         upstream: UpstreamVerifier,
-        tenancy: TenancyClient,
-        invitations: Option<InvitationClient>,
+        (tenancy, invitations): (TenancyClient, Option<InvitationClient>),
         lifetimes: Lifetimes,
+        facts: Facts,
     ) -> Self {
-        Self { store, keys, access, upstream, tenancy, invitations, lifetimes }
+        let source = TokenFacts { store: store.clone(), tenancy: tenancy.clone() };
+        let authorizer =
+            Authorizer::new(Arc::new(access.ring()), access.audience(), facts, Fallback::Source(Arc::new(source)));
+        access.bind_authorizer(authorizer.clone());
+        Self { store, keys, access, upstream, tenancy, invitations, lifetimes, authorizer }
+    }
+
+    /// Decides Authorize (shared by the gRPC adapter and Envoy's ext_authz).
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// Records a revoked session in the shared facts, so every process refuses its tokens before
+    /// the revocation returns. The store is the authority: if the shared cache cannot take it, the
+    /// processes that cannot reach the cache ask the store.
+    async fn publish_revoked(&self, session: Uuid) {
+        if let Err(e) = self.authorizer.facts().write(&FactKey::Session(session), &session_fact(true)).await {
+            tracing::warn!(error = %e, session_id = %session, "publishing a revoked session to the shared cache");
+        }
     }
 
     /// The store (for readiness checks).
@@ -328,7 +351,10 @@ impl Tokens {
         metrics::counter!("lanyard_token_refresh_reuse_total").increment(1);
         self.access.revoke_session(session.id, now);
         match self.store.revoke_session(session.id, "refresh_token_reused", "system:reuse-detection", now).await {
-            Ok(_) => TokenError::RefreshTokenReused,
+            Ok(_) => {
+                self.publish_revoked(session.id).await;
+                TokenError::RefreshTokenReused
+            }
             Err(e) => e,
         }
     }
@@ -351,7 +377,13 @@ impl Tokens {
         };
         let now = Timestamp::now();
         self.access.revoke_session(session.id, now);
-        self.store.revoke_session(session.id, "revoked", &caller.actor(), now).await?.ok_or(TokenError::SessionNotFound)
+        let revoked = self
+            .store
+            .revoke_session(session.id, "revoked", &caller.actor(), now)
+            .await?
+            .ok_or(TokenError::SessionNotFound)?;
+        self.publish_revoked(session.id).await;
+        Ok(revoked)
     }
 
     /// A user's sessions: the user itself, an operator, or (for sessions active in its own

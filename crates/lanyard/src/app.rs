@@ -170,6 +170,10 @@ impl Application {
         }
         let mut probes = Vec::new();
         let cache = shared_cache(&settings).await?;
+        // Revocation facts, shared by tenancy (writer) and the token service (reader) in this
+        // process, and through Redis with every other process; the subscription keeps the near
+        // cache honest.
+        let facts = lanyard_authz::Facts::new(cache.clone());
         let (keys, service_key) = api_keys(&settings)?;
         let mut auth = Authenticator::new(keys);
         // Access tokens are verified with the token service's keys; in this process they exist only
@@ -186,6 +190,8 @@ impl Application {
         let mut http = None;
         let mut local_tenancy: Option<TenancyGrpc> = None;
         let mut workers = Vec::new();
+        let (facts_stop, facts_stopped) = tokio::sync::watch::channel(false);
+        workers.push(lanyard_core::workers::Workers::new("authz", facts_stop, vec![facts.subscribe(facts_stopped)]));
         let mut router = tonic::transport::Server::builder()
             .layer(crate::telemetry::RpcTraceLayer)
             .add_service(health_service)
@@ -199,7 +205,8 @@ impl Application {
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                     let tenancy = Tenancy::new(store, secret_box(&settings)?)
                         .allow_http_issuers(settings.allow_http_issuers)
-                        .with_cache(cache.clone());
+                        .with_cache(cache.clone())
+                        .with_facts(facts.clone());
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
                     local_tenancy = Some(grpc.clone());
                     router = router.add_service(grpc.into_server());
@@ -238,7 +245,8 @@ impl Application {
                     };
                     let tenancy = lanyard_token::TenancyClient::new(tenancy, &key)?;
                     let invitations = invitations.map(|t| lanyard_token::InvitationClient::new(t, &key)).transpose()?;
-                    let config = token_config.clone().context("token settings")?;
+                    let mut config = token_config.clone().context("token settings")?;
+                    config.facts = facts.clone();
                     let access = access_tokens.clone().context("token settings")?;
                     let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
                     parts.store.database().ping().await.context("the token database does not answer")?;
@@ -250,7 +258,10 @@ impl Application {
                             .with_context(|| format!("binding the token service's HTTP address {addr}"))?;
                         http = Some((listener, parts.http.clone()));
                     }
-                    router = router.add_service(parts.server).add_service(parts.authz_server);
+                    router = router
+                        .add_service(parts.server)
+                        .add_service(parts.authz_server)
+                        .add_service(parts.ext_authz.clone().into_server());
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
             }

@@ -196,8 +196,9 @@ impl Default for Options {
 /// the built-in role's permissions in that organization.
 struct TestTokens;
 
+#[async_trait::async_trait]
 impl AccessTokenVerifier for TestTokens {
-    fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
+    async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
         let mut parts = token.split('.');
         let (Some(role), Some(user), Some(org)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(AuthError::Invalid);

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-const RSA_1: &str = include_str!("idp-rsa-1.pem");
-const RSA_2: &str = include_str!("idp-rsa-2.pem");
+const RSA_1: &str = include_str!("../keys/idp-rsa-1.pem");
+const RSA_2: &str = include_str!("../keys/idp-rsa-2.pem");
 
 /// Which provider it imitates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

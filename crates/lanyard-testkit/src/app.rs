@@ -1,0 +1,405 @@
+//! The real tenancy, invitation and token services on one tonic server on 127.0.0.1:0 over fresh
+//! databases (a new SQLite directory, or a new Postgres database), the token service's HTTP
+//! documents on another loopback port, typed clients, and the operator calls that set an
+//! organization up.
+//!
+//! Postgres uses `LANYARD_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`), a superuser that may create databases. Logs stay
+//! quiet unless `TEST_LOG` is set.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use lanyard_core::crypto::SecretBox;
+use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::{ApiKeys, Authenticator};
+use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig};
+use lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient;
+use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
+use lanyard_proto::tenancy::v1 as tpb;
+use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
+use lanyard_proto::token::v1 as pb;
+use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
+use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
+use lanyard_token::clients::{connect_lazy, in_process};
+use lanyard_token::{InvitationClient, TenancyClient, TokenConfig, UpstreamConfig};
+use secrecy::SecretString;
+use sqlx::{Connection, Executor};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use crate::idp;
+
+/// The operator key of every test server.
+pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
+/// The service key of every test server.
+pub const SERVICE_KEY: &str = "test-service-key-0123456789";
+/// The key-encryption key of every test server.
+const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The issuer of Lanyard's access tokens in tests.
+pub const ISSUER: &str = "https://lanyard.test";
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
+        }
+    });
+}
+
+/// Which database backs a test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("LANYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether the Postgres variant of `test` runs: yes when a server answers; when none does, the
+/// test fails under `CI=true` and is reported skipped otherwise.
+pub async fn postgres_available(test: &str) -> bool {
+    match sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            true
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true and Postgres at {} is unreachable: {e}", postgres_admin_url())
+        }
+        Err(e) => {
+            eprintln!("SKIPPED {test} on Postgres: no server at {} ({e})", postgres_admin_url());
+            false
+        }
+    }
+}
+
+/// The databases of one test.
+pub struct TestDb {
+    pub backend: Backend,
+    dir: PathBuf,
+    pg_name: Option<String>,
+    url: Option<String>,
+}
+
+impl TestDb {
+    /// Fresh databases.
+    pub async fn new(backend: Backend) -> Self {
+        let dir = std::env::temp_dir().join(format!("lanyard-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        match backend {
+            Backend::Sqlite => Self { backend, dir, pg_name: None, url: None },
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to Postgres");
+                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
+                let _ = conn.close().await;
+                let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
+                Self { backend, url: Some(format!("{base}/{name}")), dir, pg_name: Some(name) }
+            }
+        }
+    }
+
+    /// The configuration of service `schema` (its own schema, or its own SQLite file).
+    pub fn config(&self, schema: &str) -> DatabaseConfig {
+        let url = match &self.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.dir.join(format!("{schema}.db")).display()),
+        };
+        DatabaseConfig { url, schema: schema.into(), max_connections: 8 }
+    }
+
+    /// A directory for files.
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(name) = self.pg_name.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async move {
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                        let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A running app: tenancy, invitation and token services on one loopback gRPC server, and the
+/// token service's HTTP documents on another port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub tenancy: TenancyServiceClient<Channel>,
+    pub invitations: InvitationServiceClient<Channel>,
+    pub tokens: TokenServiceClient<Channel>,
+    pub authz: AuthorizationServiceClient<Channel>,
+    pub parts: Arc<lanyard_token::TokenParts>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    http: Option<JoinHandle<()>>,
+}
+
+/// Adds `authorization: Bearer <key>`.
+pub fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {key}").parse().expect("ascii"));
+    r
+}
+
+/// As the operator.
+pub fn op<T>(message: T) -> tonic::Request<T> {
+    with_key(message, OPERATOR_KEY)
+}
+
+/// The stable reason of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    lanyard_core::status::reason_of(status).unwrap_or_default()
+}
+
+/// Asserts a status's code and reason.
+#[track_caller]
+pub fn assert_status(status: &tonic::Status, code: tonic::Code, wanted: &str) {
+    assert_eq!((status.code(), reason(status).as_str()), (code, wanted), "unexpected status: {status:?}");
+}
+
+impl TestApp {
+    /// Starts an app on `db`; `tune` adjusts the token configuration.
+    pub async fn spawn_with(db: &TestDb, tune: impl FnOnce(&mut TokenConfig)) -> Self {
+        Self::spawn_full(db, false, tune).await
+    }
+
+    /// Starts an app whose token service reaches tenancy and invitation over a TCP channel, as
+    /// separate processes do, instead of calling the local servers directly.
+    pub async fn spawn_over_channel(db: &TestDb) -> Self {
+        Self::spawn_full(db, true, |_| {}).await
+    }
+
+    async fn spawn_full(db: &TestDb, over_channel: bool, tune: impl FnOnce(&mut TokenConfig)) -> Self {
+        init_logs();
+        let secrets = SecretBox::from_base64(KEK).expect("kek");
+        let mut config = TokenConfig::new(db.config("token"), secrets.clone(), ISSUER);
+        config.upstream = UpstreamConfig {
+            allow_http_loopback: true,
+            min_refetch_interval: Duration::from_millis(0),
+            ..UpstreamConfig::default()
+        };
+        tune(&mut config);
+        let access = config.access_tokens();
+        let keys = ApiKeys::new([OPERATOR_KEY], [SERVICE_KEY]).expect("keys");
+        let auth = Authenticator::new(keys).with_access_tokens(Arc::new(access.clone()));
+
+        let tenancy_db = Database::connect(&db.config("tenancy")).await.expect("tenancy database");
+        let store = TenancyStore::new(tenancy_db);
+        store.migrate().await.expect("tenancy migrations");
+        // Tenancy publishes membership changes to the facts the token service's authorizer reads.
+        let tenancy = Tenancy::new(store, secrets.clone()).allow_http_issuers(true).with_facts(config.facts.clone());
+        let tenancy_server = TenancyGrpc::new(tenancy, auth.clone()).into_server();
+        let key = SecretString::from(SERVICE_KEY.to_owned());
+
+        let mailer = MailerConfig::new(
+            MailTransport::Files { dir: db.dir().join("mail") },
+            "Lanyard <no-reply@lanyard.example>",
+        );
+        let inv_config =
+            InvitationConfig::new(db.config("invitation"), "https://app.test/invite?token={token}", secrets, mailer);
+        let inv_tenancy =
+            lanyard_invitation::TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client");
+        let inv = lanyard_invitation::build(inv_config, inv_tenancy, auth.clone()).await.expect("invitation service");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (to_tenancy, to_invitations) = if over_channel {
+            let url = format!("http://{addr}");
+            let timeout = Duration::from_secs(30);
+            (connect_lazy(&url, timeout).expect("channel"), connect_lazy(&url, timeout).expect("channel"))
+        } else {
+            (in_process(tenancy_server.clone()), in_process(inv.server.clone()))
+        };
+        let tenancy_client = TenancyClient::new(to_tenancy, &key).expect("tenancy client");
+        let inv_client = InvitationClient::new(to_invitations, &key).expect("invitation client");
+        let parts =
+            lanyard_token::build(config, access, tenancy_client, Some(inv_client), auth).await.expect("token service");
+
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .add_service(tenancy_server)
+            .add_service(inv.server.clone())
+            .add_service(parts.server.clone())
+            .add_service(parts.authz_server.clone());
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("server");
+        });
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let http_addr = http_listener.local_addr().expect("http addr");
+        let router = parts.http.clone();
+        let http = tokio::spawn(async move {
+            let _ = axum::serve(http_listener, router).await;
+        });
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        Self {
+            addr,
+            http_addr,
+            tenancy: TenancyServiceClient::new(channel.clone()),
+            invitations: InvitationServiceClient::new(channel.clone()),
+            tokens: TokenServiceClient::new(channel.clone()),
+            authz: AuthorizationServiceClient::new(channel),
+            parts: Arc::new(parts),
+            stop: Some(stop),
+            server: Some(server),
+            http: Some(http),
+        }
+    }
+
+    /// Starts an app with the test defaults.
+    pub async fn spawn(db: &TestDb) -> Self {
+        Self::spawn_with(db, |_| {}).await
+    }
+
+    /// Creates an organization of 10 seats (operator) and returns its id.
+    pub async fn create_org(&self, slug: &str, domains: &[&str], owner_email: &str) -> String {
+        self.create_org_with_seats(slug, domains, owner_email, 10).await
+    }
+
+    /// Creates an organization of `seat_limit` seats (operator) and returns its id.
+    pub async fn create_org_with_seats(
+        &self,
+        slug: &str,
+        domains: &[&str],
+        owner_email: &str,
+        seat_limit: i32,
+    ) -> String {
+        let resp = self
+            .tenancy
+            .clone()
+            .create_organization(op(tpb::CreateOrganizationRequest {
+                slug: slug.into(),
+                display_name: slug.into(),
+                seat_limit,
+                allowed_domains: domains.iter().map(|d| d.to_string()).collect(),
+                owner_email: owner_email.into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("create organization")
+            .into_inner();
+        resp.organization.expect("organization").organization_id
+    }
+
+    /// Creates an SSO connection for `idp` in `org` (operator).
+    pub async fn connect(&self, org: &str, idp: &idp::FakeIdp) -> String {
+        let kind = match idp.kind {
+            idp::Kind::Google => tpb::SsoConnectionKind::GoogleWorkspace,
+            idp::Kind::Azure => tpb::SsoConnectionKind::AzureAd,
+            idp::Kind::Okta => tpb::SsoConnectionKind::Okta,
+        };
+        let resp = self
+            .tenancy
+            .clone()
+            .create_sso_connection(op(tpb::CreateSsoConnectionRequest {
+                organization_id: org.into(),
+                kind: kind as i32,
+                issuer: idp.issuer.clone(),
+                client_id: idp.client_id.clone(),
+                client_secret: "s3cret".into(),
+                hosted_domains: idp.hosted_domain.iter().cloned().collect(),
+                tenant_id: idp.tenant_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect("create SSO connection")
+            .into_inner();
+        resp.connection.expect("connection").connection_id
+    }
+
+    /// Adds a member by email (operator).
+    pub async fn add_member(&self, org: &str, email: &str, roles: &[&str]) -> String {
+        let resp = self
+            .tenancy
+            .clone()
+            .add_member(op(tpb::AddMemberRequest {
+                organization_id: org.into(),
+                email: email.into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ..Default::default()
+            }))
+            .await
+            .expect("add member")
+            .into_inner();
+        resp.member.expect("member").user_id
+    }
+
+    /// Signs in with an ID token.
+    pub async fn sign_in(&self, id_token: &str, org: &str) -> Result<pb::ExchangeTokenResponse, tonic::Status> {
+        let grant = pb::IdTokenGrant { id_token: id_token.into(), organization_id: org.into(), nonce: None };
+        self.exchange(pb::exchange_token_request::Grant::IdTokenGrant(grant)).await
+    }
+
+    /// Calls ExchangeToken with `grant`.
+    pub async fn exchange(
+        &self,
+        grant: pb::exchange_token_request::Grant,
+    ) -> Result<pb::ExchangeTokenResponse, tonic::Status> {
+        let req = pb::ExchangeTokenRequest { grant: Some(grant), ..Default::default() };
+        self.tokens.clone().exchange_token(req).await.map(tonic::Response::into_inner)
+    }
+
+    /// Calls RefreshSession.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        org: Option<&str>,
+    ) -> Result<pb::RefreshSessionResponse, tonic::Status> {
+        let req = pb::RefreshSessionRequest {
+            refresh_token: refresh_token.into(),
+            organization_id: org.map(str::to_owned),
+            request_id: String::new(),
+        };
+        self.tokens.clone().refresh_session(req).await.map(tonic::Response::into_inner)
+    }
+
+    /// Stops the servers.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        if let Some(http) = self.http.take() {
+            http.abort();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(http) = self.http.take() {
+            http.abort();
+        }
+    }
+}
