@@ -7,6 +7,9 @@
 
 use std::sync::Once;
 
+pub mod projects;
+pub mod sso;
+
 use base64::Engine;
 use lanyard::{Application, ServiceName, Settings};
 use lanyard_core::db::{Backend, Database, DatabaseConfig};

@@ -15,13 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lanyard::ServiceName;
+use lanyard_example_projects::pb::ListProjectsRequest;
 use lanyard_proto::authz::v1 as apb;
 use lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient;
 use lanyard_proto::authz::v1::Decision;
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::token::v1 as pb;
-use lanyard_testkit::idp::{FakeIdp, Kind};
-use lanyard_tests::{redis_url, spawn_services, SharedDatabase, TcpProxy, TestApp};
+use lanyard_testkit::idp::FakeIdp;
+use lanyard_tests::projects::{with_token, ProjectsApp};
+use lanyard_tests::{redis_url, spawn_services, sso, SharedDatabase, TcpProxy, TestApp};
 use tonic::transport::Channel;
 
 /// The Redis database these tests use (one nobody else flushes).
@@ -49,6 +51,7 @@ redis_postgres_tests!(
     redis_down_falls_back_to_the_owners_and_never_allows_on_error,
     flushed_redis_is_rebuilt_with_the_same_decisions,
     cached_facts_never_answer_for_another_user_or_org,
+    example_service_on_redis_sees_revocations_at_once,
 );
 
 struct Cluster {
@@ -97,7 +100,7 @@ impl Cluster {
             s.tenancy_url = Some(tenancy_url);
         })
         .await;
-        let idp = FakeIdp::start(Kind::Okta, "acme.test").await;
+        let idp = sso::provider().await;
         let cluster = Self { a, b, idp, redis_proxy, tenancy_proxy, redis_db_url, prefix, _db: db };
         cluster.wait_subscribed().await;
         cluster
@@ -127,71 +130,20 @@ impl Cluster {
         AuthorizationServiceClient::new(app.channel())
     }
 
-    async fn org(&self, slug: &str) -> String {
-        let org = self
-            .a
-            .operator()
-            .create_organization(tpb::CreateOrganizationRequest {
-                slug: slug.into(),
-                display_name: slug.into(),
-                seat_limit: 500,
-                allowed_domains: vec!["acme.test".into()],
-                owner_email: format!("owner@{}", "acme.test"),
-                ..Default::default()
-            })
-            .await
-            .expect("create organization")
-            .into_inner()
-            .organization
-            .expect("organization")
-            .organization_id;
-        self.a
-            .operator()
-            .create_sso_connection(tpb::CreateSsoConnectionRequest {
-                organization_id: org.clone(),
-                kind: tpb::SsoConnectionKind::Okta as i32,
-                issuer: self.idp.issuer.clone(),
-                client_id: self.idp.client_id.clone(),
-                client_secret: "s3cret".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("create SSO connection");
-        org
+    async fn org(&self) -> String {
+        sso::org(&self.a, &self.idp).await
     }
 
-    /// Adds `email` to `org` with `roles` and signs them in there; returns (user id, session).
     async fn member(&self, org: &str, email: &str, roles: &[&str]) -> (String, pb::ExchangeTokenResponse) {
-        let member = self
-            .a
-            .operator()
-            .add_member(tpb::AddMemberRequest {
-                organization_id: org.into(),
-                email: email.into(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                ..Default::default()
-            })
-            .await
-            .expect("add member")
-            .into_inner()
-            .member
-            .expect("member");
-        (member.user_id, self.sign_in(org, email).await)
+        sso::member(&self.a, &self.idp, org, email, roles).await
     }
 
     async fn sign_in(&self, org: &str, email: &str) -> pb::ExchangeTokenResponse {
-        let id_token = self.idp.id_token(&format!("sub-{email}"), email);
-        let grant = pb::IdTokenGrant { id_token, organization_id: org.into(), nonce: None };
-        let request = pb::ExchangeTokenRequest {
-            grant: Some(pb::exchange_token_request::Grant::IdTokenGrant(grant)),
-            ..Default::default()
-        };
-        self.a.tokens_with(None).exchange_token(request).await.expect("sign in").into_inner()
+        sso::sign_in(&self.a, &self.idp, org, email).await
     }
 
     async fn remove(&self, org: &str, user: &str) {
-        let req = tpb::RemoveMemberRequest { organization_id: org.into(), user_id: user.into(), ..Default::default() };
-        self.a.operator().remove_member(req).await.expect("remove member");
+        sso::remove(&self.a, org, user).await
     }
 }
 
@@ -277,7 +229,7 @@ where
 
 async fn removal_is_immediate_across_processes() {
     let c = Cluster::start().await;
-    let org = c.org(&lanyard_tests::unique_slug()).await;
+    let org = c.org().await;
     for round in 0..ROUNDS {
         let (user, session) = c.member(&org, &format!("removed-{round}@acme.test"), &["member"]).await;
         change_under_load(&c, &session.access_token, "organization:read", Decision::NotAMember, || {
@@ -289,7 +241,7 @@ async fn removal_is_immediate_across_processes() {
 
 async fn role_change_is_immediate_across_processes() {
     let c = Cluster::start().await;
-    let org = c.org(&lanyard_tests::unique_slug()).await;
+    let org = c.org().await;
     for round in 0..ROUNDS {
         let (user, session) = c.member(&org, &format!("demoted-{round}@acme.test"), &["admin"]).await;
         let demote = || async {
@@ -311,7 +263,7 @@ async fn role_change_is_immediate_across_processes() {
 
 async fn revoked_session_is_immediate_across_processes() {
     let c = Cluster::start().await;
-    let org = c.org(&lanyard_tests::unique_slug()).await;
+    let org = c.org().await;
     for round in 0..ROUNDS {
         let (_, session) = c.member(&org, &format!("signed-out-{round}@acme.test"), &["member"]).await;
         let other = c.sign_in(&org, &format!("signed-out-{round}@acme.test")).await;
@@ -331,7 +283,7 @@ async fn revoked_session_is_immediate_across_processes() {
 
 async fn redis_down_falls_back_to_the_owners_and_never_allows_on_error() {
     let c = Cluster::start().await;
-    let org = c.org(&lanyard_tests::unique_slug()).await;
+    let org = c.org().await;
     let (_, valid) = c.member(&org, "stays@acme.test", &["member"]).await;
     let (removed_user, removed) = c.member(&org, "leaves@acme.test", &["member"]).await;
     for app in [&c.a, &c.b] {
@@ -372,7 +324,7 @@ async fn redis_down_falls_back_to_the_owners_and_never_allows_on_error() {
 
 async fn flushed_redis_is_rebuilt_with_the_same_decisions() {
     let c = Cluster::start().await;
-    let org = c.org(&lanyard_tests::unique_slug()).await;
+    let org = c.org().await;
     let (valid_user, valid) = c.member(&org, "stays@acme.test", &["member"]).await;
     let (removed_user, removed) = c.member(&org, "leaves@acme.test", &["member"]).await;
     c.remove(&org, &removed_user).await;
@@ -415,7 +367,7 @@ async fn flushed_redis_is_rebuilt_with_the_same_decisions() {
 
 async fn cached_facts_never_answer_for_another_user_or_org() {
     let c = Cluster::start().await;
-    let (x, y) = (c.org(&lanyard_tests::unique_slug()).await, c.org(&lanyard_tests::unique_slug()).await);
+    let (x, y) = (c.org().await, c.org().await);
     let (u, u_in_x) = c.member(&x, "u@acme.test", &["admin"]).await;
     let (_, v_in_x) = c.member(&x, "v@acme.test", &["member"]).await;
     let (_, u_in_y) = c.member(&y, "u@acme.test", &["member"]).await;
@@ -442,5 +394,34 @@ async fn cached_facts_never_answer_for_another_user_or_org() {
         assert_eq!(decision(app, &u_in_x.access_token, "organization:read").await, Decision::NotAMember);
         assert_eq!(decision(app, &u_in_y.access_token, "organization:read").await, Decision::Allowed);
         assert_eq!(decision(app, &v_in_x.access_token, "organization:read").await, Decision::Allowed);
+    }
+}
+
+async fn example_service_on_redis_sees_revocations_at_once() {
+    let c = Cluster::start().await;
+    let org = c.org().await;
+    sso::role(&c.a, &org, "viewer", &["projects:read"]).await;
+    let cache = lanyard_core::cache::Cache::redis(&c.redis_db_url, &c.prefix).await.expect("redis");
+    // Its fallback is B's token service.
+    let projects = ProjectsApp::start(&c.a, cache, &c.b.endpoint).await;
+    for _ in 0..200 {
+        if projects.facts.subscribed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(projects.facts.subscribed(), "the example subscribed to invalidations");
+    let mut client = projects.client();
+    let list = |token: &str| with_token(ListProjectsRequest {}, Some(token));
+    for round in 0..ROUNDS {
+        let (user, viewer) = c.member(&org, &format!("viewer-{round}@acme.test"), &["viewer"]).await;
+        for _ in 0..3 {
+            client.list_projects(list(&viewer.access_token)).await.expect("a viewer lists");
+        }
+        c.remove(&org, &user).await;
+        let status =
+            client.list_projects(list(&viewer.access_token)).await.expect_err("removed: the next call is refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert_eq!(lanyard_core::status::reason_of(&status).as_deref(), Some("NOT_A_MEMBER"));
     }
 }
