@@ -1,6 +1,6 @@
 # The commands the README documents. Each target is a line or two; the scripts hold the logic.
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt proto-lint deploy-lint ci
+.PHONY: help run test lint fmt bench proto-lint deploy-lint ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 
 fmt: ## Format the code
 	cargo fmt --all
+
+bench: ## Benchmark Authorize against a no-op gRPC floor, release build (flags in BENCH_ARGS; BENCHMARKS.md)
+	cargo run --release --locked -p lanyard-bench -- $(BENCH_ARGS)
 
 proto-lint: ## buf lint (STANDARD) on proto/
 	scripts/proto-lint

@@ -18,7 +18,7 @@ use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
 use secrecy::SecretString;
-use sqlx::{Connection, Executor, Row};
+use sqlx::Row;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -53,22 +53,7 @@ fn init_logs() {
     });
 }
 
-/// The Postgres server tests use.
-pub fn postgres_admin_url() -> String {
-    std::env::var("LANYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates a fresh, uniquely named Postgres database and returns its URL.
-pub async fn fresh_postgres_database() -> (String, String) {
-    let admin = postgres_admin_url();
-    let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("Postgres tests need a server at {admin} (set LANYARD_TEST_POSTGRES_URL): {e}"));
-    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
-    let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
-    (format!("{base}/{name}"), name)
-}
+pub use lanyard_testkit::app::{drop_postgres_database, fresh_postgres_database, postgres_admin_url};
 
 /// A fresh Postgres database that several servers of one test share, dropped with it.
 pub struct SharedDatabase {
@@ -89,19 +74,6 @@ impl Drop for SharedDatabase {
     fn drop(&mut self) {
         drop_postgres_database(std::mem::take(&mut self.name));
     }
-}
-
-fn drop_postgres_database(name: String) {
-    // Drop runs outside any runtime that could block on it, so give it its own.
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
-            }
-        });
-    })
-    .join();
 }
 
 /// A running server and what a test needs to talk to it and inspect its database.

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
@@ -129,6 +129,10 @@ struct Inner {
     epoch: Instant,
     /// Bumped before every eviction, so a reader never puts back a fact read before it.
     generation: AtomicU64,
+    /// Held shared while a read admits a fact into the near cache, and exclusively while an
+    /// eviction bumps the generation: an admission is wholly before an eviction (which then
+    /// removes it) or wholly after (and sees the new generation).
+    admission: RwLock<()>,
     /// Changed facts the shared cache did not take (it was unreachable), newest version per key:
     /// written, and their invalidations published, as soon as the subscription is back.
     pending: Mutex<HashMap<FactKey, Versioned>>,
@@ -177,6 +181,7 @@ impl Facts {
                 last_pong: AtomicU64::new(0),
                 epoch: Instant::now(),
                 generation: AtomicU64::new(0),
+                admission: RwLock::new(()),
                 pending: Mutex::default(),
                 waiters: Mutex::default(),
                 metrics: Metrics::new(),
@@ -227,12 +232,10 @@ impl Facts {
         let generation = inner.generation.load(Ordering::SeqCst);
         let read = inner.cache.get(&key.cache_key()).await.inspect_err(|_| inner.metrics.errors.increment(1))?;
         if let Some(v) = &read {
+            let _admitting = inner.admission.read().unwrap_or_else(|p| p.into_inner());
+            // An eviction since the read began bumped the generation: what was read may be older.
             if self.subscribed() && inner.generation.load(Ordering::SeqCst) == generation {
                 inner.near.insert(*key, v.clone());
-                // An eviction that raced the insert bumped the generation: undo the insert.
-                if inner.generation.load(Ordering::SeqCst) != generation {
-                    inner.near.invalidate(key);
-                }
             }
         }
         Ok(read)
@@ -331,6 +334,7 @@ impl Facts {
     }
 
     fn evict(&self, key: &FactKey) {
+        let _evicting = self.inner.admission.write().unwrap_or_else(|p| p.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         self.inner.near.invalidate(key);
     }
@@ -338,6 +342,7 @@ impl Facts {
     fn set_subscribed(&self, up: bool) {
         // Whatever the near cache holds may have missed invalidations: start empty either way.
         self.inner.subscribed.store(false, Ordering::SeqCst);
+        let _evicting = self.inner.admission.write().unwrap_or_else(|p| p.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         self.inner.near.invalidate_all();
         self.inner.subscribed.store(up, Ordering::SeqCst);

@@ -113,19 +113,25 @@ pub fn verify(
         return Err(invalid("alg does not match the key"));
     }
     let mut validation = Validation::new(key.algorithm);
-    validation.leeway = ACCESS_TOKEN_LEEWAY.as_secs();
-    validation.validate_nbf = true;
+    // exp and nbf are checked below against `now`, not the library's clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.set_issuer(&[&expected.issuer]);
     validation.set_audience(&[&expected.audience]);
     validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AccessError::Expired,
-        _ => AccessError::Invalid(e.to_string()),
-    })?;
+    let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation)
+        .map_err(|e| AccessError::Invalid(e.to_string()))?;
     let c = data.claims;
     let now_s = u64::try_from(now.0 / 1_000_000).unwrap_or_default();
-    if c.iat > now_s + ACCESS_TOKEN_LEEWAY.as_secs() {
+    let leeway = ACCESS_TOKEN_LEEWAY.as_secs();
+    if c.iat > now_s + leeway {
         return Err(invalid("issued in the future"));
+    }
+    if c.nbf > now_s + leeway {
+        return Err(invalid("not valid yet"));
+    }
+    if c.exp.saturating_add(leeway) < now_s {
+        return Err(AccessError::Expired);
     }
     let bad = |_| invalid("claims do not parse");
     Ok(Principal {

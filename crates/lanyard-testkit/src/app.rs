@@ -39,11 +39,12 @@ pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
 /// The service key of every test server.
 pub const SERVICE_KEY: &str = "test-service-key-0123456789";
 /// The key-encryption key of every test server.
-const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 /// The issuer of Lanyard's access tokens in tests.
 pub const ISSUER: &str = "https://lanyard.test";
 
-fn init_logs() {
+/// Logs to the test output when `TEST_LOG` is set.
+pub fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
@@ -59,8 +60,36 @@ pub enum Backend {
     Postgres,
 }
 
-fn postgres_admin_url() -> String {
+/// The Postgres server tests use.
+pub fn postgres_admin_url() -> String {
     std::env::var("LANYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh, uniquely named Postgres database; returns its URL and its name.
+pub async fn fresh_postgres_database() -> (String, String) {
+    let admin = postgres_admin_url();
+    let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres tests need a server at {admin} (set LANYARD_TEST_POSTGRES_URL): {e}"));
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
+    let _ = conn.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
+    (format!("{base}/{name}"), name)
+}
+
+/// Drops the database `name`; for `Drop` implementations, which run outside any runtime that
+/// could block on it, so it gets its own.
+pub fn drop_postgres_database(name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+                let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
+            }
+        });
+    })
+    .join();
 }
 
 /// Whether the Postgres variant of `test` runs: yes when a server answers; when none does, the
@@ -75,7 +104,11 @@ pub async fn postgres_available(test: &str) -> bool {
             panic!("CI=true and Postgres at {} is unreachable: {e}", postgres_admin_url())
         }
         Err(e) => {
-            eprintln!("SKIPPED {test} on Postgres: no server at {} ({e})", postgres_admin_url());
+            // Straight to the process's stderr: the test harness captures `eprintln!`, and a skip
+            // must be seen.
+            use std::io::Write;
+            let _ =
+                writeln!(std::io::stderr(), "SKIPPED {test} on Postgres: no server at {} ({e})", postgres_admin_url());
             false
         }
     }
@@ -97,13 +130,8 @@ impl TestDb {
         match backend {
             Backend::Sqlite => Self { backend, dir, pg_name: None, url: None },
             Backend::Postgres => {
-                let admin = postgres_admin_url();
-                let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to Postgres");
-                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
-                let _ = conn.close().await;
-                let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
-                Self { backend, url: Some(format!("{base}/{name}")), dir, pg_name: Some(name) }
+                let (url, name) = fresh_postgres_database().await;
+                Self { backend, url: Some(url), dir, pg_name: Some(name) }
             }
         }
     }
@@ -127,15 +155,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(name) = self.pg_name.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                        let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
-                    }
-                });
-            })
-            .join();
+            drop_postgres_database(name);
         }
     }
 }

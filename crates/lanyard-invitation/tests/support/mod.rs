@@ -12,12 +12,12 @@ pub mod smtp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
 use lanyard_core::crypto::SecretBox;
-use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::db::Database;
 use lanyard_core::{ApiKeys, Authenticator, OrganizationId, Permission, RoleName, UserId};
 use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, OffsetClock, RateLimit, TenancyClient};
 use lanyard_proto::invitation::v1 as ipb;
@@ -26,124 +26,16 @@ use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::SecretString;
-use sqlx::{Connection, Executor};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-/// The operator key of every test server.
-pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
-/// The service key of every test server (also the one the invitation service uses on tenancy).
-pub const SERVICE_KEY: &str = "test-service-key-0123456789";
-/// The key-encryption key of every test server.
-const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+use lanyard_testkit::app::{init_logs, KEK};
+pub use lanyard_testkit::app::{postgres_available, Backend, TestDb, OPERATOR_KEY, SERVICE_KEY};
+
 /// The link template of every test server.
 pub const LINK: &str = "https://app.example.com/invite?token={token}";
-
-fn init_logs() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter("info,sqlx=warn").with_test_writer().try_init();
-        }
-    });
-}
-
-/// Which database backs a test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("LANYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Whether the Postgres variant of `test` runs: yes when a server answers; when none does, the
-/// test fails under `CI=true` and is reported skipped otherwise.
-pub async fn postgres_available(test: &str) -> bool {
-    match sqlx::PgConnection::connect(&postgres_admin_url()).await {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            true
-        }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true and Postgres at {} is unreachable: {e}", postgres_admin_url())
-        }
-        Err(e) => {
-            // Straight to the process's stderr: the test harness captures `eprintln!`, and a skip
-            // must be seen.
-            use std::io::Write;
-            let _ =
-                writeln!(std::io::stderr(), "SKIPPED {test} on Postgres: no server at {} ({e})", postgres_admin_url());
-            false
-        }
-    }
-}
-
-/// The databases of one test: they outlive app restarts.
-pub struct TestDb {
-    pub backend: Backend,
-    dir: PathBuf,
-    pg_name: Option<String>,
-    tenancy_url: String,
-    invitation_url: String,
-}
-
-impl TestDb {
-    /// Fresh databases for both services.
-    pub async fn new(backend: Backend) -> Self {
-        let dir = std::env::temp_dir().join(format!("lanyard-invitation-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        match backend {
-            Backend::Sqlite => {
-                let url = |f: &str| format!("sqlite://{}?mode=rwc", dir.join(f).display());
-                Self {
-                    backend,
-                    tenancy_url: url("tenancy.db"),
-                    invitation_url: url("invitation.db"),
-                    dir,
-                    pg_name: None,
-                }
-            }
-            Backend::Postgres => {
-                let admin = postgres_admin_url();
-                let name = format!("lanyard_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to Postgres");
-                conn.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("CREATE DATABASE");
-                let _ = conn.close().await;
-                let (base, _) = admin.rsplit_once('/').expect("the admin URL names a database");
-                let url = format!("{base}/{name}");
-                Self { backend, tenancy_url: url.clone(), invitation_url: url, dir, pg_name: Some(name) }
-            }
-        }
-    }
-
-    /// The directory for files (mail, keys).
-    pub fn dir(&self) -> &PathBuf {
-        &self.dir
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(name) = self.pg_name.take() {
-            // Drop runs outside any runtime that could block on it, so give it its own.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async move {
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                        let _ = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
 
 /// How the invitation service reaches tenancy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,13 +175,7 @@ impl TestApp {
         let auth = Authenticator::new(keys).with_access_tokens(Arc::new(TestTokens));
         let secrets = SecretBox::from_base64(KEK).expect("kek");
 
-        let tenancy_db = Database::connect(&DatabaseConfig {
-            url: db.tenancy_url.clone(),
-            schema: "tenancy".into(),
-            max_connections: 8,
-        })
-        .await
-        .expect("tenancy database");
+        let tenancy_db = Database::connect(&db.config("tenancy")).await.expect("tenancy database");
         let store = TenancyStore::new(tenancy_db);
         store.migrate().await.expect("tenancy migrations");
         let tenancy_grpc = TenancyGrpc::new(Tenancy::new(store, secrets.clone()), auth.clone());
@@ -313,9 +199,7 @@ impl TestApp {
         mailer.backoff_base = options.backoff;
         mailer.backoff_max = options.backoff * 4;
         mailer.poll_interval = Duration::from_millis(50);
-        let database =
-            DatabaseConfig { url: db.invitation_url.clone(), schema: "invitation".into(), max_connections: 8 };
-        let mut config = InvitationConfig::new(database, LINK, secrets, mailer);
+        let mut config = InvitationConfig::new(db.config("invitation"), LINK, secrets, mailer);
         let clock = Arc::new(OffsetClock::new());
         config.clock = clock.clone();
         config.min_ttl = options.min_ttl;

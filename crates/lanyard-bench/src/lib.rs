@@ -1,0 +1,110 @@
+//! The authorization benchmark: what one `Authorize` costs over loopback gRPC, against the floor of
+//! a no-op `AuthorizationService` on the same machine. See BENCHMARKS.md.
+//!
+//! [`run`] starts Lanyard (tenancy, invitation and token in this process over fresh SQLite files,
+//! revocation facts in Redis when one answers) and a fake OpenID provider, signs the members in
+//! (`fixture`), starts the floor (`floor`), and drives both with the same load (`load`): closed
+//! loop for the peak, then open loop at half of each one's peak. `extras` measures the in-process
+//! check, revocation propagation and memory; `machine` says how busy other processes kept the
+//! machine meanwhile, and `report` prints.
+
+pub mod extras;
+pub mod fixture;
+pub mod floor;
+pub mod load;
+pub mod machine;
+pub mod report;
+
+use crate::extras::Sizes;
+use crate::fixture::Fixture;
+use crate::floor::Floor;
+use crate::load::Load;
+use crate::report::{LoadShape, Ratio, Report, Setup, Target};
+
+/// The permission every call checks; each member's role grants it.
+pub const PERMISSION: &str = "members:read";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where revocation facts live when it answers (else the in-process cache).
+    pub redis_url: String,
+    /// How much of the measurements beyond the load to run.
+    pub sizes: Sizes,
+    /// Members to sign in, each holding its own access token.
+    pub members: usize,
+    /// The closed-loop load.
+    pub closed: Load,
+    /// The open-loop load (its rate is half of each target's closed-loop peak).
+    pub open: Load,
+}
+
+/// Runs every measurement; `command` and `cores` go into the report as they are. Panics when any
+/// answer is not `allowed=true`. Progress goes to stderr.
+pub async fn run(options: Options, command: String, cores: usize) -> Report {
+    let Options { redis_url, sizes, members, closed, open } = options;
+    eprintln!("starting Lanyard and signing in {members} members...");
+    let fixture = Fixture::start(members, PERMISSION, &redis_url).await;
+    let requests = load::requests(&fixture.access_tokens, PERMISSION);
+
+    // The floor answers what Lanyard answers, byte for byte the same size.
+    let sample =
+        fixture.app.authz.clone().authorize(requests[0].clone()).await.expect("Authorize answers").into_inner();
+    assert!(sample.allowed, "a member's token is allowed {PERMISSION}: {sample:?}");
+    let floor = Floor::start(sample).await;
+
+    let floor_clients = load::connect(floor.addr, closed.channels).await;
+    let lanyard_clients = load::connect(fixture.app.addr, closed.channels).await;
+
+    eprintln!("closed loop: floor...");
+    let floor_peak = load::closed_loop("floor", &floor_clients, &requests, closed).await;
+    eprintln!("closed loop: Lanyard...");
+    let lanyard_peak = load::closed_loop("Lanyard", &lanyard_clients, &requests, closed).await;
+
+    let floor_rate = floor_peak.throughput_rps / 2.0;
+    let lanyard_rate = lanyard_peak.throughput_rps / 2.0;
+    eprintln!("open loop at half peak: floor ({floor_rate:.0}/s)...");
+    let floor_half = load::open_loop("floor", &floor_clients, &requests, open, floor_rate).await;
+    eprintln!("open loop at half peak: Lanyard ({lanyard_rate:.0}/s)...");
+    let lanyard_half = load::open_loop("Lanyard", &lanyard_clients, &requests, open, lanyard_rate).await;
+
+    let extras = extras::measure_all(&fixture, PERMISSION, sizes).await;
+    fixture.clean_up().await;
+
+    let floor = Target {
+        name: "floor (no-op Authorize)",
+        peak: floor_peak,
+        half_peak_rate_rps: floor_rate,
+        half_peak: floor_half,
+    };
+    let lanyard = Target {
+        name: "Lanyard Authorize",
+        peak: lanyard_peak,
+        half_peak_rate_rps: lanyard_rate,
+        half_peak: lanyard_half,
+    };
+    Report {
+        command,
+        cores,
+        setup: Setup {
+            members,
+            distinct_access_tokens: fixture.access_tokens.len(),
+            permission: PERMISSION.into(),
+            facts: fixture.store.describe(),
+            add_members_s: fixture.add_members.as_secs_f64(),
+            sign_ins_s: fixture.sign_ins.as_secs_f64(),
+        },
+        load: LoadShape {
+            concurrency: closed.concurrency,
+            channels: closed.channels,
+            warmup_s: closed.warmup.as_secs_f64(),
+            duration_s: closed.duration.as_secs_f64(),
+            open_loop_warmup_s: open.warmup.as_secs_f64(),
+            open_loop_duration_s: open.duration.as_secs_f64(),
+        },
+        ratio: Ratio::of(&lanyard, &floor),
+        floor,
+        lanyard,
+        extras,
+    }
+}

@@ -1,0 +1,173 @@
+//! The report: a table for people, or the same figures as JSON with `--json`.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::extras::Measurement;
+use crate::load::Outcome;
+
+/// Everything one run measured, and under which conditions.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    /// What `std::thread::available_parallelism` reports.
+    pub cores: usize,
+    pub setup: Setup,
+    pub load: LoadShape,
+    pub floor: Target,
+    pub lanyard: Target,
+    pub ratio: Ratio,
+    pub extras: Vec<Measurement>,
+}
+
+/// How the system under test was prepared.
+#[derive(Debug, Serialize)]
+pub struct Setup {
+    pub members: usize,
+    pub distinct_access_tokens: usize,
+    pub permission: String,
+    /// Where the revocation facts lived.
+    pub facts: String,
+    pub add_members_s: f64,
+    pub sign_ins_s: f64,
+}
+
+/// The load both targets received.
+#[derive(Debug, Serialize)]
+pub struct LoadShape {
+    pub concurrency: usize,
+    pub channels: usize,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub open_loop_warmup_s: f64,
+    pub open_loop_duration_s: f64,
+}
+
+/// One target's figures.
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub name: &'static str,
+    /// Closed loop: the peak.
+    pub peak: Outcome,
+    /// The open-loop rate asked for: half of `peak.throughput_rps`.
+    pub half_peak_rate_rps: f64,
+    /// Open loop at that rate.
+    pub half_peak: Outcome,
+}
+
+/// Lanyard over the floor.
+#[derive(Debug, Serialize)]
+pub struct Ratio {
+    /// Lanyard's peak throughput as a fraction of the floor's.
+    pub throughput: f64,
+    /// Lanyard's p99 at peak as a multiple of the floor's.
+    pub p99: f64,
+}
+
+impl Ratio {
+    pub fn of(lanyard: &Target, floor: &Target) -> Self {
+        Self {
+            throughput: lanyard.peak.throughput_rps / floor.peak.throughput_rps,
+            p99: lanyard.peak.latency.p99_us / floor.peak.latency.p99_us,
+        }
+    }
+}
+
+impl Report {
+    /// The report as a table.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let s = &self.setup;
+        let l = &self.load;
+        let _ = writeln!(out, "Lanyard authorization benchmark");
+        let _ = writeln!(out, "  command   {}", self.command);
+        let _ = writeln!(out, "  machine   {} cores", self.cores);
+        let _ = writeln!(
+            out,
+            "  setup     {} members added in {:.1} s, signed in through ExchangeToken in {:.1} s: {} distinct access tokens",
+            s.members, s.add_members_s, s.sign_ins_s, s.distinct_access_tokens
+        );
+        let _ = writeln!(out, "  facts     {}", s.facts);
+        let _ = writeln!(
+            out,
+            "  load      Authorize(token_i, \"{}\") over {} HTTP/2 channels; closed loop: {} tasks, {} s after {} s \
+             warm-up; open loop: calls released on a schedule, {} s after {} s",
+            s.permission,
+            l.channels,
+            l.concurrency,
+            l.duration_s,
+            l.warmup_s,
+            l.open_loop_duration_s,
+            l.open_loop_warmup_s
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<34}{:>12}{:>12}{:>12}{:>12}{:>12}{:>10}",
+            "closed loop (peak)", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "others"
+        );
+        for t in [&self.floor, &self.lanyard] {
+            let (o, lat) = (&t.peak, &t.peak.latency);
+            let _ = writeln!(
+                out,
+                "  {:<32}{:>12.0}{:>12.1}{:>12.1}{:>12.1}{:>12.1}{:>10}",
+                t.name,
+                o.throughput_rps,
+                lat.p50_us,
+                lat.p99_us,
+                lat.p999_us,
+                lat.max_us,
+                others(o)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  {:<32}{:>11.2}x{:>12}{:>11.2}x",
+            "Lanyard / floor", self.ratio.throughput, "", self.ratio.p99
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<34}{:>12}{:>12}{:>12}{:>12}{:>12}{:>10}",
+            "open loop at half peak", "asked/s", "sent/s", "p50 µs", "p99 µs", "p99.9 µs", "others"
+        );
+        for t in [&self.floor, &self.lanyard] {
+            let (o, lat) = (&t.half_peak, &t.half_peak.latency);
+            let _ = writeln!(
+                out,
+                "  {:<32}{:>12.0}{:>12.0}{:>12.1}{:>12.1}{:>12.1}{:>10}",
+                t.name,
+                t.half_peak_rate_rps,
+                o.throughput_rps,
+                lat.p50_us,
+                lat.p99_us,
+                lat.p999_us,
+                others(o)
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "other measurements");
+        for m in &self.extras {
+            match &m.not_measured {
+                Some(why) => {
+                    let _ = writeln!(out, "  {}: not measured: {why}", m.name);
+                }
+                None => {
+                    let _ = writeln!(out, "  {}", m.name);
+                    for f in &m.figures {
+                        let _ = writeln!(out, "    {:<62}{:>12} {}", f.name, f.value, f.unit);
+                    }
+                }
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "others: cores that other processes kept busy while the calls were measured.");
+        let _ = writeln!(out, "Every answer of every run, warm-ups included, was allowed=true.");
+        out
+    }
+}
+
+fn others(outcome: &Outcome) -> String {
+    outcome.others_cores.map_or_else(|| "unknown".into(), |cores| format!("{cores:.2}"))
+}
