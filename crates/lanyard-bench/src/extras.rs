@@ -269,8 +269,8 @@ async fn revocation_propagation(
     figures.extend(percentiles("RemoveMember round trip", &remove_latency, "ms"));
     figures.extend(percentiles("floor: bare Redis round trip (PING)", &ping, "ms"));
     figures.push(figure("propagation / Redis round trip (p50)", ratio(&propagation, &ping), "x"));
-    figures.push(figure("checks allowed after RemoveMember returned", allowed_after_return as f64, "of"));
-    figures.push(figure("  removals", rounds as f64, "rounds"));
+    figures.push(figure("members removed", rounds as f64, "members"));
+    figures.push(figure("  checks allowed after their RemoveMember returned", allowed_after_return as f64, "checks"));
     Ok(figures)
 }
 

@@ -8,6 +8,7 @@ use lanyard_proto::authz::v1 as apb;
 use lanyard_proto::authz::v1::authorization_service_server::{AuthorizationService, AuthorizationServiceServer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// Answers every `Authorize` with the same response.
@@ -50,7 +51,7 @@ impl Floor {
         let router =
             tonic::transport::Server::builder().add_service(AuthorizationServiceServer::new(NoOp { response }));
         let task = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router.serve_with_incoming(incoming).await.expect("floor server");
         });
         Self { addr, task }

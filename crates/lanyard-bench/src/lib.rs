@@ -19,7 +19,8 @@ use crate::extras::Sizes;
 use crate::fixture::Fixture;
 use crate::floor::Floor;
 use crate::load::Load;
-use crate::report::{LoadShape, Ratio, Report, Setup, Target};
+use crate::load::Outcome;
+use crate::report::{LoadShape, Ratio, Report, Round, Setup, Target};
 
 /// The permission every call checks; each member's role grants it.
 pub const PERMISSION: &str = "members:read";
@@ -33,6 +34,8 @@ pub struct Options {
     pub sizes: Sizes,
     /// Members to sign in, each holding its own access token.
     pub members: usize,
+    /// How many times each load runs on each target, taking turns.
+    pub rounds: usize,
     /// The closed-loop load.
     pub closed: Load,
     /// The open-loop load (its rate is half of each target's closed-loop peak).
@@ -42,7 +45,7 @@ pub struct Options {
 /// Runs every measurement; `command` and `cores` go into the report as they are. Panics when any
 /// answer is not `allowed=true`. Progress goes to stderr.
 pub async fn run(options: Options, command: String, cores: usize) -> Report {
-    let Options { redis_url, sizes, members, closed, open } = options;
+    let Options { redis_url, sizes, members, rounds, closed, open } = options;
     eprintln!("starting Lanyard and signing in {members} members...");
     let fixture = Fixture::start(members, PERMISSION, &redis_url).await;
     let requests = load::requests(&fixture.access_tokens, PERMISSION);
@@ -56,17 +59,36 @@ pub async fn run(options: Options, command: String, cores: usize) -> Report {
     let floor_clients = load::connect(floor.addr, closed.channels).await;
     let lanyard_clients = load::connect(fixture.app.addr, closed.channels).await;
 
-    eprintln!("closed loop: floor...");
-    let floor_peak = load::closed_loop("floor", &floor_clients, &requests, closed).await;
-    eprintln!("closed loop: Lanyard...");
-    let lanyard_peak = load::closed_loop("Lanyard", &lanyard_clients, &requests, closed).await;
+    // The machine is shared: the two targets take turns, round after round, and each one's median
+    // round is reported, with every round's ratio beside it.
+    let (mut floor_peaks, mut lanyard_peaks) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!("closed loop, round {round} of {rounds}: floor, then Lanyard...");
+        floor_peaks.push(load::closed_loop("floor", &floor_clients, &requests, closed).await);
+        lanyard_peaks.push(load::closed_loop("Lanyard", &lanyard_clients, &requests, closed).await);
+    }
+    let floor_peak = median(&floor_peaks, |o| o.throughput_rps);
+    let lanyard_peak = median(&lanyard_peaks, |o| o.throughput_rps);
 
     let floor_rate = floor_peak.throughput_rps / 2.0;
     let lanyard_rate = lanyard_peak.throughput_rps / 2.0;
-    eprintln!("open loop at half peak: floor ({floor_rate:.0}/s)...");
-    let floor_half = load::open_loop("floor", &floor_clients, &requests, open, floor_rate).await;
-    eprintln!("open loop at half peak: Lanyard ({lanyard_rate:.0}/s)...");
-    let lanyard_half = load::open_loop("Lanyard", &lanyard_clients, &requests, open, lanyard_rate).await;
+    let (mut floor_halves, mut lanyard_halves) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!(
+            "open loop at half peak, round {round} of {rounds}: floor ({floor_rate:.0}/s), then Lanyard ({lanyard_rate:.0}/s)..."
+        );
+        floor_halves.push(load::open_loop("floor", &floor_clients, &requests, open, floor_rate).await);
+        lanyard_halves.push(load::open_loop("Lanyard", &lanyard_clients, &requests, open, lanyard_rate).await);
+    }
+    let floor_half = median(&floor_halves, |o| o.latency.p99_us);
+    let lanyard_half = median(&lanyard_halves, |o| o.latency.p99_us);
+    let rounds = (0..rounds)
+        .map(|i| Round {
+            throughput_ratio: lanyard_peaks[i].throughput_rps / floor_peaks[i].throughput_rps,
+            floor_half_peak_p99_us: floor_halves[i].latency.p99_us,
+            lanyard_half_peak_p99_us: lanyard_halves[i].latency.p99_us,
+        })
+        .collect();
 
     let extras = extras::measure_all(&fixture, PERMISSION, sizes).await;
     fixture.clean_up().await;
@@ -103,8 +125,16 @@ pub async fn run(options: Options, command: String, cores: usize) -> Report {
             open_loop_duration_s: open.duration.as_secs_f64(),
         },
         ratio: Ratio::of(&lanyard, &floor),
+        rounds,
         floor,
         lanyard,
         extras,
     }
+}
+
+/// The outcome whose `key` is the median of `outcomes` (the upper one of an even count).
+fn median(outcomes: &[Outcome], key: impl Fn(&Outcome) -> f64) -> Outcome {
+    let mut sorted = outcomes.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[sorted.len() / 2]
 }

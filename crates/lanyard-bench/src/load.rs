@@ -1,7 +1,7 @@
-//! The load generator: calls to `Authorize` sharing a few HTTP/2 channels, rotating over the
-//! access tokens. Closed loop (each of `concurrency` tasks sends its next call when the last
-//! returns) finds the peak rate; open loop (calls released on a fixed schedule, whatever is still
-//! in flight) measures latency at a chosen rate.
+//! The load generator: `concurrency` tasks calling `Authorize` over a few shared HTTP/2 channels,
+//! rotating over the access tokens. Closed loop (each task sends its next call when the last
+//! returns) finds the peak rate; open loop (each task on a fixed schedule) measures latency at a
+//! chosen rate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use lanyard_proto::authz::v1 as apb;
 use lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient;
 use serde::Serialize;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::machine::{self, CpuTimes};
@@ -105,12 +105,13 @@ pub async fn closed_loop(
     }
 }
 
-/// Calls released on a fixed schedule, `rate` per second in all, each on a task of its own:
-/// arrivals do not wait for answers, so a server that falls behind shows as latency rather than as
-/// fewer calls. A pacing thread releases them (an OS thread's sleep is much finer than the
-/// runtime's 1 ms timer, so calls do not arrive in bursts every millisecond); each call is timed
-/// from its release. `load.concurrency` does not apply: as many calls are in flight as the
-/// server's latency makes.
+/// Calls on a fixed schedule, `rate` per second in all: each of `concurrency` tasks carries an
+/// equal share, the tasks' schedules interleaved. A call due while its task still waits for the
+/// previous answer is sent as soon as that answer arrives and timed from when it was due, so a
+/// server that falls behind shows as latency rather than as fewer calls. The runtime's timer ticks
+/// every millisecond, so calls due within one millisecond leave together: the arrivals are that
+/// bursty, for both targets alike. (Pacing from a thread of its own, finer-grained, costs a third
+/// busy thread on a 2-core machine, and the scheduler's preemptions then dominate the tail.)
 pub async fn open_loop(
     target: &str,
     clients: &[Client],
@@ -119,47 +120,25 @@ pub async fn open_loop(
     rate: f64,
 ) -> Outcome {
     assert!(rate > 0.0, "an open-loop rate must be positive");
-    let runtime = tokio::runtime::Handle::current();
-    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
-    let period = Duration::from_secs_f64(1.0 / rate);
-    let start = std::time::Instant::now();
-    let measure_from = start + load.warmup;
-    let until = measure_from + load.duration;
-    let (clients, requests) = (clients.to_vec(), requests.clone());
-    let pacer = std::thread::spawn(move || {
-        let mut due = start;
-        let mut call = 0;
-        while due < until {
-            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let released = std::time::Instant::now();
-            let measured = due >= measure_from;
-            let mut client = clients[call % clients.len()].clone();
-            let request = requests[call % requests.len()].clone();
-            let answers = answers.clone();
-            runtime.spawn(async move {
-                let answer = client.authorize(request).await;
-                let _ = answers.send((measured.then(|| released.elapsed()), answer));
-            });
-            call += 1;
-            due += period;
-        }
-    });
+    let start = Instant::now();
+    let window = Window { measure_from: start + load.warmup, until: start + load.warmup + load.duration };
+    let period = Duration::from_secs_f64(load.concurrency as f64 / rate);
+    let tasks: Vec<_> = (0..load.concurrency)
+        .map(|task| {
+            let client = clients[task % clients.len()].clone();
+            let first = start + period.mul_f64(task as f64 / load.concurrency as f64);
+            tokio::spawn(open_task(client, requests.clone(), task, load.concurrency, window, first, period))
+        })
+        .collect();
     let cpu_before = tokio::spawn(async move {
-        tokio::time::sleep_until(Instant::from_std(measure_from)).await;
+        tokio::time::sleep_until(window.measure_from).await;
         CpuTimes::now()
     });
     let mut tally = Tally::new();
-    // The channel closes once the pacer and every call it released are done.
-    while let Some((latency, answer)) = answered.recv().await {
-        tally.check(answer);
-        if let Some(latency) = latency {
-            tally.record(latency);
-        }
+    for task in tasks {
+        tally.merge(task.await.expect("a load task panicked"));
     }
     let cpu_after = CpuTimes::now();
-    pacer.join().expect("the pacing thread");
     tally.assert_all_allowed(target);
     Outcome {
         others_cores: others_cores(cpu_before.await.expect("a CPU sample"), cpu_after),
@@ -195,6 +174,40 @@ async fn closed_task(
         tally.check(answer);
         if sent >= window.measure_from {
             tally.record(sent.elapsed());
+        }
+        next += step;
+    }
+}
+
+async fn open_task(
+    mut client: Client,
+    requests: Arc<[apb::AuthorizeRequest]>,
+    task: usize,
+    step: usize,
+    window: Window,
+    first: Instant,
+    period: Duration,
+) -> Tally {
+    let mut tally = Tally::new();
+    let mut schedule = tokio::time::interval_at(first, period);
+    // A late call is sent at once, and the calls due meanwhile right after it: the schedule holds.
+    schedule.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut next = task;
+    let mut previous_done = first;
+    loop {
+        let due = schedule.tick().await;
+        if due >= window.until {
+            return tally;
+        }
+        // Timed from when it was due if it waited for this task's previous call (the server's
+        // backlog is its latency); from when it was sent if it found the task idle, so the
+        // timer's lateness is not counted against the server.
+        let sent = if previous_done > due { due } else { Instant::now() };
+        let answer = client.authorize(requests[next % requests.len()].clone()).await;
+        previous_done = Instant::now();
+        tally.check(answer);
+        if due >= window.measure_from {
+            tally.record(previous_done - sent);
         }
         next += step;
     }

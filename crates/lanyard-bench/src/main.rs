@@ -14,7 +14,11 @@ struct Args {
     /// Members to sign in, each holding its own access token.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     members: u32,
-    /// Client tasks sending concurrently.
+    /// How many times each load runs on each target, the two taking turns; the median round is
+    /// reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Client tasks sending concurrently (closed loop).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     concurrency: u32,
     /// HTTP/2 connections the tasks share.
@@ -24,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = 2.0, value_parser = seconds)]
     warmup: f64,
     /// Seconds of measured closed-loop load.
-    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+    #[arg(long, default_value_t = 8.0, value_parser = positive_seconds)]
     duration: f64,
     /// Seconds of open-loop load before measuring.
     #[arg(long, default_value_t = 1.0, value_parser = seconds)]
@@ -90,7 +94,14 @@ async fn main() {
         propagation_rounds: args.propagation_rounds as usize,
         memberships: args.memberships as usize,
     };
-    let options = Options { redis_url: args.redis_url, sizes, members: args.members as usize, closed, open };
+    let options = Options {
+        redis_url: args.redis_url,
+        sizes,
+        members: args.members as usize,
+        rounds: args.rounds as usize,
+        closed,
+        open,
+    };
     let report = lanyard_bench::run(options, command, cores).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));

@@ -18,6 +18,8 @@ pub struct Report {
     pub floor: Target,
     pub lanyard: Target,
     pub ratio: Ratio,
+    /// Every round's figures, in the order run (`floor` and `lanyard` hold the median rounds).
+    pub rounds: Vec<Round>,
     pub extras: Vec<Measurement>,
 }
 
@@ -56,6 +58,15 @@ pub struct Target {
     pub half_peak: Outcome,
 }
 
+/// One round of both targets.
+#[derive(Debug, Serialize)]
+pub struct Round {
+    /// Lanyard's peak throughput over the floor's in this round.
+    pub throughput_ratio: f64,
+    pub floor_half_peak_p99_us: f64,
+    pub lanyard_half_peak_p99_us: f64,
+}
+
 /// Lanyard over the floor.
 #[derive(Debug, Serialize)]
 pub struct Ratio {
@@ -91,8 +102,8 @@ impl Report {
         let _ = writeln!(out, "  facts     {}", s.facts);
         let _ = writeln!(
             out,
-            "  load      Authorize(token_i, \"{}\") over {} HTTP/2 channels; closed loop: {} tasks, {} s after {} s \
-             warm-up; open loop: calls released on a schedule, {} s after {} s",
+            "  load      Authorize(token_i, \"{}\") over {} HTTP/2 channels; {} tasks; closed loop {} s after {} s \
+             warm-up; open loop {} s after {} s",
             s.permission,
             l.channels,
             l.concurrency,
@@ -144,6 +155,18 @@ impl Report {
                 lat.p99_us,
                 lat.p999_us,
                 others(o)
+            );
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "every round (the tables show each target's median round)");
+        for (i, r) in self.rounds.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  round {}: peak Lanyard / floor {:.2}x; p99 at half peak: floor {:.1} µs, Lanyard {:.1} µs",
+                i + 1,
+                r.throughput_ratio,
+                r.floor_half_peak_p99_us,
+                r.lanyard_half_peak_p99_us
             );
         }
         let _ = writeln!(out);

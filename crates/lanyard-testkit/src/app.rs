@@ -263,7 +263,7 @@ impl TestApp {
             .add_service(parts.server.clone())
             .add_service(parts.authz_server.clone());
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             router
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

@@ -16,7 +16,7 @@ use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, TenancyC
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
 
 use crate::settings::Settings;
@@ -342,7 +342,8 @@ impl Application {
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
         };
-        let incoming = TcpListenerStream::new(listener);
+        // Each response goes out at once: without TCP_NODELAY small replies wait on delayed ACKs.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use lanyard_authz::{require_permission, Authorizer, AuthzLayer};
 use lanyard_core::status::Problem;
 use lanyard_core::OrganizationId;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// The generated gRPC code.
@@ -69,7 +70,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .layer(AuthzLayer::new(authorizer))
         .add_service(ProjectServiceServer::new(Projects::default()))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     Ok(())
 }
