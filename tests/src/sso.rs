@@ -57,19 +57,7 @@ pub async fn member(
     email: &str,
     roles: &[&str],
 ) -> (String, pb::ExchangeTokenResponse) {
-    let member = app
-        .operator()
-        .add_member(tpb::AddMemberRequest {
-            organization_id: org.into(),
-            email: email.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            ..Default::default()
-        })
-        .await
-        .expect("add member")
-        .into_inner()
-        .member
-        .expect("member");
+    let member = app.add_member(org, email, roles).await;
     (member.user_id, sign_in(app, idp, org, email).await)
 }
 

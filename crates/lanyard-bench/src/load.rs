@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use lanyard_proto::authz::v1 as apb;
 use lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient;
 use serde::Serialize;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tonic::transport::{Channel, Endpoint};
 
@@ -89,20 +90,7 @@ pub async fn closed_loop(
             tokio::spawn(closed_task(client, requests.clone(), task, load.concurrency, window))
         })
         .collect();
-    let cpu_before = tokio::spawn(async move {
-        tokio::time::sleep_until(window.measure_from).await;
-        CpuTimes::now()
-    });
-    let mut tally = Tally::new();
-    for task in tasks {
-        tally.merge(task.await.expect("a load task panicked"));
-    }
-    let cpu_after = CpuTimes::now();
-    tally.assert_all_allowed(target);
-    Outcome {
-        others_cores: others_cores(cpu_before.await.expect("a CPU sample"), cpu_after),
-        ..tally.outcome(load.duration)
-    }
+    gather(target, tasks, window, load.duration).await
 }
 
 /// Calls on a fixed schedule, `rate` per second in all: each of `concurrency` tasks carries an
@@ -130,6 +118,12 @@ pub async fn open_loop(
             tokio::spawn(open_task(client, requests.clone(), task, load.concurrency, window, first, period))
         })
         .collect();
+    gather(target, tasks, window, load.duration).await
+}
+
+/// Waits for the load tasks, checks every answer was allowed, and says how busy other processes
+/// kept the machine while calls were measured.
+async fn gather(target: &str, tasks: Vec<JoinHandle<Tally>>, window: Window, measured: Duration) -> Outcome {
     let cpu_before = tokio::spawn(async move {
         tokio::time::sleep_until(window.measure_from).await;
         CpuTimes::now()
@@ -142,7 +136,7 @@ pub async fn open_loop(
     tally.assert_all_allowed(target);
     Outcome {
         others_cores: others_cores(cpu_before.await.expect("a CPU sample"), cpu_after),
-        ..tally.outcome(load.duration)
+        ..tally.outcome(measured)
     }
 }
 
