@@ -104,7 +104,7 @@ struct Metrics {
 struct Inner {
     keys: Arc<dyn KeySource>,
     expected: Audience,
-    verified: moka::sync::Cache<Arc<str>, Arc<Principal>>,
+    verified: moka::sync::Cache<Arc<str>, Arc<Principal>, foldhash::quality::RandomState>,
     facts: Facts,
     fallback: Fallback,
     metrics: Metrics,
@@ -139,7 +139,9 @@ impl Authorizer {
         let verified = moka::sync::Cache::builder()
             .max_capacity(Self::TOKEN_CAPACITY)
             .time_to_live(Duration::from_secs(3600))
-            .build();
+            // A token is hashed on every check: foldhash instead of SipHash, a third of the cost.
+            // Only verified tokens are ever inserted, so nobody can choose colliding keys.
+            .build_with_hasher(foldhash::quality::RandomState::default());
         let metrics = Metrics {
             token_hit: metrics::counter!("lanyard_cache_requests_total", "cache" => "authz_tokens", "result" => "hit"),
             token_miss: metrics::counter!("lanyard_cache_requests_total", "cache" => "authz_tokens", "result" => "miss"),

@@ -121,7 +121,7 @@ impl Metrics {
 
 struct Inner {
     cache: Cache,
-    near: moka::sync::Cache<FactKey, Versioned>,
+    near: moka::sync::Cache<FactKey, Versioned, foldhash::quality::RandomState>,
     /// Whether the subscription is up.
     subscribed: AtomicBool,
     /// When Redis last answered on the subscription (milliseconds since `epoch`).
@@ -172,7 +172,11 @@ impl Facts {
 
     /// Facts with a near cache of at most `capacity` entries.
     pub fn with_capacity(cache: Cache, capacity: u64) -> Self {
-        let near = moka::sync::Cache::builder().max_capacity(capacity).time_to_live(NEAR_TTL).build();
+        // Keys are ids Lanyard generated, so foldhash is safe here and cheaper than SipHash.
+        let near = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .time_to_live(NEAR_TTL)
+            .build_with_hasher(foldhash::quality::RandomState::default());
         Self {
             inner: Arc::new(Inner {
                 cache,
