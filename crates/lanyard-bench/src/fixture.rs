@@ -101,8 +101,7 @@ impl Fixture {
     /// Starts Lanyard with its facts in Redis at `redis_url` (or in-process when it does not
     /// answer) and signs `members` members in; each may `permission` in the organization.
     pub async fn start(members: usize, permission: &str, redis_url: &str) -> Self {
-        let store = fact_store(redis_url).await;
-        let cache = store.connect().await.unwrap_or_else(|| Cache::local("lanyard"));
+        let (store, cache) = fact_store(redis_url).await;
         let facts = Subscribed::start(Facts::new(cache)).await;
         let db = TestDb::new(Backend::Sqlite).await;
         // Access tokens outlive any run the flags can ask for, so expiry never turns into denials.
@@ -164,8 +163,8 @@ impl Fixture {
 impl Fixture {
     /// Deletes the run's keys from Redis (they would expire within the hour anyway).
     pub async fn clean_up(&self) {
-        let FactStore::Redis { url, prefix } = &self.store else { return };
-        let Ok(client) = redis::Client::open(url.as_str()) else { return };
+        let FactStore::Redis { prefix, .. } = &self.store else { return };
+        let Some(client) = self.facts.facts.cache().redis_client() else { return };
         let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
         let mut cursor = 0u64;
         loop {
@@ -191,19 +190,20 @@ impl Fixture {
     }
 }
 
-/// Redis at `url` with a prefix unique to this run, if it answers within a second.
-async fn fact_store(url: &str) -> FactStore {
+/// Redis at `url` with a prefix unique to this run and a cache on it, if it answers within a
+/// second; else the in-process cache.
+async fn fact_store(url: &str) -> (FactStore, Cache) {
     let prefix = format!("lanyard-bench-{}-{}", std::process::id(), lanyard_core::Timestamp::now().0);
     let answered = tokio::time::timeout(Duration::from_secs(1), async {
         let cache = Cache::redis(url, &prefix).await.ok()?;
-        cache.ping().await.ok()
+        cache.ping().await.ok().map(|()| cache)
     })
     .await;
     match answered {
-        Ok(Some(())) => FactStore::Redis { url: url.to_owned(), prefix },
+        Ok(Some(cache)) => (FactStore::Redis { url: url.to_owned(), prefix }, cache),
         _ => {
             eprintln!("no Redis answered at {url}: facts stay in the in-process cache; propagation is not measured");
-            FactStore::Embedded
+            (FactStore::Embedded, Cache::local("lanyard"))
         }
     }
 }
