@@ -3,12 +3,14 @@
 //! the backend-specific parts (connection setup, migrations, error codes) live here.
 
 use std::future::Future;
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::AnyConnection;
-use sqlx::{AnyPool, Connection, Executor};
+use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
 /// Which database a pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +77,9 @@ impl Database {
             }
             conn.close().await?;
         }
+        if backend == Backend::Sqlite {
+            private_sqlite_files(&config.url)?;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(30))
@@ -109,6 +114,27 @@ impl Database {
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
+}
+
+/// Makes the files of a SQLite database Lanyard creates (`mode=rwc`) private. SQLite gives its
+/// `-wal`, `-shm` and journal files the database file's mode, so creating the database file
+/// private before SQLite does is what keeps them all private whatever the umask; those an older
+/// version left looser are tightened. Read-only, read-write and in-memory URLs open databases
+/// Lanyard does not own, and are left alone.
+fn private_sqlite_files(url: &str) -> Result<(), sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?;
+    let creates = options.to_url_lossy().query_pairs().any(|(k, v)| k == "mode" && v == "rwc");
+    if !creates {
+        return Ok(());
+    }
+    let db = options.get_filename();
+    crate::fs::open_private(db, std::fs::OpenOptions::new().write(true).create(true))?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut sibling = db.as_os_str().to_owned();
+        sibling.push(suffix);
+        crate::fs::make_private(std::path::Path::new(&sibling))?;
+    }
+    Ok(())
 }
 
 /// What a database error means to the application.
@@ -236,6 +262,31 @@ mod tests {
         sqlx::query("INSERT INTO t VALUES ($1)").bind("a").execute(&db.pool).await.unwrap();
         let err = sqlx::query("INSERT INTO t VALUES ($1)").bind("a").execute(&db.pool).await.unwrap_err();
         assert_eq!(classify(db.backend, &err), DbErrorKind::UniqueViolation);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn sqlite_files_are_private_and_loose_ones_are_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("lanyard-db-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (new, old) = (dir.join("new.db"), dir.join("old.db"));
+        // An empty file is an empty SQLite database, as an older version might have left it.
+        std::fs::write(&old, "").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).unwrap();
+        for path in [&new, &old] {
+            let url = format!("sqlite://{}?mode=rwc", path.display());
+            let db = Database::connect(&DatabaseConfig { url, schema: "t".into(), max_connections: 1 }).await.unwrap();
+            // A write, so the WAL and its index exist while the pool is open.
+            sqlx::query("CREATE TABLE t (k TEXT)").execute(&db.pool).await.unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+                assert_eq!(mode(&file), 0o600, "{}", file.display());
+            }
+            db.pool.close().await;
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

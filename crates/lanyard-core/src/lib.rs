@@ -6,6 +6,7 @@ pub mod caller;
 pub mod clock;
 pub mod crypto;
 pub mod db;
+pub mod fs;
 pub mod ids;
 pub mod page;
 pub mod status;

@@ -208,8 +208,7 @@ impl Mailer {
                     .build(),
             ),
             MailTransport::Files { dir } => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| anyhow::anyhow!("creating the mail directory {}: {e}", dir.display()))?;
+                private_mail_dir(dir).map_err(|e| anyhow::anyhow!("the mail directory {}: {e}", dir.display()))?;
                 Transport::Files(dir.clone())
             }
         };
@@ -322,16 +321,39 @@ impl Mailer {
             Transport::Files(dir) => {
                 let path = dir.join(format!("{}.eml", message.id));
                 let tmp = dir.join(format!(".{}.eml.tmp", message.id));
-                let write = async {
-                    tokio::fs::write(&tmp, email.formatted()).await?;
-                    tokio::fs::rename(&tmp, &path).await
-                };
-                write.await.map_err(|e| SendError::Transient(format!("writing {}: {e}", path.display())))?;
+                let (bytes, target) = (email.formatted(), path.clone());
+                // The link in it is a live credential; the rename keeps the private mode.
+                let write = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut options = std::fs::OpenOptions::new();
+                    let mut file =
+                        lanyard_core::fs::open_private(&tmp, options.write(true).create(true).truncate(true))?;
+                    file.write_all(&bytes)?;
+                    std::fs::rename(&tmp, &target)
+                });
+                write
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                    .map_err(|e| SendError::Transient(format!("writing {}: {e}", path.display())))?;
                 tracing::info!(path = %path.display(), to = %content.to, "invitation email written to a file");
                 Ok(())
             }
         }
     }
+}
+
+/// Creates the mail directory private, and tightens the messages an older version left readable
+/// by others: each holds a registration link that is still live.
+fn private_mail_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    lanyard_core::fs::create_private_dir(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // Not through symbolic links: what they point at is not the mailer's.
+        if entry.file_type()?.is_file() {
+            lanyard_core::fs::make_private(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

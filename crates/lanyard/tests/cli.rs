@@ -48,9 +48,22 @@ impl Drop for Server {
 
 /// Starts `lanyard serve` with only a data directory and an address, and waits until it answers.
 fn serve(data: &Path) -> (Server, String) {
+    let mut command = Command::new(BIN);
+    command.arg("serve");
+    start(command, data)
+}
+
+/// Starts `lanyard serve` under `umask 000`, where only explicit modes keep anything private.
+fn serve_with_open_umask(data: &Path) -> (Server, String) {
+    let mut command = Command::new("sh");
+    // `exec`, so the child is the server itself and stopping it stops the server.
+    command.args(["-c", "umask 000 && exec \"$0\" serve", BIN]);
+    start(command, data)
+}
+
+fn start(mut command: Command, data: &Path) -> (Server, String) {
     let port = free_port();
-    let child = Command::new(BIN)
-        .arg("serve")
+    let child = command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("LANYARD_DATA_DIR", data)
@@ -331,4 +344,100 @@ async fn sqlx_count(db: &lanyard_core::db::Database, org: &str) -> i64 {
         .unwrap()
         .try_get("n")
         .unwrap()
+}
+
+/// Every path under `data` (itself included) whose mode is not 0700 for a directory or 0600 for a
+/// file, and every path looked at.
+#[cfg(unix)]
+fn loose_paths(data: &Path) -> (Vec<String>, Vec<std::path::PathBuf>) {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut loose, mut seen, mut pending) = (Vec::new(), Vec::new(), vec![data.to_path_buf()]);
+    while let Some(path) = pending.pop() {
+        // The server runs on: a temporary file may be gone between listing and looking.
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        if mode != want {
+            loose.push(format!("{} is {mode:o}, not {want:o}", path.display()));
+        }
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+        seen.push(path);
+    }
+    (loose, seen)
+}
+
+/// Creates an organization and an invitation sent by email, and waits until its `.eml` is written.
+#[cfg(unix)]
+fn mail_an_invitation(data: &Path, endpoint: &str) {
+    let emails = || {
+        std::fs::read_dir(data.join("mail"))
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "eml")).count())
+            .unwrap_or(0)
+    };
+    let before = emails();
+    stdout(&lanyard(
+        data,
+        endpoint,
+        &["org", "create", "--slug", "initech", "--name", "Initech", "--seats", "3", "--domain", "initech.com"],
+    ));
+    stdout(&lanyard(data, endpoint, &["invitation", "create", "--org", "initech", "--email", "peter@initech.com"]));
+    // Readiness, not timing: poll until the mailer wrote it (bounded, in case it never does).
+    for _ in 0..600 {
+        if emails() > before {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the invitation email was not written to {}", data.join("mail").display());
+}
+
+#[cfg(unix)]
+#[test]
+fn data_at_rest_is_private_under_an_open_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, endpoint) = serve_with_open_umask(&data);
+    mail_an_invitation(&data, &endpoint);
+
+    let (loose, seen) = loose_paths(&data);
+    assert!(loose.is_empty(), "readable by others:\n{}", loose.join("\n"));
+    // The walk covered what matters: SQLite's own files (they exist while the server runs) and mail.
+    let names: Vec<String> =
+        seen.iter().filter_map(|p| p.strip_prefix(&data).ok()).map(|p| p.display().to_string()).collect();
+    for expected in ["tenancy.db-wal", "tenancy.db-shm", "invitation.db-wal", "token.db-wal", "encryption.key", "mail"]
+    {
+        assert!(names.iter().any(|n| n == expected), "{expected} not in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("mail/") && n.ends_with(".eml")), "no .eml in {names:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn loose_modes_left_by_an_older_version_are_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &Path, mode: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("mail")).unwrap();
+    // An empty file is an empty SQLite database.
+    std::fs::write(data.join("tenancy.db"), "").unwrap();
+    std::fs::write(data.join("encryption.key"), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+    std::fs::write(data.join("mail").join("old.eml"), "To: someone@initech.com\r\n\r\nan old link\r\n").unwrap();
+    chmod(&data, 0o777);
+    chmod(&data.join("mail"), 0o777);
+    chmod(&data.join("tenancy.db"), 0o666);
+    chmod(&data.join("encryption.key"), 0o644);
+    chmod(&data.join("mail").join("old.eml"), 0o666);
+
+    let (_server, endpoint) = serve_with_open_umask(&data);
+    mail_an_invitation(&data, &endpoint);
+
+    let (loose, _) = loose_paths(&data);
+    assert!(loose.is_empty(), "readable by others:\n{}", loose.join("\n"));
 }
