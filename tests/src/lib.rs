@@ -94,6 +94,8 @@ pub struct TestApp {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pg_database: Option<String>,
+    /// The DNS server tenancy checks domain challenges against.
+    pub dns: lanyard_testkit::dns::FakeDns,
     _dir: tempfile::TempDir,
 }
 
@@ -111,6 +113,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
 pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().expect("temp dir");
+    let dns = lanyard_testkit::dns::FakeDns::start().await;
     let (database_url, pg_database) = match backend {
         Backend::Sqlite => (None, None),
         Backend::Postgres => {
@@ -128,6 +131,8 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
         database_max_connections: 10,
         shutdown_grace_seconds: 5,
         http_addr: Some("127.0.0.1:0".parse().expect("address")),
+        dns_servers: vec![dns.addr()],
+        dns_timeout_ms: 2000,
         ..Settings::default()
     };
     tweak(&mut settings);
@@ -148,6 +153,7 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
     let data_dir = dir.path().to_path_buf();
     TestApp {
         endpoint,
+        dns,
         backend,
         db,
         data_dir,
@@ -251,7 +257,7 @@ impl TestApp {
     pub async fn snapshot(&self) -> String {
         let queries = [
             "SELECT id || '|' || slug || '|' || display_name || '|' || CAST(seat_limit AS TEXT) || '|' || metadata || '|' || status || '|' || COALESCE(owner_user_id, '') || '|' || CAST(updated_at AS TEXT) FROM organizations ORDER BY id",
-            "SELECT org_id || '|' || domain FROM organization_domains ORDER BY org_id, domain",
+            "SELECT org_id || '|' || domain || '|' || state || '|' || challenge || '|' || COALESCE(CAST(verified_at AS TEXT), '') FROM organization_domains ORDER BY org_id, domain",
             "SELECT id || '|' || COALESCE(primary_email, '') || '|' || CAST(email_verified AS TEXT) FROM users ORDER BY id",
             "SELECT issuer || '|' || subject || '|' || user_id FROM external_identities ORDER BY issuer, subject",
             "SELECT org_id || '|' || user_id || '|' || status || '|' || CAST(version AS TEXT) FROM memberships ORDER BY org_id, user_id",

@@ -288,6 +288,149 @@ async fn malformed_fields_are_refused(backend: Backend) {
             .await,
         );
     }
+    for domain in ["", "acme", "-acme.com", "acme..com", "acme.com.", "acm\u{0435}.com"] {
+        cases.push(
+            run(
+                format!("VerifyDomain {domain:?}"),
+                op.verify_domain(pb::VerifyDomainRequest {
+                    organization_id: id.clone(),
+                    domain: domain.into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+    }
+    for bad in BAD_IDS {
+        cases.push(
+            run(
+                format!("VerifyDomain org {bad:?}"),
+                op.verify_domain(pb::VerifyDomainRequest {
+                    organization_id: bad.into(),
+                    domain: "acme.com".into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("RecordAuditEvent org {bad:?}"),
+                svc.record_audit_event(pb::RecordAuditEventRequest {
+                    organization_id: bad.into(),
+                    actor: "user:x".into(),
+                    action: "session.switched".into(),
+                    target: "session:x".into(),
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+        cases.push(
+            run(
+                format!("FindSsoConnections connection {bad:?}"),
+                svc.find_sso_connections(pb::FindSsoConnectionsRequest {
+                    connection_id: if bad.is_empty() { "x".into() } else { bad.into() },
+                    ..Default::default()
+                }),
+            )
+            .await,
+        );
+    }
+    cases.push(
+        run(
+            "VerifyDomain method 9",
+            op.verify_domain(pb::VerifyDomainRequest {
+                organization_id: id.clone(),
+                domain: "acme.com".into(),
+                method: 9,
+                ..Default::default()
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run(
+            "FindSsoConnections issuer and connection",
+            svc.find_sso_connections(pb::FindSsoConnectionsRequest {
+                issuer: "https://x.example".into(),
+                connection_id: uuid::Uuid::now_v7().to_string(),
+            }),
+        )
+        .await,
+    );
+    cases.push(
+        run("FindSsoConnections neither", svc.find_sso_connections(pb::FindSsoConnectionsRequest::default())).await,
+    );
+    let event = || pb::RecordAuditEventRequest {
+        organization_id: id.clone(),
+        actor: "user:x".into(),
+        action: "session.switched".into(),
+        target: "session:x".into(),
+        ..Default::default()
+    };
+    for (what, bad) in [
+        ("no actor", pb::RecordAuditEventRequest { actor: String::new(), ..event() }),
+        ("long actor", pb::RecordAuditEventRequest { actor: "a".repeat(256), ..event() }),
+        ("control in target", pb::RecordAuditEventRequest { target: "session:\n".into(), ..event() }),
+        ("uppercase action", pb::RecordAuditEventRequest { action: "Session.Switched".into(), ..event() }),
+        ("empty action", pb::RecordAuditEventRequest { action: String::new(), ..event() }),
+        (
+            "17 details",
+            pb::RecordAuditEventRequest {
+                details: (0..17).map(|i| (format!("k{i}"), "v".to_owned())).collect(),
+                ..event()
+            },
+        ),
+        (
+            "oversize detail",
+            pb::RecordAuditEventRequest { details: [("k".to_owned(), "v".repeat(1025))].into(), ..event() },
+        ),
+    ] {
+        cases.push(run(format!("RecordAuditEvent {what}"), svc.record_audit_event(bad)).await);
+    }
+    let claim = || pb::ClaimSeatRequest {
+        organization_id: id.clone(),
+        reservation_id: uuid::Uuid::now_v7().to_string(),
+        ..Default::default()
+    };
+    let identity = || pb::ClaimIdentity {
+        issuer: "https://idp.example".into(),
+        subject: "s".into(),
+        connection_id: uuid::Uuid::now_v7().to_string(),
+        email: "a@acme.com".into(),
+        display_name: String::new(),
+    };
+    for (what, bad) in [
+        ("neither user nor identity", claim()),
+        (
+            "both user and identity",
+            pb::ClaimSeatRequest { user_id: member.user_id.clone(), identity: Some(identity()), ..claim() },
+        ),
+        (
+            "identity without email",
+            pb::ClaimSeatRequest {
+                identity: Some(pb::ClaimIdentity { email: String::new(), ..identity() }),
+                ..claim()
+            },
+        ),
+        (
+            "identity with a bad connection",
+            pb::ClaimSeatRequest {
+                identity: Some(pb::ClaimIdentity { connection_id: "nope".into(), ..identity() }),
+                ..claim()
+            },
+        ),
+        (
+            "identity without subject",
+            pb::ClaimSeatRequest {
+                identity: Some(pb::ClaimIdentity { subject: String::new(), ..identity() }),
+                ..claim()
+            },
+        ),
+    ] {
+        cases.push(run(format!("ClaimSeat {what}"), svc.claim_seat(bad)).await);
+    }
     for (size, token) in [(-1, ""), (10, "%%%"), (10, "bm90LWEtdG9rZW4")] {
         cases.push(
             run(
@@ -494,6 +637,29 @@ async fn callers_without_valid_keys_are_refused(backend: Backend) {
             Code::Unauthenticated,
             reason,
         );
+        assert_error(
+            c.verify_domain(pb::VerifyDomainRequest {
+                organization_id: id.clone(),
+                domain: "acme.com".into(),
+                method: pb::DomainVerificationMethod::Operator as i32,
+                ..Default::default()
+            })
+            .await,
+            Code::Unauthenticated,
+            reason,
+        );
+        assert_error(
+            c.record_audit_event(pb::RecordAuditEventRequest {
+                organization_id: id.clone(),
+                actor: "user:x".into(),
+                action: "session.switched".into(),
+                target: "session:x".into(),
+                ..Default::default()
+            })
+            .await,
+            Code::Unauthenticated,
+            reason,
+        );
     }
     assert_eq!(app.snapshot().await, before);
 }
@@ -564,6 +730,28 @@ async fn unknown_resources_are_not_found(backend: Backend) {
         .await
         .map(|_| ()),
         "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.verify_domain(pb::VerifyDomainRequest {
+            organization_id: ghost.clone(),
+            domain: "x.com".into(),
+            method: pb::DomainVerificationMethod::Operator as i32,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+        "ORGANIZATION_NOT_FOUND",
+    );
+    nf(
+        op.verify_domain(pb::VerifyDomainRequest {
+            organization_id: org.organization_id.clone(),
+            domain: "never-added.com".into(),
+            method: pb::DomainVerificationMethod::Operator as i32,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ()),
+        "DOMAIN_NOT_FOUND",
     );
     nf(
         op.update_member_roles(pb::UpdateMemberRolesRequest {

@@ -113,26 +113,30 @@ async fn story(tenancy: &TestApp, invitation: &TestApp) {
     assert_eq!(preview.email, "it@acme.com");
     assert_eq!(preview.organization_slug, org.slug);
 
-    let user = tenancy
-        .service()
-        .resolve_identity(pb::ResolveIdentityRequest {
+    // The identity arrives through the organization's connection; tenancy creates its user and
+    // links it with the seat claim (the token service's way).
+    let connection = tenancy
+        .operator()
+        .create_sso_connection(pb::CreateSsoConnectionRequest {
+            organization_id: org.organization_id.clone(),
+            kind: pb::SsoConnectionKind::Okta as i32,
             issuer: "https://acme.okta.com".into(),
-            subject: "00u-it".into(),
-            email: "it@acme.com".into(),
-            email_verified: true,
+            client_id: "acme-client".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner()
-        .user
+        .connection
         .unwrap();
     let identity = ipb::VerifiedIdentity {
-        user_id: user.user_id.clone(),
+        user_id: String::new(),
         email: "it@acme.com".into(),
         email_verified: true,
         issuer: "https://acme.okta.com".into(),
         subject: "00u-it".into(),
+        connection_id: connection.connection_id.clone(),
+        display_name: "IT".into(),
     };
     let mut internal = invitation.invitations_with(Some(&service));
     // The wrong person changes nothing.
@@ -158,10 +162,20 @@ async fn story(tenancy: &TestApp, invitation: &TestApp) {
         .expect("AcceptInvitation")
         .into_inner();
     let membership = accepted.membership.unwrap();
-    assert_eq!(
-        (membership.user_id.as_str(), membership.roles.clone()),
-        (user.user_id.as_str(), vec!["owner".to_string()])
-    );
+    assert_eq!(membership.roles, vec!["owner".to_string()]);
+    let member = tenancy
+        .operator()
+        .get_member(pb::GetMemberRequest {
+            organization_id: org.organization_id.clone(),
+            email: "it@acme.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .member
+        .unwrap();
+    assert_eq!(member.user_id, membership.user_id, "the invited email's user was created and linked");
     assert_error(
         internal
             .accept_invitation(ipb::AcceptInvitationRequest {
@@ -186,5 +200,5 @@ async fn story(tenancy: &TestApp, invitation: &TestApp) {
         .into_inner()
         .organization
         .unwrap();
-    assert_eq!(org_now.owner_user_id, user.user_id);
+    assert_eq!(org_now.owner_user_id, membership.user_id);
 }

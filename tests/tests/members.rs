@@ -29,6 +29,7 @@ async fn add_get_list_and_remove_members(backend: Backend) {
             roles: vec!["admin".into()],
             display_name: "Alice".into(),
             request_id: String::new(),
+            waive_domain_check: false,
         })
         .await
         .unwrap()

@@ -237,7 +237,7 @@ async fn sso_connections_keep_their_secret(backend: Backend) {
     assert!(stored.starts_with("v1:") && !stored.contains(secret));
 
     // The token service finds connections by issuer, across organizations (service keys only).
-    let find = |issuer: &str| pb::FindSsoConnectionsRequest { issuer: issuer.into() };
+    let find = |issuer: &str| pb::FindSsoConnectionsRequest { issuer: issuer.into(), ..Default::default() };
     let found = app.service().find_sso_connections(find("https://accounts.google.com")).await.unwrap().into_inner();
     assert_eq!(found.connections, vec![google.clone()]);
     let none = app.service().find_sso_connections(find("https://accounts.google.com/")).await.unwrap().into_inner();

@@ -52,6 +52,7 @@ async fn reserve_claim_release(backend: Backend) {
         user_id: user.clone(),
         roles: vec!["admin".into()],
         invited_by: "user:someone".into(),
+        ..Default::default()
     };
     let claimed = svc.claim_seat(claim.clone()).await.unwrap().into_inner();
     assert!(!claimed.already_claimed);
@@ -174,6 +175,8 @@ async fn internal_rpcs_need_a_service_key(backend: Backend) {
         op.resolve_identity(pb::ResolveIdentityRequest {
             issuer: "https://idp.example".into(),
             subject: "s".into(),
+            connection_id: uuid::Uuid::now_v7().to_string(),
+            organization_id: org.organization_id.clone(),
             ..Default::default()
         })
         .await,
@@ -186,87 +189,101 @@ async fn internal_rpcs_need_a_service_key(backend: Backend) {
 async fn identities_resolve_by_issuer_and_subject(backend: Backend) {
     let app = spawn_app(backend).await;
     let org = app.create_org(3, &["acme.com"]).await;
-    let invited = app.add_member(&org.organization_id, "kim@acme.com", &[]).await;
-    let mut svc = app.service();
+    let id = org.organization_id.clone();
+    let kim = app.add_member(&id, "kim@acme.com", &[]).await;
     let okta = "https://acme.okta.com";
-
-    // An unverified email claim never links to the user who owns the address.
-    let unverified = svc
-        .resolve_identity(pb::ResolveIdentityRequest {
-            issuer: "https://other-idp.example".into(),
-            subject: "attacker".into(),
-            email: "kim@acme.com".into(),
-            email_verified: false,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(unverified.user_created);
-    let stranger = unverified.user.unwrap();
-    assert_ne!(stranger.user_id, invited.user_id);
-    assert_eq!(stranger.primary_email, "");
-
-    // A verified email links the identity to the user added by email.
-    let linked = svc
-        .resolve_identity(pb::ResolveIdentityRequest {
+    let connection = app
+        .operator()
+        .create_sso_connection(pb::CreateSsoConnectionRequest {
+            organization_id: id.clone(),
+            kind: pb::SsoConnectionKind::Okta as i32,
             issuer: okta.into(),
-            subject: "00u1".into(),
-            email: "Kim@acme.com".into(),
-            email_verified: true,
-            display_name: "Kim".into(),
+            client_id: "acme".into(),
             ..Default::default()
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .connection
+        .unwrap()
+        .connection_id;
+    let mut svc = app.service();
+    let req = |subject: &str, email: &str, verified: bool| pb::ResolveIdentityRequest {
+        issuer: okta.into(),
+        subject: subject.into(),
+        email: email.into(),
+        email_verified: verified,
+        display_name: "Kim".into(),
+        connection_id: connection.clone(),
+        organization_id: id.clone(),
+        dry_run: false,
+    };
+
+    // Refusals write nothing: an unverified email never links, nor does a pending domain.
+    let before = app.snapshot().await;
+    assert_error(
+        svc.resolve_identity(req("attacker", "kim@acme.com", false)).await,
+        Code::PermissionDenied,
+        "EMAIL_NOT_VERIFIED",
+    );
+    assert_error(
+        svc.resolve_identity(req("00u1", "kim@acme.com", true)).await,
+        Code::PermissionDenied,
+        "EMAIL_DOMAIN_NOT_VERIFIED",
+    );
+    assert_eq!(app.snapshot().await, before);
+    app.operator()
+        .verify_domain(pb::VerifyDomainRequest {
+            organization_id: id.clone(),
+            domain: "acme.com".into(),
+            method: pb::DomainVerificationMethod::Operator as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("operator verifies");
+
+    // A dry run decides and writes nothing.
+    let before = app.snapshot().await;
+    let dry =
+        svc.resolve_identity(pb::ResolveIdentityRequest { dry_run: true, ..req("00u1", "Kim@acme.com", true) }).await;
+    let dry = dry.unwrap().into_inner();
+    assert!(dry.identity_linked && !dry.user_created);
+    assert_eq!(dry.user.unwrap().user_id, kim.user_id);
+    assert_eq!(app.snapshot().await, before, "a dry run writes nothing");
+    // Nobody with the email exists or is a member: refused, nothing written.
+    assert_error(svc.resolve_identity(req("00u9", "nobody@acme.com", true)).await, Code::NotFound, "NOT_A_MEMBER");
+    assert_eq!(app.snapshot().await, before);
+
+    // A verified email in a verified domain links the identity to the member of that email.
+    let linked = svc.resolve_identity(req("00u1", "Kim@acme.com", true)).await.unwrap().into_inner();
     assert!(!linked.user_created && linked.identity_linked);
-    let kim = linked.user.unwrap();
-    assert_eq!((kim.user_id.as_str(), kim.email_verified), (invited.user_id.as_str(), true));
+    let user = linked.user.unwrap();
+    assert_eq!((user.user_id.as_str(), user.email_verified), (kim.user_id.as_str(), true));
 
     // Later sign-ins find the user by (issuer, subject), whatever the email claim says now.
-    let again = svc
-        .resolve_identity(pb::ResolveIdentityRequest {
-            issuer: okta.into(),
-            subject: "00u1".into(),
-            email: "someone-else@acme.com".into(),
-            email_verified: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let again = svc.resolve_identity(req("00u1", "someone-else@acme.com", false)).await.unwrap().into_inner();
     assert!(!again.user_created && !again.identity_linked);
-    assert_eq!(again.user.unwrap().user_id, invited.user_id);
+    assert_eq!(again.user.unwrap().user_id, kim.user_id);
 
-    // Same subject at another issuer is another person.
-    let other = svc
-        .resolve_identity(pb::ResolveIdentityRequest {
-            issuer: "https://x.okta.com".into(),
-            subject: "00u1".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(other.user_created);
+    // The identity must come through a connection of the organization, with its issuer.
+    let other = app.create_org(1, &[]).await;
+    let wrong_org = pb::ResolveIdentityRequest {
+        organization_id: other.organization_id.clone(),
+        ..req("00u1", "kim@acme.com", true)
+    };
+    assert_error(svc.resolve_identity(wrong_org).await, Code::NotFound, "CONNECTION_NOT_FOUND");
+    let wrong_issuer =
+        pb::ResolveIdentityRequest { issuer: "https://x.okta.com".into(), ..req("00u1", "kim@acme.com", true) };
+    assert_error(svc.resolve_identity(wrong_issuer).await, Code::NotFound, "CONNECTION_NOT_FOUND");
 
     for bad in [
-        pb::ResolveIdentityRequest { issuer: String::new(), subject: "s".into(), ..Default::default() },
-        pb::ResolveIdentityRequest { issuer: okta.into(), subject: String::new(), ..Default::default() },
-        pb::ResolveIdentityRequest { issuer: okta.into(), subject: "s".repeat(1025), ..Default::default() },
-        pb::ResolveIdentityRequest {
-            issuer: okta.into(),
-            subject: "s".into(),
-            email: "not-an-email".into(),
-            ..Default::default()
-        },
-        pb::ResolveIdentityRequest {
-            issuer: okta.into(),
-            subject: "s".into(),
-            connection_id: "nope".into(),
-            ..Default::default()
-        },
+        pb::ResolveIdentityRequest { issuer: String::new(), ..req("s", "", false) },
+        req("", "", false),
+        req(&"s".repeat(1025), "", false),
+        req("s", "not-an-email", true),
+        pb::ResolveIdentityRequest { connection_id: "nope".into(), ..req("s", "", false) },
+        pb::ResolveIdentityRequest { connection_id: String::new(), ..req("s", "", false) },
+        pb::ResolveIdentityRequest { organization_id: "nope".into(), ..req("s", "", false) },
     ] {
         assert_error(svc.resolve_identity(bad).await, Code::InvalidArgument, "INVALID_ARGUMENT");
     }

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Backend;
 use lanyard_core::page::Page;
 use lanyard_core::{DisplayName, Domain, Email, OrgSlug, ReservationId, RoleName, Timestamp};
-use lanyard_tenancy::domain::{ExternalIdentity, NewOrganization, ReservationState};
+use lanyard_tenancy::domain::{
+    DomainState, ExternalIdentity, NewOrganization, NewSsoConnection, ReservationState, SsoKind, VerificationMethod,
+};
 use lanyard_tenancy::store::Change;
 use lanyard_tenancy::{TenancyError, TenancyStore};
 use lanyard_tests::{backend_tests, fresh_store, unique_slug};
@@ -15,7 +18,8 @@ use lanyard_tests::{backend_tests, fresh_store, unique_slug};
 backend_tests!(
     migrations_are_idempotent,
     reservations_expire_by_time_alone,
-    concurrent_first_sign_ins_make_one_user,
+    concurrent_first_sign_ins_link_once,
+    a_domain_is_verified_for_one_organization,
     idempotency_records_keep_the_first_response,
     audit_events_page_newest_first,
     slugs_are_unique,
@@ -60,33 +64,83 @@ async fn reservations_expire_by_time_alone(backend: Backend) {
     assert_eq!(again.state, ReservationState::Expired);
 }
 
-async fn concurrent_first_sign_ins_make_one_user(backend: Backend) {
+async fn concurrent_first_sign_ins_link_once(backend: Backend) {
     let (store, _guard) = fresh_store(backend).await;
+    let org = store.create_organization(&new_org(20), &change()).await.unwrap();
+    let acme = Domain::parse("acme.com").unwrap();
+    store.verify_domain(org.id, &acme, VerificationMethod::Operator, &change()).await.unwrap();
+    let secrets = SecretBox::from_base64(&base64_key()).unwrap();
+    let connection = NewSsoConnection {
+        kind: SsoKind::Okta,
+        issuer: "https://acme.okta.com".into(),
+        client_id: "acme".into(),
+        client_secret: None,
+        hosted_domains: Vec::new(),
+        tenant_id: String::new(),
+    };
+    let connection = store.create_sso_connection(org.id, &connection, &secrets, &change()).await.unwrap().id;
     let store = Arc::new(store);
     for round in 0..10 {
+        let email = Email::parse(&format!("person{round}@acme.com")).unwrap();
+        let (member, _) = store.add_member(org.id, &email, "", &[], true, &change()).await.unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(16));
         let tasks: Vec<_> = (0..16)
             .map(|_| {
-                let (store, barrier) = (store.clone(), barrier.clone());
+                let (store, barrier, email) = (store.clone(), barrier.clone(), email.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
                     let identity = ExternalIdentity {
                         issuer: "https://acme.okta.com".into(),
                         subject: format!("subject-{round}"),
-                        email: Some(Email::parse(&format!("person{round}@acme.com")).unwrap()),
+                        email: Some(email),
                         email_verified: true,
                         display_name: String::new(),
-                        connection_id: None,
+                        connection_id: connection,
                     };
-                    store.resolve_identity(&identity, &change()).await.map(|r| (r.user.id, r.user_created))
+                    store
+                        .resolve_identity(&identity, org.id, false, &change())
+                        .await
+                        .map(|r| (r.user.id, r.identity_linked))
                 })
             })
             .collect();
         let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
-        let first = results[0].0;
-        assert!(results.iter().all(|(id, _)| *id == first), "round {round}: one identity, one user");
-        assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1, "round {round}");
+        assert!(results.iter().all(|(id, _)| *id == member.user_id), "round {round}: one identity, the member's user");
+        assert_eq!(results.iter().filter(|(_, linked)| *linked).count(), 1, "round {round}: linked once");
     }
+    let (links, _) =
+        store.list_audit_events(org.id, &Page::parse(500, "").unwrap(), Some("identity.linked")).await.unwrap();
+    assert_eq!(links.len(), 10, "one audit event per link");
+}
+
+async fn a_domain_is_verified_for_one_organization(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let a = store.create_organization(&new_org(1), &change()).await.unwrap();
+    let b = store.create_organization(&new_org(1), &change()).await.unwrap();
+    let acme = Domain::parse("acme.com").unwrap();
+    assert!(a.domains.iter().all(|d| d.state == DomainState::Pending && d.challenge.len() >= 43));
+    assert_ne!(a.domains[0].challenge, b.domains[0].challenge, "every challenge is its own");
+    let (_, verified) = store.verify_domain(a.id, &acme, VerificationMethod::DnsTxt, &change()).await.unwrap();
+    assert_eq!((verified.state, verified.method.as_deref()), (DomainState::Verified, Some("dns_txt")));
+    let taken = store.verify_domain(b.id, &acme, VerificationMethod::Operator, &change()).await;
+    assert!(matches!(taken, Err(TenancyError::DomainVerifiedElsewhere)), "{taken:?}");
+    let other = Domain::parse("acme.io").unwrap();
+    let (_, pending) = store.add_domain(b.id, &acme, false, &change()).await.expect("its own pending domain, again");
+    assert_eq!((pending.state, &pending.challenge), (DomainState::Pending, &b.domains[0].challenge));
+    let c = store
+        .create_organization(&NewOrganization { allowed_domains: vec![other], ..new_org(1) }, &change())
+        .await
+        .unwrap();
+    let refused = store.add_domain(c.id, &acme, false, &change()).await;
+    assert!(matches!(refused, Err(TenancyError::DomainVerifiedElsewhere)), "{refused:?}");
+    store.add_domain(c.id, &acme, true, &change()).await.expect("an operator may add it pending");
+    store.remove_domain(a.id, &acme, &change()).await.unwrap();
+    store.verify_domain(b.id, &acme, VerificationMethod::Operator, &change()).await.expect("free again");
+}
+
+fn base64_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
 }
 
 async fn idempotency_records_keep_the_first_response(backend: Backend) {

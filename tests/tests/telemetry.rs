@@ -108,37 +108,8 @@ async fn one_trace_crosses_services_and_logs_keep_no_secrets() {
         .preview_invitation(ipb::PreviewInvitationRequest { token: token.clone() })
         .await
         .unwrap();
-    let user = tenancy
-        .service()
-        .resolve_identity(pb::ResolveIdentityRequest {
-            issuer: "https://acme.okta.com".into(),
-            subject: "it".into(),
-            email: "it@acme.com".into(),
-            email_verified: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
-    invitation
-        .invitations_with(Some(&format!("Bearer {SERVICE_KEY}")))
-        .accept_invitation(ipb::AcceptInvitationRequest {
-            token: token.clone(),
-            identity: Some(ipb::VerifiedIdentity {
-                user_id: user.user_id,
-                email: "it@acme.com".into(),
-                email_verified: true,
-                issuer: "https://acme.okta.com".into(),
-                subject: "it".into(),
-            }),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap();
     let secret = "client-secret-that-must-stay-sealed";
-    tenancy
+    let connection = tenancy
         .operator()
         .create_sso_connection(pb::CreateSsoConnectionRequest {
             organization_id: org.organization_id.clone(),
@@ -147,6 +118,26 @@ async fn one_trace_crosses_services_and_logs_keep_no_secrets() {
             client_id: "okta-client".into(),
             client_secret: secret.into(),
             ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap();
+    invitation
+        .invitations_with(Some(&format!("Bearer {SERVICE_KEY}")))
+        .accept_invitation(ipb::AcceptInvitationRequest {
+            token: token.clone(),
+            identity: Some(ipb::VerifiedIdentity {
+                user_id: String::new(),
+                email: "it@acme.com".into(),
+                email_verified: true,
+                issuer: "https://acme.okta.com".into(),
+                subject: "it".into(),
+                connection_id: connection.connection_id,
+                display_name: "IT".into(),
+            }),
+            request_id: String::new(),
         })
         .await
         .unwrap();

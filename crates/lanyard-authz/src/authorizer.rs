@@ -223,6 +223,12 @@ impl Authorizer {
         if session.value != value::SESSION_ACTIVE {
             return Ok(Some(Decision::SessionRevoked));
         }
+        if let Some(connection) = p.connection_id {
+            let fact = self.fact(&FactKey::Connection(connection), None).await?;
+            if fact.value != value::CONNECTION_ACTIVE {
+                return Ok(Some(Decision::SessionRevoked));
+            }
+        }
         let org = self.fact(&FactKey::Organization(p.organization_id), None).await?;
         if org.value != value::ORG_ACTIVE {
             return Ok(Some(Decision::OrgSuspended));

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use lanyard_core::cache::{Cache, CacheError, Versioned};
-use lanyard_core::{OrganizationId, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, UserId};
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -60,6 +60,11 @@ pub mod value {
     pub const SESSION_ACTIVE: &str = "active";
     /// A revoked session, or one that never existed (version 1).
     pub const SESSION_REVOKED: &str = "revoked";
+    /// An SSO connection that exists (version 0).
+    pub const CONNECTION_ACTIVE: &str = "active";
+    /// A deleted SSO connection, or one that never existed (version 1): the sessions it signed in
+    /// authorize nothing.
+    pub const CONNECTION_DELETED: &str = "deleted";
 }
 
 /// Which fact.
@@ -71,6 +76,9 @@ pub enum FactKey {
     Organization(OrganizationId),
     /// `<prefix>:authz:session:<session id>`: the session's state.
     Session(Uuid),
+    /// `<prefix>:authz:conn:<connection id>`: whether the SSO connection a session signed in
+    /// through still exists.
+    Connection(ConnectionId),
 }
 
 impl FactKey {
@@ -80,6 +88,7 @@ impl FactKey {
             Self::Membership(org, user) => format!("authz:mv:{org}:{user}"),
             Self::Organization(org) => format!("authz:org:{org}"),
             Self::Session(id) => format!("authz:session:{id}"),
+            Self::Connection(id) => format!("authz:conn:{id}"),
         }
     }
 
@@ -93,6 +102,7 @@ impl FactKey {
             ("mv", Some(b)) => Self::Membership(OrganizationId::parse(a).ok()?, UserId::parse(b).ok()?),
             ("org", None) => Self::Organization(OrganizationId::parse(a).ok()?),
             ("session", None) => Self::Session(Uuid::parse_str(a).ok()?),
+            ("conn", None) => Self::Connection(ConnectionId::parse(a).ok()?),
             _ => return None,
         };
         parts.next().is_none().then_some(key)

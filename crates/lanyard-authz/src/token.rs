@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use lanyard_core::{OrganizationId, Permission, RoleName, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, Permission, RoleName, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -36,6 +36,10 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
     pub mv: i64,
+    /// The SSO connection the session signed in through: the token stops working when it is
+    /// deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
 }
 
 /// Who a verified access token acts as.
@@ -50,6 +54,8 @@ pub struct Principal {
     /// The membership version the token was minted at (`mv`).
     pub membership_version: i64,
     pub expires_at: Timestamp,
+    /// The SSO connection the session signed in through (`idp`).
+    pub connection_id: Option<ConnectionId>,
 }
 
 impl Principal {
@@ -143,6 +149,7 @@ pub fn verify(
         session_id: Uuid::parse_str(&c.sid).map_err(|_| invalid("sid does not parse"))?,
         membership_version: c.mv,
         expires_at: Timestamp(i64::try_from(c.exp).unwrap_or(i64::MAX).saturating_mul(1_000_000)),
+        connection_id: c.idp.as_deref().map(ConnectionId::parse).transpose().map_err(bad)?,
     })
 }
 

@@ -53,7 +53,7 @@ type FactOf = fn(&Member) -> FactKey;
 #[tokio::test]
 async fn each_revocation_fact_maps_to_its_decision() {
     // (what, which fact, its state at the owner, the decision)
-    let cases: [(&str, FactOf, Versioned, Decision); 7] = [
+    let cases: [(&str, FactOf, Versioned, Decision); 9] = [
         ("session revoked", Member::session, fact(1, value::SESSION_REVOKED), Decision::SessionRevoked),
         ("organization suspended", Member::org, fact(2, value::ORG_SUSPENDED), Decision::OrgSuspended),
         ("organization deleted", Member::org, fact(2, value::ORG_DELETED), Decision::OrgSuspended),
@@ -66,6 +66,13 @@ async fn each_revocation_fact_maps_to_its_decision() {
         ),
         ("membership at the token's version", Member::membership, fact(3, value::MEMBER_ACTIVE), Decision::Allowed),
         ("an unknown session", Member::session, fact(1, "something-new"), Decision::SessionRevoked),
+        (
+            "its SSO connection deleted",
+            Member::connection,
+            fact(1, value::CONNECTION_DELETED),
+            Decision::SessionRevoked,
+        ),
+        ("its SSO connection unknown", Member::connection, fact(1, "something-new"), Decision::SessionRevoked),
     ];
     for (what, key, state, expected) in cases {
         let h = Harness::new();
@@ -122,12 +129,12 @@ async fn a_repeated_check_is_answered_from_the_caches() {
     let h = Harness::new();
     let (m, token) = h.member(&["projects:read"]);
     assert_eq!(h.decide(&token).await, Decision::Allowed);
-    assert_eq!(h.source.calls(), 3, "session, organization and membership fetched once each");
+    assert_eq!(h.source.calls(), 4, "session, connection, organization and membership fetched once each");
     let lookups = h.keys.lookups.load(Ordering::SeqCst);
     for _ in 0..5 {
         assert_eq!(h.decide(&token).await, Decision::Allowed);
     }
-    assert_eq!(h.source.calls(), 3, "no fact fetched again");
+    assert_eq!(h.source.calls(), 4, "no fact fetched again");
     assert_eq!(h.keys.lookups.load(Ordering::SeqCst), lookups, "the token is not verified again");
 
     // A cache that missed a write holds an older membership than the token: the owner is asked.
@@ -241,6 +248,7 @@ async fn the_remote_fallback_decides_when_the_facts_are_not_cached_and_never_all
     let before = calls.load(Ordering::SeqCst);
     for (key, state) in [
         (m.session(), fact(0, value::SESSION_ACTIVE)),
+        (m.connection(), fact(0, value::CONNECTION_ACTIVE)),
         (m.org(), fact(1, value::ORG_ACTIVE)),
         (m.membership(), fact(m.mv, value::MEMBER_ACTIVE)),
     ] {

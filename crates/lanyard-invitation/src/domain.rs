@@ -6,7 +6,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use lanyard_core::{Email, EventId, OrganizationId, ReservationId, RoleName, Timestamp, UserId, ValueError};
+use lanyard_core::{
+    ConnectionId, Email, EventId, OrganizationId, ReservationId, RoleName, Timestamp, UserId, ValueError,
+};
 use uuid::Uuid;
 
 /// An invitation's id: a UUIDv7, parsed only from the canonical hyphenated form.
@@ -201,11 +203,16 @@ pub struct InvitationEvent {
 /// An identity that the token service has verified, accepting an invitation.
 #[derive(Clone, Debug)]
 pub struct VerifiedIdentity {
-    pub user_id: UserId,
+    /// The user it resolved to; `None` when tenancy resolves (and links) the user from the
+    /// identity in the same transaction as the seat claim.
+    pub user_id: Option<UserId>,
     pub email: Email,
     pub email_verified: bool,
     pub issuer: String,
     pub subject: String,
+    /// The invitation organization's connection that verified it (needed without `user_id`).
+    pub connection_id: Option<ConnectionId>,
+    pub display_name: String,
 }
 
 /// The membership an acceptance produced.

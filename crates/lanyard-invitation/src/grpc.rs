@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_core::page::Page;
-use lanyard_core::{Authenticator, Caller, Email, OrganizationId, RoleName, UserId, ValueError};
+use lanyard_core::{Authenticator, Caller, ConnectionId, Email, OrganizationId, RoleName, UserId, ValueError};
 use lanyard_proto::invitation::v1 as pb;
 use lanyard_proto::invitation::v1::invitation_service_server::{InvitationService, InvitationServiceServer};
 use prost::Message;
@@ -162,7 +162,18 @@ fn invitation_to_pb(i: Invitation) -> pb::Invitation {
 fn identity(v: Option<pb::VerifiedIdentity>) -> Result<VerifiedIdentity> {
     let v = v.ok_or(ValueError::Missing("identity"))?;
     let field = |f: &'static str, message: String| InvitationError::InvalidField { field: f, message };
-    let user_id = UserId::parse(&v.user_id).map_err(|e| field("identity.user_id", e.to_string()))?;
+    let user_id = match v.user_id.as_str() {
+        "" => None,
+        id => Some(UserId::parse(id).map_err(|e| field("identity.user_id", e.to_string()))?),
+    };
+    let connection_id = match v.connection_id.as_str() {
+        "" if user_id.is_none() => {
+            return Err(field("identity.connection_id", "a connection is required without a user id".into()))
+        }
+        "" => None,
+        id => Some(ConnectionId::parse(id).map_err(|e| field("identity.connection_id", e.to_string()))?),
+    };
+    let display_name = v.display_name.chars().filter(|c| !c.is_control()).take(200).collect::<String>();
     let email = Email::parse(&v.email).map_err(|e| field("identity.email", e.to_string()))?;
     for (name, value) in [("identity.issuer", &v.issuer), ("identity.subject", &v.subject)] {
         if value.trim().is_empty() {
@@ -172,7 +183,15 @@ fn identity(v: Option<pb::VerifiedIdentity>) -> Result<VerifiedIdentity> {
             return Err(field(name, format!("{name} must be at most {MAX_IDENTITY_FIELD_LEN} printable characters")));
         }
     }
-    Ok(VerifiedIdentity { user_id, email, email_verified: v.email_verified, issuer: v.issuer, subject: v.subject })
+    Ok(VerifiedIdentity {
+        user_id,
+        email,
+        email_verified: v.email_verified,
+        issuer: v.issuer,
+        subject: v.subject,
+        connection_id,
+        display_name: display_name.trim().to_owned(),
+    })
 }
 
 #[tonic::async_trait]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::page::Page;
-use lanyard_core::{Caller, Email, OrganizationId, ReservationId, RoleName, Timestamp};
+use lanyard_core::{Caller, Email, OrganizationId, ReservationId, RoleName, Timestamp, UserId};
 use lanyard_proto::tenancy::v1 as tpb;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -522,41 +522,42 @@ impl Invitations {
             return Err(InvitationError::EmailMismatch);
         }
         let org = inv.organization_id;
-        let member =
-            match self.tenancy.claim_seat(org, inv.reservation_id, identity.user_id, &inv.roles, &inv.inviter).await {
-                Ok(m) => m,
-                Err(e) => {
-                    return Err(match e.upstream_reason().as_deref() {
-                        Some("RESERVATION_CLAIMED") => InvitationError::AlreadyAccepted,
-                        Some("RESERVATION_RELEASED") => {
-                            self.store
-                                .end(org, inv.id, Ending::Revoked, &actor, &[("reason", "seat_released".into())])
-                                .await?;
-                            InvitationError::Revoked
+        let member = match self.tenancy.claim_seat(org, inv.reservation_id, identity, &inv.roles, &inv.inviter).await {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(match e.upstream_reason().as_deref() {
+                    Some("RESERVATION_CLAIMED") => InvitationError::AlreadyAccepted,
+                    Some("RESERVATION_RELEASED") => {
+                        self.store
+                            .end(org, inv.id, Ending::Revoked, &actor, &[("reason", "seat_released".into())])
+                            .await?;
+                        InvitationError::Revoked
+                    }
+                    Some("RESERVATION_EXPIRED") => {
+                        self.store.end(org, inv.id, Ending::Expired, &actor, &[]).await?;
+                        InvitationError::Expired
+                    }
+                    Some("MEMBER_EXISTS") => {
+                        // The person became a member some other way: the invitation is moot, and
+                        // its seat goes back.
+                        if self.release(&inv).await? {
+                            let details = [("reason", "already_member".to_owned())];
+                            self.store.end(org, inv.id, Ending::Revoked, &actor, &details).await?;
                         }
-                        Some("RESERVATION_EXPIRED") => {
-                            self.store.end(org, inv.id, Ending::Expired, &actor, &[]).await?;
-                            InvitationError::Expired
-                        }
-                        Some("MEMBER_EXISTS") => {
-                            // The person became a member some other way: the invitation is moot, and
-                            // its seat goes back.
-                            if self.release(&inv).await? {
-                                let details = [("reason", "already_member".to_owned())];
-                                self.store.end(org, inv.id, Ending::Revoked, &actor, &details).await?;
-                            }
-                            InvitationError::MemberExists
-                        }
-                        _ => e,
-                    });
-                }
-            };
+                        InvitationError::MemberExists
+                    }
+                    _ => e,
+                });
+            }
+        };
+        let user_id = UserId::parse(&member.user_id)
+            .map_err(|e| InvitationError::Internal(format!("ClaimSeat returned a bad user id: {e}")))?;
         let details = [
-            ("user_id", identity.user_id.to_string()),
+            ("user_id", user_id.to_string()),
             ("issuer", identity.issuer.clone()),
             ("subject", identity.subject.clone()),
         ];
-        if !self.store.mark_accepted(org, inv.id, identity.user_id, &actor, &details).await? {
+        if !self.store.mark_accepted(org, inv.id, user_id, &actor, &details).await? {
             // Another request for the same acceptance finished first.
             return Err(InvitationError::AlreadyAccepted);
         }
@@ -564,7 +565,7 @@ impl Invitations {
         let summary = MembershipSummary {
             organization_id: org,
             organization_slug: accepted.organization_slug.clone(),
-            user_id: identity.user_id,
+            user_id,
             roles: member.roles,
             version: member.version,
         };

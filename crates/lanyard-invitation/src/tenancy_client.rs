@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use lanyard_core::{Email, OrganizationId, ReservationId, RoleName, UserId};
+
+use crate::domain::VerifiedIdentity;
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use secrecy::{ExposeSecret, SecretString};
@@ -139,21 +141,34 @@ impl TenancyClient {
         tenancy(self.inner.clone().release_seat(self.request(req)).await).map(|_| ())
     }
 
-    /// Turns the reservation into `user`'s membership with `roles`; idempotent for the same user.
+    /// Turns the reservation into the membership of `identity`'s user with `roles`; idempotent for
+    /// the same user. Without a user id, tenancy finds, links or creates the user in the same
+    /// transaction as the claim (by the invited email, which the caller checked).
     pub async fn claim_seat(
         &self,
         org: OrganizationId,
         id: ReservationId,
-        user: UserId,
+        identity: &VerifiedIdentity,
         roles: &[RoleName],
         invited_by: &str,
     ) -> Result<pb::Member> {
+        let claimant = match identity.user_id {
+            Some(_) => None,
+            None => Some(pb::ClaimIdentity {
+                issuer: identity.issuer.clone(),
+                subject: identity.subject.clone(),
+                connection_id: identity.connection_id.map(|c| c.to_string()).unwrap_or_default(),
+                email: identity.email.to_string(),
+                display_name: identity.display_name.clone(),
+            }),
+        };
         let req = pb::ClaimSeatRequest {
             organization_id: org.to_string(),
             reservation_id: id.to_string(),
-            user_id: user.to_string(),
+            user_id: identity.user_id.map(|u| u.to_string()).unwrap_or_default(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             invited_by: invited_by.to_owned(),
+            identity: claimant,
         };
         let resp = tenancy(self.inner.clone().claim_seat(self.request(req)).await)?;
         resp.member.ok_or_else(|| InvitationError::Internal("ClaimSeat returned no member".into()))

@@ -1012,6 +1012,7 @@ async fn retries_complete_after_a_crash_between_steps(backend: Backend) {
             user_id: a.clone(),
             roles: vec!["admin".into()],
             invited_by: inv.inviter.clone(),
+            ..Default::default()
         }))
         .await
         .unwrap();

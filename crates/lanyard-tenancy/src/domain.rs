@@ -47,12 +47,64 @@ pub struct Organization {
     pub display_name: DisplayName,
     pub seat_limit: u32,
     pub allowed_domains: Vec<Domain>,
+    /// The same domains with their verification state.
+    pub domains: Vec<OrgDomain>,
     pub metadata: BTreeMap<String, String>,
     pub status: OrgStatus,
     pub owner_user_id: Option<UserId>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub deleted_at: Option<Timestamp>,
+}
+
+/// Whether an organization has proved it owns a domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    /// Added, not proved: counts for invitations, never for identity.
+    Pending,
+    /// Proved: the organization's connections may vouch for emails in it.
+    Verified,
+}
+
+impl DomainState {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+        }
+    }
+}
+
+/// How a domain was proved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerificationMethod {
+    /// The TXT record of its challenge was found in DNS.
+    DnsTxt,
+    /// An operator vouched for it.
+    Operator,
+}
+
+impl VerificationMethod {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DnsTxt => "dns_txt",
+            Self::Operator => "operator",
+        }
+    }
+}
+
+/// An email domain of an organization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgDomain {
+    pub name: Domain,
+    pub state: DomainState,
+    pub verified_at: Option<Timestamp>,
+    /// `dns_txt` or `operator` once verified.
+    pub method: Option<String>,
+    /// The token of its DNS challenge (published in DNS, so not a secret).
+    pub challenge: String,
 }
 
 /// What creating an organization needs.
@@ -276,7 +328,7 @@ pub struct AuditEvent {
     pub created_at: Timestamp,
 }
 
-/// An external identity to resolve to a user.
+/// An external identity signing in through a connection.
 #[derive(Clone, Debug)]
 pub struct ExternalIdentity {
     pub issuer: String,
@@ -284,7 +336,27 @@ pub struct ExternalIdentity {
     pub email: Option<Email>,
     pub email_verified: bool,
     pub display_name: String,
-    pub connection_id: Option<ConnectionId>,
+    pub connection_id: ConnectionId,
+}
+
+/// An identity accepting an invitation: its user is resolved by the invited email.
+#[derive(Clone, Debug)]
+pub struct ClaimIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub connection_id: ConnectionId,
+    /// The invited email, verified by the provider for this identity (checked by the caller).
+    pub email: Email,
+    pub display_name: String,
+}
+
+/// Who takes a claimed seat.
+#[derive(Clone, Debug)]
+pub enum Claimant {
+    /// An existing user.
+    User(UserId),
+    /// The user of an identity, found or created and linked in the claim's transaction.
+    Identity(ClaimIdentity),
 }
 
 /// The outcome of resolving an identity.

@@ -67,6 +67,18 @@ pub enum TenancyError {
     ReservationClaimed,
     #[error("the identity is not linked and carries no usable email")]
     IdentityConflict,
+    #[error("the domain is verified for another organization")]
+    DomainVerifiedElsewhere,
+    #[error("no TXT record {record} was found; publish it and retry")]
+    DomainChallengeMissing { record: String },
+    #[error("the TXT records at {record} do not hold this domain's challenge")]
+    DomainChallengeMismatch { record: String },
+    #[error("DNS could not be queried: {0}")]
+    DnsUnavailable(String),
+    #[error("the identity provider did not verify the email, and the identity is not linked to a user")]
+    EmailNotVerified,
+    #[error("the email's domain is not verified for this organization, so its identity provider cannot vouch for it")]
+    EmailDomainNotVerified,
     #[error("database error")]
     Database { backend: Backend, source: sqlx::Error },
     #[error("internal error: {0}")]
@@ -143,6 +155,24 @@ impl TenancyError {
             ReservationReleased => Problem::new(Code::FailedPrecondition, "RESERVATION_RELEASED", msg),
             ReservationClaimed => Problem::new(Code::FailedPrecondition, "RESERVATION_CLAIMED", msg),
             IdentityConflict => Problem::new(Code::FailedPrecondition, "IDENTITY_CONFLICT", msg),
+            DomainVerifiedElsewhere => Problem::new(Code::AlreadyExists, "DOMAIN_VERIFIED_ELSEWHERE", msg),
+            DomainChallengeMissing { record } => {
+                Problem::new(Code::FailedPrecondition, "DOMAIN_CHALLENGE_MISSING", msg.clone()).with_precondition(
+                    "DNS_TXT",
+                    record.clone(),
+                    "the TXT record AddDomain returned must be published",
+                )
+            }
+            DomainChallengeMismatch { record } => {
+                Problem::new(Code::FailedPrecondition, "DOMAIN_CHALLENGE_MISMATCH", msg.clone()).with_precondition(
+                    "DNS_TXT",
+                    record.clone(),
+                    "the TXT record must hold the exact value AddDomain returned",
+                )
+            }
+            DnsUnavailable(_) => Problem::new(Code::Unavailable, "DNS_UNAVAILABLE", "DNS could not be queried; retry"),
+            EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
+            EmailDomainNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED", msg),
             Database { .. } if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }

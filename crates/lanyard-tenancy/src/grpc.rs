@@ -126,7 +126,35 @@ fn org_to_pb(o: Organization) -> pb::Organization {
         create_time: Some(o.created_at.to_proto()),
         update_time: Some(o.updated_at.to_proto()),
         delete_time: o.deleted_at.map(|t| t.to_proto()),
+        domains: o.domains.into_iter().map(domain_to_pb).collect(),
     }
+}
+
+fn domain_to_pb(d: OrgDomain) -> pb::OrganizationDomain {
+    pb::OrganizationDomain {
+        name: d.name.to_string(),
+        state: match d.state {
+            DomainState::Pending => pb::DomainState::Pending,
+            DomainState::Verified => pb::DomainState::Verified,
+        } as i32,
+        verify_time: d.verified_at.map(|t| t.to_proto()),
+        verification_method: d.method.unwrap_or_default(),
+    }
+}
+
+fn challenge_to_pb(d: &OrgDomain) -> Option<pb::DomainChallenge> {
+    (d.state == DomainState::Pending).then(|| pb::DomainChallenge {
+        record_name: crate::dns::challenge_name(d.name.as_str()).trim_end_matches('.').to_owned(),
+        record_type: "TXT".into(),
+        record_value: crate::dns::challenge_value(&d.challenge),
+    })
+}
+
+fn connection_id(raw: &str, field: &'static str) -> Result<ConnectionId, TenancyError> {
+    if raw.is_empty() {
+        return Err(ValueError::Missing(field).into());
+    }
+    ConnectionId::parse(raw).map_err(|e| TenancyError::InvalidField { field, message: e.to_string() })
 }
 
 fn member_to_pb(m: Member) -> pb::Member {
@@ -353,7 +381,7 @@ impl TenancyService for TenancyGrpc {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         self.once(&caller, "AddDomain", &req.request_id.clone(), || async {
-            let org = self
+            let (org, domain) = self
                 .tenancy
                 .add_domain(
                     &caller,
@@ -362,7 +390,30 @@ impl TenancyService for TenancyGrpc {
                     req.allow_public_domain,
                 )
                 .await?;
-            Ok(pb::AddDomainResponse { organization: Some(org_to_pb(org)) })
+            Ok(pb::AddDomainResponse { organization: Some(org_to_pb(org)), challenge: challenge_to_pb(&domain) })
+        })
+        .await
+    }
+
+    async fn verify_domain(
+        &self,
+        request: Request<pb::VerifyDomainRequest>,
+    ) -> Result<Response<pb::VerifyDomainResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        self.once(&caller, "VerifyDomain", &req.request_id.clone(), || async {
+            let method = match pb::DomainVerificationMethod::try_from(req.method) {
+                Ok(pb::DomainVerificationMethod::Unspecified | pb::DomainVerificationMethod::DnsTxt) => {
+                    VerificationMethod::DnsTxt
+                }
+                Ok(pb::DomainVerificationMethod::Operator) => VerificationMethod::Operator,
+                Err(_) => return Err(TenancyError::InvalidField { field: "method", message: "unknown method".into() }),
+            };
+            let (org, domain) = self
+                .tenancy
+                .verify_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?, method)
+                .await?;
+            Ok(pb::VerifyDomainResponse { organization: Some(org_to_pb(org)), domain: Some(domain_to_pb(domain)) })
         })
         .await
     }
@@ -396,6 +447,7 @@ impl TenancyService for TenancyGrpc {
                     Email::parse(&req.email)?,
                     roles(&req.roles)?,
                     &req.display_name,
+                    req.waive_domain_check,
                 )
                 .await?;
             Ok(pb::AddMemberResponse { member: Some(member_to_pb(member)), user_created: created })
@@ -744,12 +796,32 @@ impl TenancyService for TenancyGrpc {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let id = ReservationId::parse(&req.reservation_id).map_err(TenancyError::from)?;
-        let user = UserId::parse(&req.user_id).map_err(TenancyError::from)?;
-        let (member, already) = self
+        let claimant = match (req.user_id.is_empty(), req.identity) {
+            (false, None) => Claimant::User(UserId::parse(&req.user_id).map_err(TenancyError::from)?),
+            (true, Some(i)) => Claimant::Identity(ClaimIdentity {
+                connection_id: connection_id(&i.connection_id, "identity.connection_id")?,
+                email: Email::parse(&i.email).map_err(TenancyError::from)?,
+                issuer: i.issuer,
+                subject: i.subject,
+                display_name: i.display_name,
+            }),
+            _ => {
+                return Err(TenancyError::InvalidField {
+                    field: "user_id",
+                    message: "exactly one of user_id and identity is required".into(),
+                }
+                .into())
+            }
+        };
+        let (member, already, linked) = self
             .tenancy
-            .claim_seat(&caller, org_id(&req.organization_id)?, id, user, roles(&req.roles)?, &req.invited_by)
+            .claim_seat(&caller, org_id(&req.organization_id)?, id, claimant, roles(&req.roles)?, &req.invited_by)
             .await?;
-        Ok(Response::new(pb::ClaimSeatResponse { member: Some(member_to_pb(member)), already_claimed: already }))
+        Ok(Response::new(pb::ClaimSeatResponse {
+            member: Some(member_to_pb(member)),
+            already_claimed: already,
+            identity_linked: linked,
+        }))
     }
 
     async fn find_sso_connections(
@@ -757,10 +829,37 @@ impl TenancyService for TenancyGrpc {
         request: Request<pb::FindSsoConnectionsRequest>,
     ) -> Result<Response<pb::FindSsoConnectionsResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let connections = self.tenancy.find_sso_connections(&caller, &request.into_inner().issuer).await?;
+        let req = request.into_inner();
+        let connections = match (req.issuer.is_empty(), req.connection_id.is_empty()) {
+            (true, false) => {
+                let id = connection_id(&req.connection_id, "connection_id")?;
+                self.tenancy.find_sso_connection(&caller, id).await?.into_iter().collect()
+            }
+            (false, true) => self.tenancy.find_sso_connections(&caller, &req.issuer).await?,
+            _ => {
+                return Err(TenancyError::InvalidField {
+                    field: "issuer",
+                    message: "exactly one of issuer and connection_id is required".into(),
+                }
+                .into())
+            }
+        };
         Ok(Response::new(pb::FindSsoConnectionsResponse {
             connections: connections.into_iter().map(connection_to_pb).collect(),
         }))
+    }
+
+    async fn record_audit_event(
+        &self,
+        request: Request<pb::RecordAuditEventRequest>,
+    ) -> Result<Response<pb::RecordAuditEventResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let details: BTreeMap<String, String> = req.details.into_iter().collect();
+        self.tenancy
+            .record_audit_event(&caller, org_id(&req.organization_id)?, &req.actor, &req.action, &req.target, &details)
+            .await?;
+        Ok(Response::new(pb::RecordAuditEventResponse {}))
     }
 
     async fn resolve_identity(
@@ -779,13 +878,10 @@ impl TenancyService for TenancyGrpc {
             subject: req.subject,
             email_verified: req.email_verified,
             display_name: req.display_name,
-            connection_id: if req.connection_id.is_empty() {
-                None
-            } else {
-                Some(ConnectionId::parse(&req.connection_id).map_err(TenancyError::from)?)
-            },
+            connection_id: connection_id(&req.connection_id, "connection_id")?,
         };
-        let resolved = self.tenancy.resolve_identity(&caller, identity).await?;
+        let org = org_id(&req.organization_id)?;
+        let resolved = self.tenancy.resolve_identity(&caller, identity, org, req.dry_run).await?;
         Ok(Response::new(pb::ResolveIdentityResponse {
             user: Some(user_to_pb(resolved.user)),
             user_created: resolved.user_created,

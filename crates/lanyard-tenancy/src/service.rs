@@ -14,6 +14,7 @@ use lanyard_core::{
     Timestamp, UserId,
 };
 
+use crate::dns::{Check, DnsError, DomainVerifier};
 use crate::domain::*;
 use crate::error::TenancyError;
 use crate::store::{Change, SeatSnapshot, TenancyStore};
@@ -77,16 +78,18 @@ pub const SEAT_CACHE_TTL: Duration = Duration::from_secs(60);
 pub struct Tenancy {
     store: TenancyStore,
     secrets: SecretBox,
+    dns: DomainVerifier,
     allow_http_issuers: bool,
     cache: Cache,
     facts: Facts,
 }
 
 impl Tenancy {
-    /// Builds the service over its store; `secrets` seals SSO client secrets.
-    pub fn new(store: TenancyStore, secrets: SecretBox) -> Self {
+    /// Builds the service over its store; `secrets` seals SSO client secrets, `dns` checks
+    /// domain challenges.
+    pub fn new(store: TenancyStore, secrets: SecretBox, dns: DomainVerifier) -> Self {
         let cache = Cache::local("lanyard");
-        Self { store, secrets, allow_http_issuers: false, facts: Facts::new(cache.clone()), cache }
+        Self { store, secrets, dns, allow_http_issuers: false, facts: Facts::new(cache.clone()), cache }
     }
 
     /// Publishes membership and organization changes to `facts` (shared with the token service's
@@ -303,22 +306,55 @@ impl Tenancy {
         Ok(result)
     }
 
-    /// Adds an allowed domain; public webmail domains only when an operator allows them.
+    /// Adds a domain, pending until verified; public webmail domains only when an operator allows
+    /// them. A domain verified for another organization is refused, except to an operator (who
+    /// may let two organizations invite in one domain; identity stays with the verified one).
     pub async fn add_domain(
         &self,
         caller: &Caller,
         id: OrganizationId,
         domain: Domain,
         allow_public: bool,
-    ) -> Result<Organization> {
+    ) -> Result<(Organization, OrgDomain)> {
         self.require(caller, id, "domains:write")?;
         if domain.is_public_webmail() && !(allow_public && caller.is_operator()) {
             return Err(TenancyError::PublicDomainNotAllowed);
         }
-        if self.org(id).await?.allowed_domains.len() >= MAX_DOMAINS {
-            return Err(too_many("domain", MAX_DOMAINS));
+        self.store.add_domain(id, &domain, caller.is_operator(), &Change::by(caller.actor())).await
+    }
+
+    /// Verifies a domain: by the TXT record of its challenge (anyone with `domains:write`), or by
+    /// an operator's word. Verification moves the right to vouch for the domain's emails to this
+    /// organization; the unique index on verified domains makes the first one win a race.
+    pub async fn verify_domain(
+        &self,
+        caller: &Caller,
+        id: OrganizationId,
+        domain: Domain,
+        method: VerificationMethod,
+    ) -> Result<(Organization, OrgDomain)> {
+        self.require(caller, id, "domains:write")?;
+        if method == VerificationMethod::Operator {
+            caller.require_operator()?;
         }
-        self.store.add_domain(id, &domain, &Change::by(caller.actor())).await
+        self.org(id).await?;
+        let current = self.store.domain(id, &domain).await?.ok_or(TenancyError::DomainNotFound)?;
+        if current.state == DomainState::Verified {
+            return Ok((self.org(id).await?, current));
+        }
+        if method == VerificationMethod::DnsTxt {
+            let record = crate::dns::challenge_name(domain.as_str());
+            match self.dns.check(domain.as_str(), &current.challenge).await {
+                Ok(Check::Found) => {}
+                Ok(Check::Missing) => return Err(TenancyError::DomainChallengeMissing { record }),
+                Ok(Check::Wrong) => return Err(TenancyError::DomainChallengeMismatch { record }),
+                Err(DnsError::Unavailable(why)) => return Err(TenancyError::DnsUnavailable(why)),
+                Err(DnsError::InvalidDomain(why)) => {
+                    return Err(TenancyError::InvalidField { field: "domain", message: why })
+                }
+            }
+        }
+        self.store.verify_domain(id, &domain, method, &Change::by(caller.actor())).await
     }
 
     /// Removes an allowed domain.
@@ -329,7 +365,8 @@ impl Tenancy {
 
     // ----- members -------------------------------------------------------------------------
 
-    /// Adds a member by email. A member caller may add only addresses in the allowed domains.
+    /// Adds a member by email, in the organization's domains (exactly: no subdomain or
+    /// look-alike counts) unless an operator waives the check.
     pub async fn add_member(
         &self,
         caller: &Caller,
@@ -337,15 +374,19 @@ impl Tenancy {
         email: Email,
         roles: Vec<RoleName>,
         display_name: &str,
+        waive_domain_check: bool,
     ) -> Result<(Member, bool)> {
         self.require(caller, org, "members:write")?;
+        if waive_domain_check {
+            caller.require_operator()?;
+        }
         let roles = normalize_roles(roles)?;
         let name = if display_name.trim().is_empty() {
             String::new()
         } else {
             DisplayName::parse(display_name, "display_name")?.to_string()
         };
-        let enforce_domains = !caller.is_operator();
+        let enforce_domains = !waive_domain_check;
         let result =
             self.store.add_member(org, &email, &name, &roles, enforce_domains, &Change::by(caller.actor())).await?;
         self.membership_changed(&result.0).await;
@@ -581,10 +622,14 @@ impl Tenancy {
         self.store.list_sso_connections(org, page).await
     }
 
-    /// Deletes an SSO connection.
+    /// Deletes an SSO connection. Every session it signed in stops authorizing before this
+    /// returns: its fact is published to every process (access tokens name their connection).
     pub async fn delete_sso_connection(&self, caller: &Caller, org: OrganizationId, id: ConnectionId) -> Result<()> {
         self.require(caller, org, "connections:write")?;
-        self.store.delete_sso_connection(org, id, &Change::by(caller.actor())).await
+        self.store.delete_sso_connection(org, id, &Change::by(caller.actor())).await?;
+        let deleted = Versioned { version: 1, value: value::CONNECTION_DELETED.into() };
+        self.publish([(FactKey::Connection(id), deleted)]).await;
+        Ok(())
     }
 
     /// A page of audit events.
@@ -639,18 +684,28 @@ impl Tenancy {
         caller: &Caller,
         org: OrganizationId,
         id: ReservationId,
-        user: UserId,
+        claimant: Claimant,
         roles: Vec<RoleName>,
         invited_by: &str,
-    ) -> Result<(Member, bool)> {
+    ) -> Result<(Member, bool, bool)> {
         caller.require_service()?;
         let roles = normalize_roles(roles)?;
         if invited_by.len() > 255 {
             return Err(lanyard_core::ValueError::TooLong("invited_by", 255).into());
         }
-        let result = self.store.claim_seat(org, id, user, &roles, invited_by, &Change::by(caller.actor())).await?;
+        if let Claimant::Identity(i) = &claimant {
+            check_identity_fields(&i.issuer, &i.subject, &i.display_name)?;
+        }
+        let result = self.store.claim_seat(org, id, &claimant, &roles, invited_by, &Change::by(caller.actor())).await?;
         self.seats_changed(org).await;
         Ok(result)
+    }
+
+    /// One connection by id, whatever its organization's state (service keys only): how the token
+    /// service learns that a session's connection is gone.
+    pub async fn find_sso_connection(&self, caller: &Caller, id: ConnectionId) -> Result<Option<SsoConnection>> {
+        caller.require_service()?;
+        self.store.sso_connection_by_id(id).await
     }
 
     /// The enabled connections of active organizations with `issuer` (service keys only): how the
@@ -666,24 +721,87 @@ impl Tenancy {
         self.store.find_sso_connections(issuer).await
     }
 
-    /// Finds or creates the user of an external identity (service keys only).
-    pub async fn resolve_identity(&self, caller: &Caller, identity: ExternalIdentity) -> Result<ResolvedIdentity> {
+    /// The user an identity signs in to `org` as, under the identity rules of
+    /// [`TenancyStore::resolve_identity`] (service keys only). Writes nothing on a dry run or a
+    /// refusal.
+    pub async fn resolve_identity(
+        &self,
+        caller: &Caller,
+        identity: ExternalIdentity,
+        org: OrganizationId,
+        dry_run: bool,
+    ) -> Result<ResolvedIdentity> {
         caller.require_service()?;
-        for (field, value) in [("issuer", &identity.issuer), ("subject", &identity.subject)] {
-            if value.trim().is_empty() {
+        check_identity_fields(&identity.issuer, &identity.subject, &identity.display_name)?;
+        self.store.resolve_identity(&identity, org, dry_run, &Change::by(caller.actor())).await
+    }
+
+    /// Appends another service's audit event (service keys only). The actor is the one the event
+    /// names (the service acted for it); actions are lowercase dotted words.
+    pub async fn record_audit_event(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        caller.require_service()?;
+        let printable = |field: &'static str, v: &str, max: usize| -> Result<()> {
+            if v.is_empty() {
                 return Err(lanyard_core::ValueError::Missing(field).into());
             }
-            if value.len() > 1024 {
-                return Err(lanyard_core::ValueError::TooLong(field, 1024).into());
+            if v.len() > max || v.chars().any(char::is_control) {
+                return Err(TenancyError::InvalidField {
+                    field,
+                    message: format!("1 to {max} bytes of printable characters"),
+                });
+            }
+            Ok(())
+        };
+        printable("actor", actor, 255)?;
+        printable("target", target, 255)?;
+        let action_ok = !action.is_empty()
+            && action.len() <= 63
+            && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_');
+        if !action_ok {
+            return Err(TenancyError::InvalidField {
+                field: "action",
+                message: "1 to 63 characters of [a-z._]".into(),
+            });
+        }
+        if details.len() > 16 {
+            return Err(too_many("details", 16));
+        }
+        for (k, v) in details {
+            printable("details", k, 63)?;
+            if v.len() > 1024 {
+                return Err(lanyard_core::ValueError::TooLong("details", 1024).into());
             }
         }
-        if identity.display_name.chars().count() > lanyard_core::values::MAX_DISPLAY_NAME_LEN {
-            return Err(
-                lanyard_core::ValueError::TooLong("display_name", lanyard_core::values::MAX_DISPLAY_NAME_LEN).into()
-            );
-        }
-        self.store.resolve_identity(&identity, &Change::by(caller.actor())).await
+        self.org(org).await?;
+        let details: Vec<(&str, String)> = details.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let change = Change::by(actor);
+        self.store.record_audit_event(org, action, target, &details, &change).await
     }
+}
+
+fn check_identity_fields(issuer: &str, subject: &str, display_name: &str) -> Result<()> {
+    for (field, value) in [("issuer", issuer), ("subject", subject)] {
+        if value.trim().is_empty() {
+            return Err(lanyard_core::ValueError::Missing(field).into());
+        }
+        if value.len() > 1024 {
+            return Err(lanyard_core::ValueError::TooLong(field, 1024).into());
+        }
+    }
+    if display_name.chars().count() > lanyard_core::values::MAX_DISPLAY_NAME_LEN {
+        return Err(
+            lanyard_core::ValueError::TooLong("display_name", lanyard_core::values::MAX_DISPLAY_NAME_LEN).into()
+        );
+    }
+    Ok(())
 }
 
 fn too_many(field: &'static str, max: usize) -> TenancyError {

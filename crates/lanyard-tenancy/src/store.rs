@@ -18,6 +18,10 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::domain::*;
 use crate::error::TenancyError;
+use crate::service::MAX_DOMAINS;
+
+/// Random bytes of a domain's DNS challenge token.
+const DOMAIN_CHALLENGE_BYTES: usize = 32;
 
 type Result<T, E = TenancyError> = std::result::Result<T, E>;
 type Tx = Transaction<'static, Any>;
@@ -180,13 +184,7 @@ impl TenancyStore {
             .await
             .map_err(self.unique_or(TenancyError::SlugTaken))?;
             for domain in &new.allowed_domains {
-                sqlx::query("INSERT INTO organization_domains (org_id, domain, created_at) VALUES ($1, $2, $3)")
-                    .bind(id.to_string())
-                    .bind(domain.as_str())
-                    .bind(change.at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
+                self.insert_domain(&mut tx, id, domain, change).await?;
             }
             let domains: Vec<&str> = new.allowed_domains.iter().map(|d| d.as_str()).collect();
             audit(&mut tx, self.backend(), id, change, "organization.created", &format!("organization:{id}"), &[
@@ -231,22 +229,59 @@ impl TenancyStore {
     async fn org_with_domains(&self, row: Option<AnyRow>) -> Result<Option<Organization>> {
         let Some(row) = row else { return Ok(None) };
         let mut org = org_from_row(&row)?;
-        org.allowed_domains = self.domains_of(org.id).await?;
+        self.fill_domains(&mut org).await?;
         Ok(Some(org))
     }
 
-    async fn domains_of(&self, id: OrganizationId) -> Result<Vec<Domain>> {
-        let rows = sqlx::query("SELECT domain FROM organization_domains WHERE org_id = $1 ORDER BY domain")
+    async fn fill_domains(&self, org: &mut Organization) -> Result<()> {
+        org.domains = self.domains_of(org.id).await?;
+        org.allowed_domains = org.domains.iter().map(|d| d.name.clone()).collect();
+        Ok(())
+    }
+
+    async fn domains_of(&self, id: OrganizationId) -> Result<Vec<OrgDomain>> {
+        let rows = sqlx::query(&format!("{DOMAIN_SELECT} WHERE org_id = $1 ORDER BY domain"))
             .bind(id.to_string())
             .fetch_all(&self.db.pool)
             .await
             .map_err(self.err())?;
-        rows.iter()
-            .map(|r| {
-                let d: String = r.try_get("domain").map_err(self.err())?;
-                Domain::parse(&d).map_err(|_| TenancyError::Internal(format!("stored domain {d:?} is invalid")))
-            })
-            .collect()
+        rows.iter().map(domain_from_row).collect()
+    }
+
+    /// One domain of an organization, with its state and challenge.
+    pub async fn domain(&self, id: OrganizationId, domain: &Domain) -> Result<Option<OrgDomain>> {
+        let row = sqlx::query(&format!("{DOMAIN_SELECT} WHERE org_id = $1 AND domain = $2"))
+            .bind(id.to_string())
+            .bind(domain.as_str())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(self.err())?;
+        row.as_ref().map(domain_from_row).transpose()
+    }
+
+    /// The organization a domain is verified for, if any.
+    async fn verified_owner(&self, conn: &mut sqlx::AnyConnection, domain: &Domain) -> Result<Option<OrganizationId>> {
+        let row = sqlx::query("SELECT org_id FROM organization_domains WHERE domain = $1 AND state = 'verified'")
+            .bind(domain.as_str())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| parse_id(&stored(r.try_get::<String, _>("org_id"))?)).transpose()
+    }
+
+    async fn insert_domain(&self, tx: &mut Tx, id: OrganizationId, domain: &Domain, change: &Change) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO organization_domains (org_id, domain, created_at, state, challenge)
+             VALUES ($1, $2, $3, 'pending', $4)",
+        )
+        .bind(id.to_string())
+        .bind(domain.as_str())
+        .bind(change.at.0)
+        .bind(lanyard_core::crypto::random_token(DOMAIN_CHALLENGE_BYTES))
+        .execute(&mut **tx)
+        .await
+        .map_err(self.unique_or(TenancyError::DomainExists))?;
+        Ok(())
     }
 
     /// A page of organizations in creation order.
@@ -264,7 +299,7 @@ impl TenancyStore {
         let mut orgs = Vec::with_capacity(rows.len());
         for row in rows {
             let mut org = org_from_row(&row)?;
-            org.allowed_domains = self.domains_of(org.id).await?;
+            self.fill_domains(&mut org).await?;
             orgs.push(org);
         }
         Ok((orgs, next))
@@ -367,23 +402,112 @@ impl TenancyStore {
         self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)
     }
 
-    /// Adds an allowed domain.
-    pub async fn add_domain(&self, id: OrganizationId, domain: &Domain, change: &Change) -> Result<Organization> {
+    /// Adds a domain, pending. Adding a domain the organization already has changes nothing and
+    /// returns it as it is (with its challenge), so a lost challenge can be fetched again. A domain
+    /// verified for another organization may be added pending (for invitations) only when
+    /// `allow_verified_elsewhere`.
+    pub async fn add_domain(
+        &self,
+        id: OrganizationId,
+        domain: &Domain,
+        allow_verified_elsewhere: bool,
+        change: &Change,
+    ) -> Result<(Organization, OrgDomain)> {
         retrying(|| async move {
             let mut tx = self.begin().await?;
             self.lock_org(&mut tx, id).await?.require_not_deleted()?;
-            sqlx::query("INSERT INTO organization_domains (org_id, domain, created_at) VALUES ($1, $2, $3)")
+            let existing = sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
                 .bind(id.to_string())
                 .bind(domain.as_str())
-                .bind(change.at.0)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(self.unique_or(TenancyError::DomainExists))?;
-            audit(&mut tx, self.backend(), id, change, "domain.added", &format!("domain:{domain}"), &[]).await?;
+                .map_err(self.err())?;
+            if existing.is_some() {
+                return tx.rollback().await.map_err(self.err());
+            }
+            let owner = self.verified_owner(&mut tx, domain).await?;
+            if owner.is_some_and(|o| o != id) && !allow_verified_elsewhere {
+                return Err(TenancyError::DomainVerifiedElsewhere);
+            }
+            let count = sqlx::query("SELECT COUNT(*) AS n FROM organization_domains WHERE org_id = $1")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(self.err())?;
+            if stored(count.try_get::<i64, _>("n"))? >= MAX_DOMAINS as i64 {
+                return Err(TenancyError::InvalidField {
+                    field: "domain",
+                    message: format!("at most {MAX_DOMAINS} domains per organization"),
+                });
+            }
+            self.insert_domain(&mut tx, id, domain, change).await?;
+            audit(
+                &mut tx,
+                self.backend(),
+                id,
+                change,
+                "domain.added",
+                &format!("domain:{domain}"),
+                &[("state", DomainState::Pending.as_str().to_owned())],
+            )
+            .await?;
             self.commit(tx).await
         })
         .await?;
-        self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)
+        let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
+        let added = self.domain(id, domain).await?.ok_or(TenancyError::DomainNotFound)?;
+        Ok((org, added))
+    }
+
+    /// Marks a pending domain verified. Verifying a verified domain again changes nothing; a
+    /// domain verified for another organization is refused (the unique index decides races).
+    pub async fn verify_domain(
+        &self,
+        id: OrganizationId,
+        domain: &Domain,
+        method: VerificationMethod,
+        change: &Change,
+    ) -> Result<(Organization, OrgDomain)> {
+        retrying(|| async move {
+            let mut tx = self.begin().await?;
+            self.lock_org(&mut tx, id).await?.require_not_deleted()?;
+            let row = sqlx::query("SELECT state FROM organization_domains WHERE org_id = $1 AND domain = $2")
+                .bind(id.to_string())
+                .bind(domain.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(self.err())?
+                .ok_or(TenancyError::DomainNotFound)?;
+            if stored(row.try_get::<String, _>("state"))? == DomainState::Verified.as_str() {
+                return tx.rollback().await.map_err(self.err());
+            }
+            sqlx::query(
+                "UPDATE organization_domains SET state = 'verified', verified_at = $3, verification_method = $4
+                 WHERE org_id = $1 AND domain = $2",
+            )
+            .bind(id.to_string())
+            .bind(domain.as_str())
+            .bind(change.at.0)
+            .bind(method.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.unique_or(TenancyError::DomainVerifiedElsewhere))?;
+            audit(
+                &mut tx,
+                self.backend(),
+                id,
+                change,
+                "domain.verified",
+                &format!("domain:{domain}"),
+                &[("method", method.as_str().to_owned())],
+            )
+            .await?;
+            self.commit(tx).await
+        })
+        .await?;
+        let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
+        let verified = self.domain(id, domain).await?.ok_or(TenancyError::DomainNotFound)?;
+        Ok((org, verified))
     }
 
     /// Removes an allowed domain.
@@ -391,16 +515,25 @@ impl TenancyStore {
         retrying(|| async move {
             let mut tx = self.begin().await?;
             self.lock_org(&mut tx, id).await?.require_not_deleted()?;
-            let done = sqlx::query("DELETE FROM organization_domains WHERE org_id = $1 AND domain = $2")
-                .bind(id.to_string())
-                .bind(domain.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            if done.rows_affected() == 0 {
-                return Err(TenancyError::DomainNotFound);
-            }
-            audit(&mut tx, self.backend(), id, change, "domain.removed", &format!("domain:{domain}"), &[]).await?;
+            let done =
+                sqlx::query("DELETE FROM organization_domains WHERE org_id = $1 AND domain = $2 RETURNING state")
+                    .bind(id.to_string())
+                    .bind(domain.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(self.err())?
+                    .ok_or(TenancyError::DomainNotFound)?;
+            let state: String = stored(done.try_get("state"))?;
+            audit(
+                &mut tx,
+                self.backend(),
+                id,
+                change,
+                "domain.removed",
+                &format!("domain:{domain}"),
+                &[("state", state)],
+            )
+            .await?;
             self.commit(tx).await
         })
         .await?;
@@ -620,29 +753,59 @@ impl TenancyStore {
 
     /// Turns a held reservation into an active membership. A retry by the same user returns the
     /// membership it made (`already_claimed`), and never takes a second seat.
+    ///
+    /// An identity claimant's user is the one its (issuer, subject) is linked to, or else the user
+    /// of the invited email (created if new), linked in this transaction: the emailed link proved
+    /// the mailbox. A refused claim writes no user and no link. Returns the membership, whether it
+    /// was a retry, and whether an identity was linked now.
     pub async fn claim_seat(
         &self,
         org: OrganizationId,
         id: ReservationId,
-        user: UserId,
+        claimant: &Claimant,
         roles: &[RoleName],
         invited_by: &str,
         change: &Change,
-    ) -> Result<(Member, bool)> {
-        let already = retrying(|| async move {
+    ) -> Result<(Member, bool, bool)> {
+        let (user, already, linked) = retrying(|| async move {
             let mut tx = self.begin().await?;
             let lock = self.lock_org(&mut tx, org).await?;
             let res =
                 self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
+            let known = match claimant {
+                Claimant::User(user) => Some(*user),
+                Claimant::Identity(i) => self.linked_user(&mut tx, &i.issuer, &i.subject).await?,
+            };
             match res.state {
-                ReservationState::Claimed if res.claimed_user_id == Some(user) => return Ok(true),
-                ReservationState::Claimed => return Err(TenancyError::ReservationClaimed),
+                ReservationState::Claimed => {
+                    return match known {
+                        Some(user) if res.claimed_user_id == Some(user) => Ok((user, true, false)),
+                        _ => Err(TenancyError::ReservationClaimed),
+                    }
+                }
                 ReservationState::Released => return Err(TenancyError::ReservationReleased),
                 ReservationState::Expired => return Err(TenancyError::ReservationExpired),
                 ReservationState::Held => {}
             }
             lock.require_active()?;
-            self.require_user(&mut tx, user).await?;
+            let (user, linked) = match (claimant, known) {
+                (Claimant::User(user), _) => {
+                    self.require_user(&mut tx, *user).await?;
+                    (*user, false)
+                }
+                (Claimant::Identity(i), Some(user)) => {
+                    self.require_connection(&mut tx, org, i.connection_id, &i.issuer).await?;
+                    (user, false)
+                }
+                (Claimant::Identity(i), None) => {
+                    self.require_connection(&mut tx, org, i.connection_id, &i.issuer).await?;
+                    let (user, _) = self.upsert_user_by_email(&mut tx, &i.email, &i.display_name, change).await?;
+                    self.mark_email_verified(&mut tx, user, change).await?;
+                    let link = Link { issuer: &i.issuer, subject: &i.subject, connection: i.connection_id, user };
+                    self.link_identity(&mut tx, org, &link, "invitation", change).await?;
+                    (user, true)
+                }
+            };
             // The reservation's seat becomes the membership's: no second seat is counted.
             sqlx::query(
                 "UPDATE seat_reservations SET state = 'claimed', claimed_user_id = $2, updated_at = $3 WHERE id = $1",
@@ -665,11 +828,11 @@ impl TenancyStore {
             )
             .await?;
             self.commit(tx).await?;
-            Ok(false)
+            Ok((user, false, linked))
         })
         .await?;
         let member = self.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)?;
-        Ok((member, already))
+        Ok((member, already, linked))
     }
 
     // ----- members -------------------------------------------------------------------------
@@ -1459,88 +1622,214 @@ impl TenancyStore {
 
     // ----- identities ----------------------------------------------------------------------
 
-    /// Finds or creates the user of an external identity. An identity is matched by (issuer,
-    /// subject); an email links it to an existing user only when the provider verified it.
-    pub async fn resolve_identity(&self, identity: &ExternalIdentity, change: &Change) -> Result<ResolvedIdentity> {
+    /// The user an (issuer, subject) is linked to, if any.
+    async fn linked_user(&self, tx: &mut Tx, issuer: &str, subject: &str) -> Result<Option<UserId>> {
+        let row = sqlx::query("SELECT user_id FROM external_identities WHERE issuer = $1 AND subject = $2")
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(self.err())?;
+        row.map(|r| parse_id(&stored(r.try_get::<String, _>("user_id"))?)).transpose()
+    }
+
+    /// Requires `connection` to be an enabled connection of `org` with exactly `issuer`: a service
+    /// vouches for an identity only through the connection that verified it.
+    async fn require_connection(
+        &self,
+        tx: &mut Tx,
+        org: OrganizationId,
+        connection: ConnectionId,
+        issuer: &str,
+    ) -> Result<()> {
+        let row = sqlx::query("SELECT issuer, enabled FROM sso_connections WHERE org_id = $1 AND id = $2")
+            .bind(org.to_string())
+            .bind(connection.to_string())
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(self.err())?
+            .ok_or(TenancyError::ConnectionNotFound)?;
+        let stored_issuer: String = stored(row.try_get("issuer"))?;
+        let enabled = stored(row.try_get::<i64, _>("enabled"))? != 0;
+        if !enabled || stored_issuer != issuer {
+            return Err(TenancyError::ConnectionNotFound);
+        }
+        Ok(())
+    }
+
+    async fn mark_email_verified(&self, tx: &mut Tx, user: UserId, change: &Change) -> Result<()> {
+        sqlx::query("UPDATE users SET email_verified = 1, updated_at = $2 WHERE id = $1 AND email_verified = 0")
+            .bind(user.to_string())
+            .bind(change.at.0)
+            .execute(&mut **tx)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Links an identity to a user, with an audit event in `org` saying why (`verified_domain` or
+    /// `invitation`).
+    async fn link_identity(
+        &self,
+        tx: &mut Tx,
+        org: OrganizationId,
+        link: &Link<'_>,
+        why: &str,
+        change: &Change,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO external_identities (issuer, subject, user_id, connection_id, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(link.issuer)
+        .bind(link.subject)
+        .bind(link.user.to_string())
+        .bind(link.connection.to_string())
+        .bind(change.at.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(self.err())?;
+        audit(
+            tx,
+            self.backend(),
+            org,
+            change,
+            "identity.linked",
+            &format!("user:{}", link.user),
+            &[
+                ("issuer", link.issuer.to_owned()),
+                ("subject", link.subject.to_owned()),
+                ("connection_id", link.connection.to_string()),
+                ("basis", why.to_owned()),
+            ],
+        )
+        .await
+    }
+
+    /// Resolves the user an identity signs in to `org` as, under the identity rules (see
+    /// ARCHITECTURE.md, "Identity and domains"):
+    /// - a linked (issuer, subject) is its user;
+    /// - otherwise the identity is linked to the user of its email only when the provider verified
+    ///   the email and its domain is verified for `org` (the connection's organization);
+    /// - the user must be an active member of `org`.
+    ///
+    /// Nothing is written unless all of it holds (and nothing at all on a dry run): a refused
+    /// sign-in leaves no user, no link and no audit event behind.
+    pub async fn resolve_identity(
+        &self,
+        identity: &ExternalIdentity,
+        org: OrganizationId,
+        dry_run: bool,
+        change: &Change,
+    ) -> Result<ResolvedIdentity> {
         // Two first sign-ins of one identity may race to link it; the loser retries and finds it.
         for _ in 0..3 {
-            match self.try_resolve_identity(identity, change).await {
+            match self.try_resolve_identity(identity, org, dry_run, change).await {
                 Err(e) if e.db_kind() == Some(DbErrorKind::UniqueViolation) => continue,
                 other => return other,
             }
         }
-        self.try_resolve_identity(identity, change).await
+        self.try_resolve_identity(identity, org, dry_run, change).await
     }
 
-    async fn try_resolve_identity(&self, identity: &ExternalIdentity, change: &Change) -> Result<ResolvedIdentity> {
-        retrying(|| async move {
+    async fn try_resolve_identity(
+        &self,
+        identity: &ExternalIdentity,
+        org: OrganizationId,
+        dry_run: bool,
+        change: &Change,
+    ) -> Result<ResolvedIdentity> {
+        let (user, link) = retrying(|| async move {
             let mut tx = self.begin().await?;
-            let linked = sqlx::query("SELECT user_id FROM external_identities WHERE issuer = $1 AND subject = $2")
-                .bind(&identity.issuer)
-                .bind(&identity.subject)
+            let status = sqlx::query("SELECT status FROM organizations WHERE id = $1")
+                .bind(org.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(self.err())?
+                .ok_or(TenancyError::OrganizationNotFound)?;
+            match OrgStatus::from_db(&stored(status.try_get::<String, _>("status"))?) {
+                OrgStatus::Active => {}
+                OrgStatus::Suspended => return Err(TenancyError::OrganizationSuspended),
+                OrgStatus::Deleted => return Err(TenancyError::OrganizationDeleted),
+            }
+            self.require_connection(&mut tx, org, identity.connection_id, &identity.issuer).await?;
+            let (user, link) = match self.linked_user(&mut tx, &identity.issuer, &identity.subject).await? {
+                Some(user) => (user, false),
+                None => {
+                    let email = identity
+                        .email
+                        .as_ref()
+                        .filter(|_| identity.email_verified)
+                        .ok_or(TenancyError::EmailNotVerified)?;
+                    let verified = sqlx::query(
+                        "SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2 AND state = 'verified'",
+                    )
+                    .bind(org.to_string())
+                    .bind(email.domain().as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(self.err())?;
+                    if verified.is_none() {
+                        return Err(TenancyError::EmailDomainNotVerified);
+                    }
+                    let row = sqlx::query("SELECT id FROM users WHERE primary_email = $1")
+                        .bind(email.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(self.err())?
+                        // Nobody with this email exists, so nobody with it is a member.
+                        .ok_or(TenancyError::MemberNotFound)?;
+                    (parse_id(&stored(row.try_get::<String, _>("id"))?)?, true)
+                }
+            };
+            let member = sqlx::query("SELECT 1 AS one FROM memberships WHERE org_id = $1 AND user_id = $2 AND status = 'active'")
+                .bind(org.to_string())
+                .bind(user.to_string())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(self.err())?;
-            if let Some(row) = linked {
-                let id: UserId = parse_id(&row.try_get::<String, _>("user_id").map_err(self.err())?)?;
-                tx.rollback().await.map_err(self.err())?;
-                let user = self.get_user(id).await?.ok_or(TenancyError::UserNotFound)?;
-                return Ok(ResolvedIdentity { user, user_created: false, identity_linked: false });
+            if member.is_none() {
+                return Err(TenancyError::MemberNotFound);
             }
-            let verified_email = identity.email.as_ref().filter(|_| identity.email_verified);
-            let existing = match verified_email {
-                Some(email) => sqlx::query("SELECT id FROM users WHERE primary_email = $1")
-                    .bind(email.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(self.err())?,
-                None => None,
-            };
-            let (user, created) = match existing {
-                Some(row) => {
-                    let id: UserId = parse_id(&row.try_get::<String, _>("id").map_err(self.err())?)?;
-                    sqlx::query("UPDATE users SET email_verified = 1, updated_at = $2 WHERE id = $1")
-                        .bind(id.to_string())
-                        .bind(change.at.0)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(self.err())?;
-                    (id, false)
-                }
-                None => {
-                    let id = UserId::new();
-                    // An unverified email is never stored as the primary email: it would let that
-                    // identity receive memberships meant for whoever owns the address.
-                    sqlx::query(
-                        "INSERT INTO users (id, primary_email, email_verified, display_name, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $5)",
-                    )
-                    .bind(id.to_string())
-                    .bind(verified_email.map(|e| e.to_string()))
-                    .bind(i64::from(verified_email.is_some()))
-                    .bind(&identity.display_name)
-                    .bind(change.at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-                    (id, true)
-                }
-            };
-            sqlx::query(
-                "INSERT INTO external_identities (issuer, subject, user_id, connection_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .bind(user.to_string())
-            .bind(identity.connection_id.map(|c| c.to_string()))
-            .bind(change.at.0)
-            .execute(&mut *tx)
+            if link && !dry_run {
+                let l = Link { issuer: &identity.issuer, subject: &identity.subject, connection: identity.connection_id, user };
+                self.link_identity(&mut tx, org, &l, "verified_domain", change).await?;
+                self.mark_email_verified(&mut tx, user, change).await?;
+                self.commit(tx).await?;
+            } else {
+                tx.rollback().await.map_err(self.err())?;
+            }
+            Ok((user, link))
+        })
+        .await?;
+        let user = self.get_user(user).await?.ok_or(TenancyError::UserNotFound)?;
+        Ok(ResolvedIdentity { user, user_created: false, identity_linked: link })
+    }
+
+    /// One SSO connection by id, whatever its organization (for the token service's check that a
+    /// session's connection still exists).
+    pub async fn sso_connection_by_id(&self, id: ConnectionId) -> Result<Option<SsoConnection>> {
+        let row = sqlx::query(&format!("{CONN_SELECT} WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
             .await
             .map_err(self.err())?;
-            self.commit(tx).await?;
-            let user = self.get_user(user).await?.ok_or(TenancyError::UserNotFound)?;
-            Ok(ResolvedIdentity { user, user_created: created, identity_linked: true })
+        row.as_ref().map(connection_from_row).transpose()
+    }
+
+    /// Appends an audit event recorded by another service.
+    pub async fn record_audit_event(
+        &self,
+        org: OrganizationId,
+        action: &str,
+        target: &str,
+        details: &[(&str, String)],
+        change: &Change,
+    ) -> Result<()> {
+        retrying(|| async move {
+            let mut tx = self.begin().await?;
+            audit(&mut tx, self.backend(), org, change, action, target, details).await?;
+            self.commit(tx).await
         })
         .await
     }
@@ -1638,6 +1927,33 @@ async fn audit(
     .map(|_| ())
 }
 
+const DOMAIN_SELECT: &str =
+    "SELECT domain, state, challenge, verified_at, verification_method FROM organization_domains";
+
+/// An identity link to write.
+struct Link<'a> {
+    issuer: &'a str,
+    subject: &'a str,
+    connection: ConnectionId,
+    user: UserId,
+}
+
+fn domain_from_row(r: &AnyRow) -> Result<OrgDomain> {
+    let name: String = stored(r.try_get("domain"))?;
+    let verified_at: Option<i64> = stored(r.try_get("verified_at"))?;
+    Ok(OrgDomain {
+        name: Domain::parse(&name).map_err(|_| corrupt("domain"))?,
+        state: if stored(r.try_get::<String, _>("state"))? == "verified" {
+            DomainState::Verified
+        } else {
+            DomainState::Pending
+        },
+        verified_at: verified_at.map(Timestamp),
+        method: stored(r.try_get("verification_method"))?,
+        challenge: stored(r.try_get("challenge"))?,
+    })
+}
+
 const ORG_SELECT: &str = "SELECT id, slug, display_name, seat_limit, metadata, status, owner_user_id, created_at, \
      updated_at, deleted_at FROM organizations";
 
@@ -1668,6 +1984,7 @@ fn org_from_row(r: &AnyRow) -> Result<Organization> {
             .map_err(|_| corrupt("display name"))?,
         seat_limit: count(stored(r.try_get("seat_limit"))?),
         allowed_domains: Vec::new(),
+        domains: Vec::new(),
         metadata: json_map(&stored(r.try_get::<String, _>("metadata"))?),
         status: OrgStatus::from_db(&stored(r.try_get::<String, _>("status"))?),
         owner_user_id: owner.as_deref().map(parse_id).transpose()?,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lanyard_authz::{Audience, Authorizer, Decision};
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
-use lanyard_core::{OrganizationId, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, Timestamp, UserId};
 use uuid::Uuid;
 
 use crate::keys::KeyRing;
@@ -25,6 +25,8 @@ pub struct Grant<'a> {
     pub roles: &'a [String],
     pub permissions: &'a [String],
     pub membership_version: i64,
+    /// The SSO connection the session signed in through.
+    pub connection_id: Option<ConnectionId>,
 }
 
 /// Mints and verifies access tokens. Clones share the keys and the revoked sessions.
@@ -96,6 +98,7 @@ impl AccessTokens {
             roles: grant.roles.to_vec(),
             permissions: grant.permissions.to_vec(),
             mv: grant.membership_version,
+            idp: grant.connection_id.map(|c| c.to_string()),
         };
         let mut header = jsonwebtoken::Header::new(key.algorithm.jwt());
         header.typ = Some(ACCESS_TOKEN_TYP.into());

@@ -223,7 +223,7 @@ impl TenancyClient {
     /// The enabled connections of active organizations with this exact issuer, with their
     /// organizations: the candidates for a first sign-in that names no organization.
     pub async fn connections_by_issuer(&self, issuer: &str) -> Result<Vec<(OrganizationId, Connection)>> {
-        let req = tpb::FindSsoConnectionsRequest { issuer: issuer.to_owned() };
+        let req = tpb::FindSsoConnectionsRequest { issuer: issuer.to_owned(), ..Default::default() };
         let resp = upstream(self.inner.clone().find_sso_connections(self.request(req)).await)?;
         Ok(resp
             .connections
@@ -235,8 +235,12 @@ impl TenancyClient {
             .collect())
     }
 
-    /// Finds or creates the user of a verified identity.
-    pub async fn resolve_identity(&self, identity: &Identity) -> Result<UserId> {
+    /// The user a verified identity signs in to `org` as, under tenancy's identity rules; the
+    /// user is an active member of `org`. Tenancy links a new identity only when the sign-in is
+    /// allowed, and never on a `dry_run`. Refusals keep tenancy's reasons
+    /// (`EMAIL_DOMAIN_NOT_VERIFIED`, `EMAIL_NOT_VERIFIED`), except that no membership is
+    /// [`TokenError::NotAMember`].
+    pub async fn resolve_identity(&self, identity: &Identity, org: OrganizationId, dry_run: bool) -> Result<UserId> {
         let req = tpb::ResolveIdentityRequest {
             issuer: identity.issuer.clone(),
             subject: identity.subject.clone(),
@@ -244,10 +248,42 @@ impl TenancyClient {
             email_verified: identity.email_verified,
             display_name: identity.display_name.clone(),
             connection_id: identity.connection_id.to_string(),
+            organization_id: org.to_string(),
+            dry_run,
         };
-        let resp = upstream(self.inner.clone().resolve_identity(self.request(req)).await)?;
+        let resp = match upstream(self.inner.clone().resolve_identity(self.request(req)).await) {
+            Ok(r) => r,
+            Err(e) if e.upstream_reason().as_deref() == Some("NOT_A_MEMBER") => return Err(TokenError::NotAMember),
+            Err(e) => return Err(e),
+        };
         let user = resp.user.ok_or_else(|| TokenError::Internal("ResolveIdentity returned no user".into()))?;
         UserId::parse(&user.user_id).map_err(|e| TokenError::Internal(e.to_string()))
+    }
+
+    /// Whether the SSO connection still exists and is enabled.
+    pub async fn connection_live(&self, id: lanyard_core::ConnectionId) -> Result<bool> {
+        let req = tpb::FindSsoConnectionsRequest { connection_id: id.to_string(), ..Default::default() };
+        let resp = upstream(self.inner.clone().find_sso_connections(self.request(req)).await)?;
+        Ok(resp.connections.iter().any(|c| c.enabled && c.connection_id == id.to_string()))
+    }
+
+    /// Appends an event to `org`'s audit log (tenancy's, where the organization's admins read it).
+    pub async fn audit(
+        &self,
+        org: OrganizationId,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: &[(&str, String)],
+    ) -> Result<()> {
+        let req = tpb::RecordAuditEventRequest {
+            organization_id: org.to_string(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            details: details.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        };
+        upstream(self.inner.clone().record_audit_event(self.request(req)).await).map(|_| ())
     }
 }
 
@@ -282,22 +318,20 @@ impl InvitationClient {
         upstream(self.inner.clone().preview_invitation(self.request(req)).await)
     }
 
-    /// Accepts an invitation for a verified identity; returns the membership it made.
-    pub async fn accept(
-        &self,
-        token: &str,
-        user: UserId,
-        identity: &Identity,
-        request_id: &str,
-    ) -> Result<ipb::MembershipSummary> {
+    /// Accepts an invitation for a verified identity; returns the membership it made, whose user
+    /// is the identity's (found, linked or created by tenancy with the seat claim).
+    pub async fn accept(&self, token: &str, identity: &Identity, request_id: &str) -> Result<ipb::MembershipSummary> {
         let req = ipb::AcceptInvitationRequest {
             token: token.to_owned(),
             identity: Some(ipb::VerifiedIdentity {
-                user_id: user.to_string(),
+                // Tenancy resolves (and links) the user in the same transaction as the seat claim.
+                user_id: String::new(),
                 email: identity.email.as_ref().map(|e| e.to_string()).unwrap_or_default(),
                 email_verified: identity.email_verified,
                 issuer: identity.issuer.clone(),
                 subject: identity.subject.clone(),
+                connection_id: identity.connection_id.to_string(),
+                display_name: identity.display_name.clone(),
             }),
             request_id: request_id.to_owned(),
         };

@@ -39,6 +39,10 @@ pub enum TokenError {
     NotAMember,
     #[error("the organization is suspended or deleted")]
     OrganizationInactive,
+    #[error(
+        "the organization does not accept this session's identity provider; sign in through one of its SSO connections"
+    )]
+    ReauthenticationRequired,
     #[error("the next signing key has been published for too short a time; retry in {retry_after_secs} s or force")]
     NextKeyTooNew { retry_after_secs: u64 },
     #[error("session not found")]
@@ -126,6 +130,7 @@ impl TokenError {
             }
             NotAMember => Problem::new(Code::PermissionDenied, "NOT_A_MEMBER", msg),
             OrganizationInactive => Problem::new(Code::PermissionDenied, "ORGANIZATION_INACTIVE", msg),
+            ReauthenticationRequired => Problem::new(Code::PermissionDenied, "REAUTHENTICATION_REQUIRED", msg),
             SessionNotFound => Problem::new(Code::NotFound, "SESSION_NOT_FOUND", msg),
             NextKeyTooNew { retry_after_secs } => {
                 Problem::new(Code::FailedPrecondition, "SIGNING_KEY_NOT_PUBLISHED", msg.clone())

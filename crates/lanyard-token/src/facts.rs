@@ -24,6 +24,15 @@ pub fn session_fact(revoked: bool) -> Versioned {
     }
 }
 
+/// An SSO connection's fact (a deleted connection never comes back: ids are not reused).
+pub fn connection_fact(live: bool) -> Versioned {
+    if live {
+        Versioned { version: 0, value: value::CONNECTION_ACTIVE.into() }
+    } else {
+        Versioned { version: 1, value: value::CONNECTION_DELETED.into() }
+    }
+}
+
 #[async_trait::async_trait]
 impl FactSource for TokenFacts {
     async fn fetch(&self, key: &FactKey) -> Result<Versioned, SourceError> {
@@ -35,6 +44,7 @@ impl FactSource for TokenFacts {
             }
             FactKey::Membership(org, user) => self.tenancy.membership_fact(org, user).await.map_err(failed),
             FactKey::Organization(org) => self.tenancy.organization_fact(org).await.map_err(failed),
+            FactKey::Connection(id) => Ok(connection_fact(self.tenancy.connection_live(id).await.map_err(failed)?)),
         }
     }
 }

@@ -164,7 +164,9 @@ impl Tokens {
         };
         self.tenancy.active_organization(org).await?;
         let identity = self.verify_for(id_token, org, nonce).await?;
-        let user = self.tenancy.resolve_identity(&identity).await?;
+        // Tenancy applies the identity rules and the membership check in one transaction, and
+        // links a new identity only when both hold: a refused sign-in writes nothing.
+        let user = self.tenancy.resolve_identity(&identity, org, false).await?;
         let membership = self.tenancy.membership(org, user).await?;
         self.start_session(user, &identity, membership, client).await
     }
@@ -192,10 +194,13 @@ impl Tokens {
             }
         }
         let identity = identity.ok_or(TokenError::OrganizationRequired)?;
-        let user = self.tenancy.resolve_identity(&identity).await?;
         let mut member_of = Vec::new();
         for org in orgs {
-            if self.tenancy.membership(org, user).await.is_ok() {
+            // A dry run: which organizations would take this identity, writing nothing yet.
+            let connection = candidates.iter().find(|(o, c)| *o == org && c.accepts_issuer(&identity.issuer));
+            let Some((_, connection)) = connection else { continue };
+            let through = Identity { connection_id: connection.id, ..identity.clone() };
+            if self.tenancy.resolve_identity(&through, org, true).await.is_ok() {
                 member_of.push(org);
             }
         }
@@ -245,11 +250,14 @@ impl Tokens {
         let org = self.tenancy.active_organization_by_slug(&preview.organization_slug).await?;
         let org_id = OrganizationId::parse(&org.organization_id).map_err(|e| TokenError::Internal(e.to_string()))?;
         let identity = self.verify_for(id_token, org_id, nonce).await?;
-        let user = self.tenancy.resolve_identity(&identity).await?;
-        let accepted = invitations.accept(invitation_token, user, &identity, request_id).await?;
+        // The invitation service checks the invited email against the identity's verified one,
+        // and tenancy finds or creates the user and links the identity in the same transaction as
+        // the seat claim, so a refused acceptance writes nothing.
+        let accepted = invitations.accept(invitation_token, &identity, request_id).await?;
         if accepted.organization_id != org_id.to_string() {
             return Err(TokenError::Internal("the accepted invitation is for another organization".into()));
         }
+        let user = UserId::parse(&accepted.user_id).map_err(|e| TokenError::Internal(e.to_string()))?;
         let membership = self.tenancy.membership(org_id, user).await?;
         self.start_session(user, &identity, membership, client).await
     }
@@ -271,6 +279,7 @@ impl Tokens {
             org: membership.organization_id,
             issuer: identity.issuer.clone(),
             subject: identity.subject.clone(),
+            connection_id: identity.connection_id,
             expires_at: session_expires,
             user_agent: bounded(client.user_agent),
             ip_address: bounded(client.ip_address),
@@ -297,6 +306,7 @@ impl Tokens {
             roles: &membership.roles,
             permissions: &membership.permissions,
             membership_version: membership.version,
+            connection_id: session.connection_id,
         };
         let (access_token, access_expires_at) = self.access.mint(&grant, now).map_err(TokenError::Internal)?;
         Ok(Issued { access_token, access_expires_at, refresh_token, refresh_expires_at, session, membership })
@@ -327,9 +337,22 @@ impl Tokens {
         if record.expires_at <= now || session.expires_at <= now {
             return Err(TokenError::RefreshTokenExpired);
         }
+        if let Some(connection) = session.connection_id {
+            if !self.tenancy.connection_live(connection).await? {
+                return Err(self.connection_gone(&session, now).await);
+            }
+        }
         let session_org = session.active_org_id;
         let target = org.unwrap_or(session_org);
         let membership = self.tenancy.membership(target, session.user_id).await?;
+        if target != session_org {
+            // The target must accept the way this session signed in: membership alone would let
+            // one organization's provider sign people in to another.
+            let accepted = self.tenancy.connections(target).await?.iter().any(|c| c.accepts_issuer(&session.issuer));
+            if !accepted {
+                return Err(TokenError::ReauthenticationRequired);
+            }
+        }
         let next = random_token(REFRESH_TOKEN_BYTES);
         let next_expires = now.plus(self.lifetimes.refresh).min(session.expires_at);
         let rotated = self
@@ -341,6 +364,11 @@ impl Tokens {
             return Err(self.reused(&session, now).await);
         }
         let session = self.store.session(session.id).await?.ok_or(TokenError::SessionNotFound)?;
+        if target != session_org {
+            let details = [("from_organization_id", session_org.to_string()), ("issuer", session.issuer.clone())];
+            let (actor, what) = (format!("user:{}", session.user_id), format!("session:{}", session.id));
+            self.tenancy.audit(target, &actor, "session.switched", &what, &details).await?;
+        }
         let switched = if target == session_org { "no" } else { "yes" };
         metrics::counter!("lanyard_token_refreshes_total", "switched_org" => switched).increment(1);
         self.issue(session, membership, next, next_expires, now)
@@ -349,14 +377,40 @@ impl Tokens {
     async fn reused(&self, session: &Session, now: Timestamp) -> TokenError {
         tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused: revoking its session");
         metrics::counter!("lanyard_token_refresh_reuse_total").increment(1);
-        self.access.revoke_session(session.id, now);
-        match self.store.revoke_session(session.id, "refresh_token_reused", "system:reuse-detection", now).await {
-            Ok(_) => {
-                self.publish_revoked(session.id).await;
-                TokenError::RefreshTokenReused
-            }
+        match self.end_session(session, "refresh_token_reused", "system:reuse-detection", now).await {
+            Ok(_) => TokenError::RefreshTokenReused,
             Err(e) => e,
         }
+    }
+
+    /// Ends a session whose SSO connection was deleted (its tokens already stopped working
+    /// through the connection's fact; this makes the store say so too).
+    async fn connection_gone(&self, session: &Session, now: Timestamp) -> TokenError {
+        match self.end_session(session, "connection_deleted", "system:connection-deleted", now).await {
+            Ok(_) => TokenError::SessionRevoked,
+            Err(e) => e,
+        }
+    }
+
+    /// Revokes a session everywhere: in this process, in the store, in the shared facts (before
+    /// returning), and in the audit log of its active organization.
+    async fn end_session(
+        &self,
+        session: &Session,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Option<Session>> {
+        self.access.revoke_session(session.id, now);
+        let revoked = self.store.revoke_session(session.id, reason, actor, now).await?;
+        self.publish_revoked(session.id).await;
+        let details = [("reason", reason.to_owned()), ("user_id", session.user_id.to_string())];
+        let target = format!("session:{}", session.id);
+        if let Err(e) = self.tenancy.audit(session.active_org_id, actor, "session.revoked", &target, &details).await {
+            // The revocation stands; the token service's own event log has it too.
+            tracing::warn!(error = %e, session_id = %session.id, "recording a session revocation in the audit log");
+        }
+        Ok(revoked)
     }
 
     // ----- sessions ------------------------------------------------------------------------
@@ -376,14 +430,7 @@ impl Tokens {
             (None, _) => return Err(lanyard_core::caller::Denied::WrongOrganization.into()),
         };
         let now = Timestamp::now();
-        self.access.revoke_session(session.id, now);
-        let revoked = self
-            .store
-            .revoke_session(session.id, "revoked", &caller.actor(), now)
-            .await?
-            .ok_or(TokenError::SessionNotFound)?;
-        self.publish_revoked(session.id).await;
-        Ok(revoked)
+        self.end_session(&session, "revoked", &caller.actor(), now).await?.ok_or(TokenError::SessionNotFound)
     }
 
     /// A user's sessions: the user itself, an operator, or (for sessions active in its own

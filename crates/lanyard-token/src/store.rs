@@ -8,7 +8,7 @@ use base64::Engine;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{retry, Database};
 use lanyard_core::page::Page;
-use lanyard_core::{OrganizationId, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, Timestamp, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -32,6 +32,8 @@ pub struct Session {
     pub active_org_id: OrganizationId,
     pub issuer: String,
     pub subject: String,
+    /// The SSO connection it signed in through (none for sessions older than this record).
+    pub connection_id: Option<ConnectionId>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
@@ -47,6 +49,7 @@ pub struct NewSession {
     pub org: OrganizationId,
     pub issuer: String,
     pub subject: String,
+    pub connection_id: ConnectionId,
     pub expires_at: Timestamp,
     pub user_agent: Option<String>,
     pub ip_address: Option<String>,
@@ -285,6 +288,11 @@ impl TokenStore {
                 .map_err(|e| TokenError::Internal(e.to_string()))?,
             issuer: get("issuer")?,
             subject: get("subject")?,
+            connection_id: row
+                .try_get::<Option<String>, _>("connection_id")
+                .map_err(self.err())?
+                .map(|c| ConnectionId::parse(&c).map_err(|e| TokenError::Internal(e.to_string())))
+                .transpose()?,
             created_at: Timestamp(row.try_get::<i64, _>("created_at").map_err(self.err())?),
             expires_at: Timestamp(row.try_get::<i64, _>("expires_at").map_err(self.err())?),
             revoked_at: opt("revoked_at")?,
@@ -294,8 +302,8 @@ impl TokenStore {
         })
     }
 
-    const SESSION_COLUMNS: &'static str = "id, user_id, active_org_id, issuer, subject, created_at, expires_at, \
-                                           revoked_at, last_refresh_at, user_agent, ip_address";
+    const SESSION_COLUMNS: &'static str = "id, user_id, active_org_id, issuer, subject, connection_id, created_at, \
+                                           expires_at, revoked_at, last_refresh_at, user_agent, ip_address";
 
     /// Creates a session with its first refresh token (by hash).
     pub async fn create_session(
@@ -308,8 +316,9 @@ impl TokenStore {
         let id = Uuid::now_v7();
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO sessions (id, user_id, active_org_id, issuer, subject, created_at, expires_at, user_agent, ip_address)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO sessions
+               (id, user_id, active_org_id, issuer, subject, created_at, expires_at, user_agent, ip_address, connection_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id.to_string())
         .bind(new.user_id.to_string())
@@ -320,6 +329,7 @@ impl TokenStore {
         .bind(new.expires_at.0)
         .bind(new.user_agent.clone())
         .bind(new.ip_address.clone())
+        .bind(new.connection_id.to_string())
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
@@ -331,7 +341,10 @@ impl TokenStore {
                 actor: &format!("user:{}", new.user_id),
                 action: "session.created",
                 target: format!("session:{id}"),
-                details: BTreeMap::from([("issuer", new.issuer.clone())]),
+                details: BTreeMap::from([
+                    ("issuer", new.issuer.clone()),
+                    ("connection_id", new.connection_id.to_string()),
+                ]),
             },
             now,
         )

@@ -130,6 +130,8 @@ async fn matrix(backend: Backend) {
         ("UpdateOrganization (name)", &[Who::Operator]),
         ("DeleteOrganization", &[Who::Operator]),
         ("AddDomain", &[Who::Operator]),
+        ("VerifyDomain", &[Who::Operator]),
+        ("RecordAuditEvent", &[]),
         ("RemoveDomain", &[Who::Operator]),
         ("UpdateMemberRoles", &[Who::Operator, Who::AdminA]),
         ("RemoveMember", &[Who::Operator, Who::AdminA]),
@@ -255,6 +257,8 @@ async fn matrix(backend: Backend) {
                         tpb::ResolveIdentityRequest {
                             issuer: google.issuer.clone(),
                             subject: "someone".into(),
+                            connection_id: uuid::Uuid::now_v7().to_string(),
+                            organization_id: a.clone(),
                             ..Default::default()
                         },
                         cred,
@@ -355,6 +359,37 @@ async fn matrix(backend: Backend) {
                             .map(|_| ())
                     }
                 }
+                "VerifyDomain" => {
+                    let domain = format!("v-{round}-{who:?}.example.com").to_ascii_lowercase();
+                    let add = tpb::AddDomainRequest {
+                        organization_id: a.clone(),
+                        domain: domain.clone(),
+                        ..Default::default()
+                    };
+                    app.tenancy.clone().add_domain(with_key(add, OPERATOR_KEY)).await.unwrap();
+                    let verify = tpb::VerifyDomainRequest {
+                        organization_id: a.clone(),
+                        domain,
+                        method: tpb::DomainVerificationMethod::Operator as i32,
+                        ..Default::default()
+                    };
+                    app.tenancy.clone().verify_domain(request(verify, cred)).await.map(|_| ())
+                }
+                "RecordAuditEvent" => app
+                    .tenancy
+                    .clone()
+                    .record_audit_event(request(
+                        tpb::RecordAuditEventRequest {
+                            organization_id: a.clone(),
+                            actor: "user:x".into(),
+                            action: "session.switched".into(),
+                            target: "session:x".into(),
+                            ..Default::default()
+                        },
+                        cred,
+                    ))
+                    .await
+                    .map(|_| ()),
                 "UpdateMemberRoles" | "RemoveMember" | "TransferOwnership" => {
                     let target = app.add_member(&a, &email, &["member"]).await;
                     let mut t = app.tenancy.clone();
@@ -514,7 +549,7 @@ async fn matrix(backend: Backend) {
                     .tenancy
                     .clone()
                     .find_sso_connections(request(
-                        tpb::FindSsoConnectionsRequest { issuer: google.issuer.clone() },
+                        tpb::FindSsoConnectionsRequest { issuer: google.issuer.clone(), ..Default::default() },
                         cred,
                     ))
                     .await

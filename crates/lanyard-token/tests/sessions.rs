@@ -114,8 +114,12 @@ async fn switching(backend: Backend) {
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let still = w.app.refresh(&signed_in.refresh_token, None).await.expect("the token is still good");
     assert_eq!(still.active_organization.unwrap().organization_id, w.acme);
-    // A member now: the switch works.
+    // A member now, but `other` does not accept the session's provider: sign in there instead.
     w.app.add_member(&other, "it@acme.com", &[]).await;
+    let err = w.app.refresh(&still.refresh_token, Some(&other)).await.unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "REAUTHENTICATION_REQUIRED");
+    // Once it trusts the same provider, the switch works (the refused one left the token usable).
+    w.app.connect(&other, &w.google).await;
     let switched = w.app.refresh(&still.refresh_token, Some(&other)).await.expect("switch");
     let org = switched.active_organization.unwrap();
     assert_eq!((org.organization_id.as_str(), org.roles), (other.as_str(), vec!["member".to_owned()]));
@@ -404,8 +408,9 @@ async fn deleted_org(backend: Backend) {
 
 backend_tests!(a_deleted_organization_signs_nobody_in, deleted_org);
 
-/// Without `organization_id`, a first sign-in goes to the person's only organization (among those
-/// whose connections accept the token); with two, the caller must choose.
+/// Without `organization_id`, a first sign-in goes to the person's only organization among those
+/// whose connections accept the token and whose identity rules take it (beta has not verified
+/// acme.com, acme has); with none, the caller must choose.
 async fn first_sign_in_without_an_organization(backend: Backend) {
     let w = world(backend).await;
     let app = &w.app;
@@ -417,9 +422,14 @@ async fn first_sign_in_without_an_organization(backend: Backend) {
 
     let one = app.sign_in(&w.google.id_token("g-one", "one@acme.com"), "").await.expect("the only organization");
     assert_eq!(one.active_organization.unwrap().organization_id, w.acme);
-    let err = app.sign_in(&w.google.id_token("g-two", "two@acme.com"), "").await.unwrap_err();
+    let err = app.sign_in(&w.google.id_token("g-none", "none@acme.com"), "").await.unwrap_err();
     assert_status(&err, Code::InvalidArgument, "INVALID_ARGUMENT");
-    // Once named, later sign-ins remember it.
+    // beta may not link a new identity by acme.com (acme verified it): two@ goes to acme.
+    let err = app.sign_in(&w.google.id_token("g-two", "two@acme.com"), &beta).await.unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED");
+    let two = app.sign_in(&w.google.id_token("g-two", "two@acme.com"), "").await.expect("acme takes it");
+    assert_eq!(two.active_organization.unwrap().organization_id, w.acme);
+    // Once linked, the identity signs in to beta too; named once, later sign-ins remember it.
     app.sign_in(&w.google.id_token("g-two", "two@acme.com"), &beta).await.expect("named");
     let again = app.sign_in(&w.google.id_token("g-two", "two@acme.com"), "").await.expect("the last organization");
     assert_eq!(again.active_organization.unwrap().organization_id, beta);

@@ -217,7 +217,7 @@ async fn azure_and_okta(backend: Backend) {
     // A victim's email under another oid, not verified by the tenant: a different person.
     let spoof = without(azure.claims("oid-mallory", "it@contoso.com"), "xms_edov");
     let err = refused(app.sign_in(&azure.sign(&spoof), &contoso).await, "victim's email, other oid");
-    assert_status(&err, Code::PermissionDenied, "NOT_A_MEMBER");
+    assert_status(&err, Code::PermissionDenied, "EMAIL_NOT_VERIFIED");
     // Signed in again as the admin: still the admin's user.
     let again = app.sign_in(&azure.id_token("oid-admin", "it@contoso.com"), &contoso).await.expect("admin again");
     assert_eq!(again.user_id, admin.user_id);

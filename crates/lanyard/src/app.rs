@@ -80,12 +80,18 @@ pub struct Application {
 /// How often a service's database is probed for readiness.
 pub const READINESS_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Creates the embedded default's data directory private, or tightens the one an older version
+/// left open: it holds the databases and keys. Each file in it is made private by whoever writes it.
+fn private_data_dir(settings: &Settings) -> anyhow::Result<()> {
+    if settings.is_embedded() {
+        lanyard_core::fs::create_private_dir(&settings.data_dir)
+            .with_context(|| format!("the data directory {}", settings.data_dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Opens (and migrates) the tenancy database.
 pub async fn tenancy_store(settings: &Settings) -> anyhow::Result<TenancyStore> {
-    if settings.is_embedded() {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
-    }
     let db = Database::connect(&DatabaseConfig {
         url: settings.database_url_for("tenancy"),
         schema: "tenancy".into(),
@@ -121,7 +127,11 @@ pub fn api_keys(settings: &Settings) -> anyhow::Result<(ApiKeys, Option<SecretSt
 
 fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
-        Ok(k) => Ok(k.trim().to_owned()),
+        Ok(k) => {
+            // An older version, or a hand-made file, may have left it readable by others.
+            lanyard_core::fs::make_private(path).with_context(|| format!("tightening {}", path.display()))?;
+            Ok(k.trim().to_owned())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = format!("lny_{}", lanyard_core::crypto::random_token(32));
             lanyard_core::crypto::write_private(path, &key)?;
@@ -174,6 +184,7 @@ impl Application {
         // process, and through Redis with every other process; the subscription keeps the near
         // cache honest.
         let facts = lanyard_authz::Facts::new(cache.clone());
+        private_data_dir(&settings)?;
         let (keys, service_key) = api_keys(&settings)?;
         let mut auth = Authenticator::new(keys);
         // Access tokens are verified with the token service's keys; in this process they exist only
@@ -203,7 +214,12 @@ impl Application {
                     store.database().ping().await.context("the tenancy database does not answer")?;
                     probes.push((ServiceName::Tenancy, store.database().clone(), cache.clone()));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
-                    let tenancy = Tenancy::new(store, secret_box(&settings)?)
+                    let dns = lanyard_tenancy::dns::DomainVerifier::new(&lanyard_tenancy::dns::DnsConfig {
+                        servers: settings.dns_servers.clone(),
+                        timeout: std::time::Duration::from_millis(settings.dns_timeout_ms),
+                    })
+                    .context("setting up the DNS resolver")?;
+                    let tenancy = Tenancy::new(store, secret_box(&settings)?, dns)
                         .allow_http_issuers(settings.allow_http_issuers)
                         .with_cache(cache.clone())
                         .with_facts(facts.clone());
@@ -457,6 +473,7 @@ pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig
 /// Runs the migrations of the selected services and returns.
 pub async fn migrate(settings: &Settings, services: &[ServiceName]) -> anyhow::Result<()> {
     let services: Vec<ServiceName> = if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
+    private_data_dir(settings)?;
     for service in services {
         match service {
             ServiceName::Tenancy => {

@@ -52,6 +52,9 @@ pub enum Command {
     /// Show seat usage.
     #[command(subcommand)]
     Seats(SeatsCommand),
+    /// Manage an organization's email domains and their verification.
+    #[command(subcommand)]
+    Domain(DomainCommand),
     /// Manage invitations.
     #[command(subcommand)]
     Invitation(InvitationCommand),
@@ -155,6 +158,10 @@ pub enum OrgCommand {
         /// Make this email the owner.
         #[arg(long)]
         owner_email: Option<String>,
+        /// Verify every --domain as the operator (you checked the customer owns them): its SSO
+        /// connections may then vouch for emails in them.
+        #[arg(long)]
+        verify_domains: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -189,6 +196,9 @@ pub enum MemberCommand {
         /// Role (repeatable; default member).
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// Add an email outside the organization's domains.
+        #[arg(long)]
+        waive_domain_check: bool,
         #[command(flatten)]
         remote: Remote,
     },
@@ -208,6 +218,55 @@ pub enum MemberCommand {
         /// The member's user id.
         #[arg(long)]
         user: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// `lanyard domain ...`
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Add a domain (pending) and print the DNS TXT record that verifies it.
+    Add {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Verify a domain by its DNS TXT record, or with --operator by your word.
+    Verify {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        /// Mark it verified without a DNS lookup (you checked the customer owns it).
+        #[arg(long)]
+        operator: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List an organization's domains with their state.
+    List {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Remove a domain (and its verification).
+    Remove {
+        /// Organization id or slug.
+        #[arg(long)]
+        org: String,
+        /// The domain.
+        #[arg(long)]
+        domain: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -302,8 +361,96 @@ fn org_json(o: &pb::Organization) -> serde_json::Value {
     json!({
         "organization_id": o.organization_id, "slug": o.slug, "display_name": o.display_name,
         "seat_limit": o.seat_limit, "allowed_domains": o.allowed_domains,
+        "domains": o.domains.iter().map(domain_json).collect::<Vec<_>>(),
         "status": status_name(o.status), "owner_user_id": o.owner_user_id, "metadata": o.metadata,
     })
+}
+
+fn domain_json(d: &pb::OrganizationDomain) -> serde_json::Value {
+    let state = if d.state == pb::DomainState::Verified as i32 { "verified" } else { "pending" };
+    json!({ "name": d.name, "state": state, "verification_method": d.verification_method })
+}
+
+const DOMAIN_HEADERS: [&str; 3] = ["domain", "state", "method"];
+
+fn domain_row(d: &pb::OrganizationDomain) -> Vec<String> {
+    let v = domain_json(d);
+    vec![d.name.clone(), v["state"].as_str().unwrap_or_default().to_owned(), d.verification_method.clone()]
+}
+
+async fn verify_domain(
+    c: &mut Client,
+    organization_id: &str,
+    domain: &str,
+    operator: bool,
+) -> anyhow::Result<(pb::Organization, pb::OrganizationDomain)> {
+    let method = if operator { pb::DomainVerificationMethod::Operator } else { pb::DomainVerificationMethod::DnsTxt };
+    let r = c
+        .verify_domain(pb::VerifyDomainRequest {
+            organization_id: organization_id.to_owned(),
+            domain: domain.to_owned(),
+            method: method as i32,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    Ok((r.organization.unwrap_or_default(), r.domain.unwrap_or_default()))
+}
+
+async fn run_domain(command: DomainCommand, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    match command {
+        DomainCommand::Add { org, domain, remote } => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let r = c
+                .add_domain(pb::AddDomainRequest { organization_id, domain: domain.clone(), ..Default::default() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let ch = r.challenge.unwrap_or_default();
+            let value = json!({
+                "domain": domain, "record_name": ch.record_name, "record_type": ch.record_type,
+                "record_value": ch.record_value,
+            });
+            let headers = ["domain", "record", "type", "value"];
+            print(&remote, value, &headers, vec![vec![domain, ch.record_name, ch.record_type, ch.record_value]]);
+        }
+        DomainCommand::Verify { org, domain, operator, remote } => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let (_, d) = verify_domain(&mut c, &organization_id, &domain, operator).await?;
+            print(&remote, domain_json(&d), &DOMAIN_HEADERS, vec![domain_row(&d)]);
+        }
+        DomainCommand::List { org, remote } => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let key = pb::get_organization_request::Key::OrganizationId(organization_id);
+            let o = c
+                .get_organization(pb::GetOrganizationRequest { key: Some(key) })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .organization
+                .unwrap_or_default();
+            let value = serde_json::Value::Array(o.domains.iter().map(domain_json).collect());
+            print(&remote, value, &DOMAIN_HEADERS, o.domains.iter().map(domain_row).collect());
+        }
+        DomainCommand::Remove { org, domain, remote } => {
+            let mut c = connect(&remote, data_dir).await?;
+            let organization_id = resolve_org(&mut c, &org).await?;
+            let o = c
+                .remove_domain(pb::RemoveDomainRequest { organization_id, domain, ..Default::default() })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .organization
+                .unwrap_or_default();
+            let value = serde_json::Value::Array(o.domains.iter().map(domain_json).collect());
+            print(&remote, value, &DOMAIN_HEADERS, o.domains.iter().map(domain_row).collect());
+        }
+    }
+    Ok(())
 }
 
 fn status_name(s: i32) -> &'static str {
@@ -377,9 +524,9 @@ fn member_row(m: &pb::Member) -> Vec<String> {
 /// Runs an operator command.
 pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyhow::Result<()> {
     match command {
-        Command::Org(OrgCommand::Create { slug, name, seats, domains, owner_email, remote }) => {
+        Command::Org(OrgCommand::Create { slug, name, seats, domains, owner_email, verify_domains, remote }) => {
             let mut c = connect(&remote, data_dir).await?;
-            let org = c
+            let mut org = c
                 .create_organization(pb::CreateOrganizationRequest {
                     slug,
                     display_name: name,
@@ -393,6 +540,11 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
                 .into_inner()
                 .organization
                 .unwrap_or_default();
+            if verify_domains {
+                for domain in org.allowed_domains.clone() {
+                    org = verify_domain(&mut c, &org.organization_id, &domain, true).await?.0;
+                }
+            }
             print(&remote, org_json(&org), &ORG_HEADERS, vec![org_row(&org)]);
         }
         Command::Org(OrgCommand::Show { org, remote }) => {
@@ -434,11 +586,17 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
             let value = serde_json::Value::Array(orgs.iter().map(org_json).collect());
             print(&remote, value, &ORG_HEADERS, orgs.iter().map(org_row).collect());
         }
-        Command::Member(MemberCommand::Add { org, email, roles, remote }) => {
+        Command::Member(MemberCommand::Add { org, email, roles, waive_domain_check, remote }) => {
             let mut c = connect(&remote, data_dir).await?;
             let organization_id = resolve_org(&mut c, &org).await?;
             let m = c
-                .add_member(pb::AddMemberRequest { organization_id, email, roles, ..Default::default() })
+                .add_member(pb::AddMemberRequest {
+                    organization_id,
+                    email,
+                    roles,
+                    waive_domain_check,
+                    ..Default::default()
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner()
@@ -508,6 +666,7 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
             );
         }
         Command::Invitation(command) => run_invitation(command, data_dir).await?,
+        Command::Domain(command) => run_domain(command, data_dir).await?,
         Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
     }
     Ok(())

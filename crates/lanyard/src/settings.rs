@@ -73,6 +73,11 @@ pub struct Settings {
     pub mail_from: String,
     /// Where the embedded default writes `.eml` files; default `<data_dir>/mail` (`LANYARD_MAIL_DIR`).
     pub mail_dir: Option<PathBuf>,
+    /// DNS servers that check domain challenges, as `ip:port` (`LANYARD_DNS_SERVERS`,
+    /// comma-separated); empty means the system's resolver configuration (`/etc/resolv.conf`).
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long one DNS lookup may take, in milliseconds (`LANYARD_DNS_TIMEOUT_MS`).
+    pub dns_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -101,6 +106,8 @@ impl Default for Settings {
             smtp_url: None,
             mail_from: "Lanyard <no-reply@lanyard.localhost>".to_owned(),
             mail_dir: None,
+            dns_servers: Vec::new(),
+            dns_timeout_ms: 5000,
         }
     }
 }
@@ -111,7 +118,7 @@ const NOT_SETTINGS: [&str; 5] =
     ["LANYARD_ENDPOINT", "LANYARD_API_KEY", "LANYARD_TOOLS_DIR", "LANYARD_DEPLOY_CACHE", "LANYARD_RENDER_DIR"];
 
 /// The environment variables read as comma-separated lists.
-const LIST_KEYS: [&str; 2] = ["operator_keys", "service_keys"];
+const LIST_KEYS: [&str; 3] = ["operator_keys", "service_keys", "dns_servers"];
 
 impl Settings {
     /// Loads defaults, then the file (explicit, or `LANYARD_CONFIG_FILE`), then the environment.

@@ -234,6 +234,74 @@ fn invitations_from_the_cli() {
     assert!(table.starts_with("ID") && table.contains("revoked") && table.contains("bob@globex.com"), "{table}");
 }
 
+#[test]
+fn domains_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (_server, endpoint) = serve(&data);
+    let org = json(&lanyard(
+        &data,
+        &endpoint,
+        &[
+            "org",
+            "create",
+            "--slug",
+            "umbrella",
+            "--name",
+            "Umbrella",
+            "--seats",
+            "3",
+            "--domain",
+            "umbrella.com",
+            "--verify-domains",
+            "--json",
+        ],
+    ));
+    assert_eq!(org["domains"][0]["state"], "verified", "{org}");
+    assert_eq!(org["domains"][0]["verification_method"], "operator");
+
+    let added =
+        json(&lanyard(&data, &endpoint, &["domain", "add", "--org", "umbrella", "--domain", "umbrella.io", "--json"]));
+    assert_eq!(added["record_name"], "_lanyard-challenge.umbrella.io");
+    assert_eq!(added["record_type"], "TXT");
+    assert!(added["record_value"].as_str().unwrap().starts_with("lanyard-domain-verification="), "{added}");
+    let listed = json(&lanyard(&data, &endpoint, &["domain", "list", "--org", "umbrella", "--json"]));
+    let states: Vec<_> = listed.as_array().unwrap().iter().map(|d| (d["name"].clone(), d["state"].clone())).collect();
+    assert_eq!(states, [("umbrella.com".into(), "verified".into()), ("umbrella.io".into(), "pending".into())]);
+    let verified = json(&lanyard(
+        &data,
+        &endpoint,
+        &["domain", "verify", "--org", "umbrella", "--domain", "umbrella.io", "--operator", "--json"],
+    ));
+    assert_eq!(verified["state"], "verified");
+
+    // A second organization cannot verify it, and its members stay inside their domains unless waived.
+    stdout(&lanyard(
+        &data,
+        &endpoint,
+        &["org", "create", "--slug", "other", "--name", "Other", "--seats", "3", "--domain", "other.com"],
+    ));
+    let taken = lanyard(&data, &endpoint, &["domain", "add", "--org", "other", "--domain", "umbrella.io"]);
+    assert!(taken.status.success(), "an operator may add it pending");
+    let refused =
+        lanyard(&data, &endpoint, &["domain", "verify", "--org", "other", "--domain", "umbrella.io", "--operator"]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("DOMAIN_VERIFIED_ELSEWHERE"), "{refused:?}");
+    let outside = lanyard(&data, &endpoint, &["member", "add", "--org", "other", "--email", "x@evil.io"]);
+    assert!(String::from_utf8_lossy(&outside.stderr).contains("EMAIL_DOMAIN_NOT_ALLOWED"), "{outside:?}");
+    let waived = json(&lanyard(
+        &data,
+        &endpoint,
+        &["member", "add", "--org", "other", "--email", "x@evil.io", "--waive-domain-check", "--json"],
+    ));
+    assert_eq!(waived["email"], "x@evil.io");
+    let removed = json(&lanyard(
+        &data,
+        &endpoint,
+        &["domain", "remove", "--org", "umbrella", "--domain", "umbrella.io", "--json"],
+    ));
+    assert_eq!(removed.as_array().unwrap().len(), 1);
+}
+
 /// SIGTERM while RPCs are arriving and in flight: the process exits 0, every RPC it answered is
 /// committed, every committed change was answered, and the rest were refused at the transport.
 #[test]

@@ -21,7 +21,7 @@ use lanyard_authz::{
     VerifyingKey,
 };
 use lanyard_core::cache::{Cache, Versioned};
-use lanyard_core::{OrganizationId, Permission, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, Permission, Timestamp, UserId};
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use serde::Serialize;
@@ -117,6 +117,8 @@ pub struct Member {
     pub mv: i64,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
+    /// The SSO connection the session signed in through (`idp`).
+    pub connection: ConnectionId,
 }
 
 impl Member {
@@ -128,6 +130,7 @@ impl Member {
             mv: 3,
             roles: vec!["engineer".into()],
             permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+            connection: ConnectionId::new(),
         }
     }
 
@@ -158,6 +161,7 @@ impl Member {
             roles: self.roles.clone(),
             permissions: self.permissions.clone(),
             mv: self.mv,
+            idp: Some(self.connection.to_string()),
         }
     }
 
@@ -171,6 +175,10 @@ impl Member {
 
     pub fn membership(&self) -> FactKey {
         FactKey::Membership(self.org_id, self.user_id)
+    }
+
+    pub fn connection(&self) -> FactKey {
+        FactKey::Connection(self.connection)
     }
 }
 
@@ -250,6 +258,7 @@ impl FakeSource {
         self.set(m.session(), fact(0, value::SESSION_ACTIVE));
         self.set(m.org(), fact(1, value::ORG_ACTIVE));
         self.set(m.membership(), fact(m.mv, value::MEMBER_ACTIVE));
+        self.set(m.connection(), fact(0, value::CONNECTION_ACTIVE));
     }
 
     /// Every fetch fails from now on (or succeeds again).
@@ -286,6 +295,7 @@ impl FactSource for FakeSource {
             FactKey::Membership(..) => fact(0, value::MEMBER_REMOVED),
             FactKey::Organization(_) => fact(0, value::ORG_DELETED),
             FactKey::Session(_) => fact(1, value::SESSION_REVOKED),
+            FactKey::Connection(_) => fact(1, value::CONNECTION_DELETED),
         };
         Ok(self.facts.lock().expect("facts").get(key).cloned().unwrap_or(absent))
     }

@@ -178,7 +178,13 @@ impl TestApp {
         let tenancy_db = Database::connect(&db.config("tenancy")).await.expect("tenancy database");
         let store = TenancyStore::new(tenancy_db);
         store.migrate().await.expect("tenancy migrations");
-        let tenancy_grpc = TenancyGrpc::new(Tenancy::new(store, secrets.clone()), auth.clone());
+        // These tests verify no domain by DNS: a resolver that reaches nothing is enough.
+        let dns = lanyard_tenancy::dns::DomainVerifier::new(&lanyard_tenancy::dns::DnsConfig {
+            servers: vec!["127.0.0.1:9".parse().expect("address")],
+            timeout: Duration::from_millis(200),
+        })
+        .expect("DNS resolver");
+        let tenancy_grpc = TenancyGrpc::new(Tenancy::new(store, secrets.clone(), dns), auth.clone());
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -273,23 +279,25 @@ impl TestApp {
             .expect("organization")
     }
 
-    /// The user of a verified identity with `email` (created if new).
+    /// The user of `email` (created if new). Sign-in never creates users, so the tests make them
+    /// members of an organization of their own ("people" of one seat), which nothing else reads.
     pub async fn user(&self, email: &str) -> String {
+        let slug = format!("people-{}", uuid::Uuid::new_v4().simple());
+        let people = self.create_org(&slug, 1, &[]).await.organization_id;
         self.tenancy
             .clone()
-            .resolve_identity(svc(tpb::ResolveIdentityRequest {
-                issuer: "https://idp.example.com".into(),
-                subject: format!("sub-{email}"),
+            .add_member(op(tpb::AddMemberRequest {
+                organization_id: people,
                 email: email.into(),
-                email_verified: true,
                 display_name: email.split('@').next().unwrap_or_default().into(),
-                connection_id: String::new(),
+                waive_domain_check: true,
+                ..Default::default()
             }))
             .await
-            .expect("resolve identity")
+            .expect("add member")
             .into_inner()
-            .user
-            .expect("user")
+            .member
+            .expect("member")
             .user_id
     }
 
@@ -461,6 +469,7 @@ pub fn accept_req(token: &str, user: &str, email: &str, verified: bool) -> ipb::
             email_verified: verified,
             issuer: "https://idp.example.com".into(),
             subject: format!("sub-{email}"),
+            ..Default::default()
         }),
         request_id: String::new(),
     }
