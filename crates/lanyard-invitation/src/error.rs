@@ -19,6 +19,8 @@ pub enum InvitationError {
     Denied(#[from] Denied),
     #[error("only an operator may invite with the owner role")]
     OwnerRoleOperatorOnly,
+    #[error("you may invite only into roles whose permissions you hold; you do not hold {0}")]
+    PermissionNotHeld(String),
     #[error("the organization already has an owner; invite with another role and transfer ownership")]
     OwnerExists,
     #[error("invitation not found")]
@@ -99,6 +101,9 @@ impl InvitationError {
             Unauthenticated(e) => Problem::from(*e),
             Denied(e) => Problem::from(*e),
             OwnerRoleOperatorOnly => Problem::new(Code::PermissionDenied, "OWNER_ROLE_OPERATOR_ONLY", msg),
+            PermissionNotHeld(p) => {
+                Problem::new(Code::PermissionDenied, "PERMISSION_NOT_HELD", msg.clone()).with_metadata("permission", p)
+            }
             OwnerExists => Problem::new(Code::FailedPrecondition, "OWNER_EXISTS", msg).with_precondition(
                 "OWNERSHIP",
                 "owner",

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::page::Page;
-use lanyard_core::{Caller, Email, OrganizationId, ReservationId, RoleName, Timestamp, UserId};
+use lanyard_core::{Caller, Email, OrganizationId, Permission, ReservationId, RoleName, Timestamp, UserId};
 use lanyard_proto::tenancy::v1 as tpb;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -201,13 +201,24 @@ impl Invitations {
             return Err(InvitationError::OwnerRoleOperatorOnly);
         }
         let built_in = |r: &RoleName| matches!(r.as_str(), "owner" | "admin" | "member");
-        if !roles.iter().all(built_in) {
-            let known = self.tenancy.role_names(org).await?;
-            if let Some(unknown) = roles.iter().find(|r| !known.iter().any(|k| k == r.as_str())) {
-                return Err(InvitationError::InvalidField {
-                    field: "roles",
-                    message: format!("role {unknown:?} does not exist in the organization"),
-                });
+        let member = matches!(caller, Caller::Member(_));
+        if member || !roles.iter().all(built_in) {
+            let known = self.tenancy.roles(org).await?;
+            for role in &roles {
+                let Some(found) = known.iter().find(|k| k.name == role.as_str()) else {
+                    return Err(InvitationError::InvalidField {
+                        field: "roles",
+                        message: format!("role {role:?} does not exist in the organization"),
+                    });
+                };
+                // A member invites only into roles whose permissions it holds itself (the same
+                // rule tenancy applies to AddMember and UpdateMemberRoles).
+                if let Caller::Member(p) = caller {
+                    let held = |w: &str| Permission::parse(w).is_ok_and(|w| p.permissions.iter().any(|g| g.grants(&w)));
+                    if let Some(missing) = found.permissions.iter().find(|w| !held(w)) {
+                        return Err(InvitationError::PermissionNotHeld(missing.clone()));
+                    }
+                }
             }
         }
         Ok(roles)

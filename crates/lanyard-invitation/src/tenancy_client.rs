@@ -102,8 +102,8 @@ impl TenancyClient {
         }
     }
 
-    /// The names of the organization's custom roles.
-    pub async fn role_names(&self, org: OrganizationId) -> Result<Vec<String>> {
+    /// The organization's roles, built-in and custom, with their permissions.
+    pub async fn roles(&self, org: OrganizationId) -> Result<Vec<pb::Role>> {
         let mut names = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -113,7 +113,7 @@ impl TenancyClient {
                 page_token: page_token.clone(),
             };
             let resp = tenancy(self.inner.clone().list_roles(self.request(req)).await)?;
-            names.extend(resp.roles.into_iter().map(|r| r.name));
+            names.extend(resp.roles);
             if resp.next_page_token.is_empty() {
                 return Ok(names);
             }

@@ -69,6 +69,10 @@ pub enum TenancyError {
     IdentityConflict,
     #[error("the domain is verified for another organization")]
     DomainVerifiedElsewhere,
+    #[error("{0} belongs to the built-in owner role alone")]
+    OwnerOnlyPermission(String),
+    #[error("you may grant only permissions you hold; you do not hold {0}")]
+    PermissionNotHeld(String),
     #[error("no TXT record {record} was found; publish it and retry")]
     DomainChallengeMissing { record: String },
     #[error("the TXT records at {record} do not hold this domain's challenge")]
@@ -156,6 +160,11 @@ impl TenancyError {
             ReservationClaimed => Problem::new(Code::FailedPrecondition, "RESERVATION_CLAIMED", msg),
             IdentityConflict => Problem::new(Code::FailedPrecondition, "IDENTITY_CONFLICT", msg),
             DomainVerifiedElsewhere => Problem::new(Code::AlreadyExists, "DOMAIN_VERIFIED_ELSEWHERE", msg),
+            OwnerOnlyPermission(p) => Problem::new(Code::PermissionDenied, "OWNER_ONLY_PERMISSION", msg.clone())
+                .with_metadata("permission", p),
+            PermissionNotHeld(p) => {
+                Problem::new(Code::PermissionDenied, "PERMISSION_NOT_HELD", msg.clone()).with_metadata("permission", p)
+            }
             DomainChallengeMissing { record } => {
                 Problem::new(Code::FailedPrecondition, "DOMAIN_CHALLENGE_MISSING", msg.clone()).with_precondition(
                     "DNS_TXT",

@@ -381,6 +381,7 @@ impl Tenancy {
             caller.require_operator()?;
         }
         let roles = normalize_roles(roles)?;
+        self.require_assignable(caller, org, &roles).await?;
         let name = if display_name.trim().is_empty() {
             String::new()
         } else {
@@ -434,6 +435,7 @@ impl Tenancy {
     ) -> Result<Member> {
         self.require(caller, org, "members:write")?;
         let roles = normalize_roles(roles)?;
+        self.require_assignable(caller, org, &roles).await?;
         let member = self.store.update_member_roles(org, user, &roles, &Change::by(caller.actor())).await?;
         self.membership_changed(&member).await;
         Ok(member)
@@ -502,6 +504,7 @@ impl Tenancy {
     ) -> Result<Role> {
         self.require(caller, org, "roles:write")?;
         check_role_fields(description, &permissions)?;
+        require_grantable(caller, &permissions)?;
         let role = Role {
             organization_id: Some(org),
             name,
@@ -531,6 +534,14 @@ impl Tenancy {
     ) -> Result<Role> {
         self.require(caller, org, "roles:write")?;
         check_role_fields(description.as_deref().unwrap_or_default(), permissions.as_deref().unwrap_or_default())?;
+        require_grantable(caller, permissions.as_deref().unwrap_or_default())?;
+        if permissions.is_some() && matches!(caller, Caller::Member(_)) {
+            // Changing a role's grants changes what its holders may do: a member may change only
+            // a role whose current grants it holds too.
+            if let Some(current) = self.store.get_role(org, &name).await? {
+                require_grantable(caller, &current.permissions)?;
+            }
+        }
         let permissions = permissions.map(dedup);
         let description = description.map(|d| d.trim().to_owned());
         let changes_grants = permissions.is_some();
@@ -558,6 +569,26 @@ impl Tenancy {
     pub async fn delete_role(&self, caller: &Caller, org: OrganizationId, name: RoleName) -> Result<()> {
         self.require(caller, org, "roles:write")?;
         self.store.delete_role(org, &name, &Change::by(caller.actor())).await
+    }
+
+    /// A member caller may assign only roles whose permissions it holds itself (operators and
+    /// services may assign any). Unknown roles are left to the store, which refuses them.
+    async fn require_assignable(&self, caller: &Caller, org: OrganizationId, roles: &[RoleName]) -> Result<()> {
+        if !matches!(caller, Caller::Member(_)) {
+            return Ok(());
+        }
+        let built_in = built_in_roles();
+        for role in roles {
+            let permissions = match built_in.iter().find(|r| &r.name == role) {
+                Some(r) => r.permissions.clone(),
+                None => match self.store.get_role(org, role).await? {
+                    Some(r) => r.permissions,
+                    None => continue,
+                },
+            };
+            require_grantable(caller, &permissions)?;
+        }
+        Ok(())
     }
 
     // ----- SSO connections -----------------------------------------------------------------
@@ -862,6 +893,27 @@ fn check_role_fields(description: &str, permissions: &[Permission]) -> Result<()
     }
     if permissions.len() > MAX_PERMISSIONS_PER_ROLE {
         return Err(too_many("permissions", MAX_PERMISSIONS_PER_ROLE));
+    }
+    if let Some(p) = permissions.iter().find(|p| owner_only(p)) {
+        return Err(TenancyError::OwnerOnlyPermission(p.to_string()));
+    }
+    Ok(())
+}
+
+/// Permissions that belong to the built-in owner role alone: everything (`*`), ownership and
+/// domains (whoever holds `domains:write` decides whose emails the organization's provider may
+/// vouch for). No custom role grants them, whoever defines it.
+pub fn owner_only(p: &Permission) -> bool {
+    p.as_str() == "*" || matches!(p.as_str().split_once(':'), Some(("ownership" | "domains", _)))
+}
+
+/// A member caller grants (in a role definition or an assignment) only permissions it holds;
+/// operators and services are not limited by this rule.
+fn require_grantable(caller: &Caller, permissions: &[Permission]) -> Result<()> {
+    if let Caller::Member(p) = caller {
+        if let Some(missing) = permissions.iter().find(|w| !p.permissions.iter().any(|g| g.grants(w))) {
+            return Err(TenancyError::PermissionNotHeld(missing.to_string()));
+        }
     }
     Ok(())
 }
