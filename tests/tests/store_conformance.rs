@@ -20,7 +20,6 @@ backend_tests!(
     reservations_expire_by_time_alone,
     concurrent_first_sign_ins_link_once,
     a_domain_is_verified_for_one_organization,
-    idempotency_records_keep_the_first_response,
     audit_events_page_newest_first,
     slugs_are_unique,
 );
@@ -141,15 +140,6 @@ async fn a_domain_is_verified_for_one_organization(backend: Backend) {
 fn base64_key() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode([7u8; 32])
-}
-
-async fn idempotency_records_keep_the_first_response(backend: Backend) {
-    let (store, _guard) = fresh_store(backend).await;
-    assert_eq!(store.recall("scope", "r1").await.unwrap(), None);
-    store.remember("scope", "r1", "first").await.unwrap();
-    store.remember("scope", "r1", "second").await.unwrap();
-    assert_eq!(store.recall("scope", "r1").await.unwrap().as_deref(), Some("first"));
-    assert_eq!(store.recall("other", "r1").await.unwrap(), None);
 }
 
 async fn audit_events_page_newest_first(backend: Backend) {

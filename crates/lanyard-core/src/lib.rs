@@ -7,6 +7,7 @@ pub mod clock;
 pub mod crypto;
 pub mod db;
 pub mod fs;
+pub mod idempotency;
 pub mod ids;
 pub mod page;
 pub mod status;

@@ -2,6 +2,7 @@
 
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::idempotency::ReplayError;
 use lanyard_core::status::Problem;
 use lanyard_core::ValueError;
 use tonic::Code;
@@ -56,6 +57,8 @@ pub enum InvitationError {
     TenancyUnavailable(tonic::Status),
     #[error("database error")]
     Database { backend: Backend, source: sqlx::Error },
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -129,6 +132,7 @@ impl InvitationError {
             TenancyUnavailable(_) => {
                 Problem::new(Code::Unavailable, "TENANCY_UNAVAILABLE", "the tenancy service is unavailable; retry")
             }
+            Replay(e) => e.to_problem(),
             Database { .. } if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
@@ -153,7 +157,7 @@ impl InvitationError {
 
 impl Retryable for InvitationError {
     fn is_retryable(&self) -> bool {
-        self.db_kind() == Some(DbErrorKind::Retryable)
+        self.db_kind() == Some(DbErrorKind::Retryable) || matches!(self, Self::Replay(e) if e.is_retryable())
     }
 }
 

@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use lanyard_core::crypto::SecretBox;
+use lanyard_core::idempotency::{as_is, Replays, RequestId};
 use lanyard_core::page::Page;
 use lanyard_core::{Authenticator, Caller, ConnectionId, Email, OrganizationId, RoleName, UserId, ValueError};
 use lanyard_proto::invitation::v1 as pb;
@@ -18,8 +18,6 @@ use crate::error::InvitationError;
 use crate::limiter::RateLimiter;
 use crate::service::{Invitations, NewInvitation};
 
-/// The longest `request_id` accepted.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// The longest identity issuer or subject accepted.
 pub const MAX_IDENTITY_FIELD_LEN: usize = 1024;
 
@@ -31,6 +29,7 @@ pub struct InvitationGrpc {
     invitations: Invitations,
     auth: Authenticator,
     preview_limiter: Arc<RateLimiter>,
+    replays: Replays,
 }
 
 impl std::fmt::Debug for InvitationGrpc {
@@ -41,8 +40,15 @@ impl std::fmt::Debug for InvitationGrpc {
 
 impl InvitationGrpc {
     /// Serves `invitations`, authenticating callers with `auth` and limiting previews.
-    pub fn new(invitations: Invitations, auth: Authenticator, preview_limiter: Arc<RateLimiter>) -> Self {
-        Self { invitations, auth, preview_limiter }
+    /// Idempotency records live in the invitation database, sealed with `secrets`.
+    pub fn new(
+        invitations: Invitations,
+        auth: Authenticator,
+        preview_limiter: Arc<RateLimiter>,
+        secrets: SecretBox,
+    ) -> Self {
+        let replays = Replays::new(invitations.store().database().clone()).sealed(secrets);
+        Self { invitations, auth, preview_limiter, replays }
     }
 
     /// The tonic server for this adapter.
@@ -54,13 +60,15 @@ impl InvitationGrpc {
         Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(InvitationError::from)?)
     }
 
-    /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,
-    /// on the same method) gets the first response back without running it again.
+    /// Runs a mutating call once per `request_id` (see [`lanyard_core::idempotency`]): a retry
+    /// with the same id, by the same caller, on the same method, gets the first response back.
+    /// Replies are sealed at rest: they hold invitation links.
     async fn once<R, F, Fut>(
         &self,
         caller: &Caller,
         method: &str,
         request_id: &str,
+        request: &[u8],
         run: F,
     ) -> Result<Response<R>, Status>
     where
@@ -68,32 +76,11 @@ impl InvitationGrpc {
         F: FnOnce(Option<String>) -> Fut,
         Fut: Future<Output = Result<R>>,
     {
-        if request_id.is_empty() {
-            return Ok(Response::new(run(None).await?));
-        }
-        check_request_id(request_id)?;
         let scope = format!("{}|{method}", caller.actor());
-        let store = self.invitations.store();
-        if let Some(stored) = store.recall(&scope, request_id).await? {
-            let bytes = STANDARD.decode(stored).map_err(|e| InvitationError::Internal(e.to_string()))?;
-            return Ok(Response::new(
-                R::decode(bytes.as_slice()).map_err(|e| InvitationError::Internal(e.to_string()))?,
-            ));
-        }
-        let response = run(Some(request_id.to_owned())).await?;
-        store.remember(&scope, request_id, &STANDARD.encode(response.encode_to_vec())).await?;
-        Ok(Response::new(response))
+        let run = |id: Option<RequestId>| run(id.map(|id| id.as_str().to_owned()));
+        let reply = self.replays.once(&scope, request_id, request, run, as_is).await?;
+        Ok(Response::new(reply))
     }
-}
-
-fn check_request_id(request_id: &str) -> Result<()> {
-    if request_id.len() > MAX_REQUEST_ID_LEN {
-        return Err(ValueError::TooLong("request_id", MAX_REQUEST_ID_LEN).into());
-    }
-    if request_id.chars().any(char::is_control) {
-        return Err(ValueError::Malformed("request_id").into());
-    }
-    Ok(())
 }
 
 fn org_id(s: &str) -> Result<OrganizationId> {
@@ -202,7 +189,7 @@ impl InvitationService for InvitationGrpc {
     ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateInvitation", &req.request_id.clone(), |request_id| async {
+        self.once(&caller, "CreateInvitation", &req.request_id.clone(), &req.encode_to_vec(), |request_id| async {
             let new = NewInvitation {
                 organization_id: org_id(&req.organization_id)?,
                 email: Email::parse(&req.email)?,
@@ -258,7 +245,7 @@ impl InvitationService for InvitationGrpc {
     ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "RevokeInvitation", &req.request_id.clone(), |_| async {
+        self.once(&caller, "RevokeInvitation", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
             let org = org_id(&req.organization_id)?;
             let id = InvitationId::parse(&req.invitation_id)?;
             let invitation = self.invitations.revoke(&caller, org, id).await?;
@@ -274,7 +261,7 @@ impl InvitationService for InvitationGrpc {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let who = &caller;
-        self.once(&caller, "ResendInvitation", &req.request_id.clone(), |request_id| async move {
+        self.once(&caller, "ResendInvitation", &req.request_id.clone(), &req.encode_to_vec(), |request_id| async move {
             let org = org_id(&req.organization_id)?;
             let id = InvitationId::parse(&req.invitation_id)?;
             let (invitation, link) =
@@ -318,7 +305,7 @@ impl InvitationService for InvitationGrpc {
         let caller = self.caller(&request).await?;
         caller.require_service().map_err(InvitationError::from)?;
         let req = request.into_inner();
-        self.once(&caller, "AcceptInvitation", &req.request_id.clone(), |_| async {
+        self.once(&caller, "AcceptInvitation", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
             let token = InvitationToken::parse(&req.token)?;
             let identity = identity(req.identity)?;
             let (invitation, m) = self.invitations.accept(&caller, &token, &identity).await?;

@@ -193,7 +193,7 @@ pub async fn build(
     let mailer = Mailer::new(store.clone(), config.secrets.clone(), config.mailer.clone(), wake, config.clock.clone())?;
     let sweeper = Sweeper::new(invitations.clone(), config.sweep_interval);
     let limiter = Arc::new(limiter::RateLimiter::new(config.preview_rate_limit));
-    let server = InvitationGrpc::new(invitations.clone(), auth, limiter).into_server();
+    let server = InvitationGrpc::new(invitations.clone(), auth, limiter, config.secrets.clone()).into_server();
     Ok(InvitationParts { server, invitations, store, mailer, sweeper })
 }
 

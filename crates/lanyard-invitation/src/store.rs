@@ -763,33 +763,4 @@ impl InvitationStore {
             .map_err(self.err())?;
         Ok(records.rows_affected() + outbox.rows_affected())
     }
-
-    // ----- idempotency ---------------------------------------------------------------------
-
-    /// The response stored under a request id, if any.
-    pub async fn recall(&self, scope: &str, request_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT response FROM idempotency_keys WHERE scope = $1 AND request_id = $2")
-            .bind(scope)
-            .bind(request_id)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
-        row.map(|r| r.try_get("response").map_err(self.err())).transpose()
-    }
-
-    /// Stores a response under a request id; the first one stored wins.
-    pub async fn remember(&self, scope: &str, request_id: &str, response: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (scope, request_id, response, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (scope, request_id) DO NOTHING",
-        )
-        .bind(scope)
-        .bind(request_id)
-        .bind(response)
-        .bind(Timestamp::now().0)
-        .execute(&self.db.pool)
-        .await
-        .map_err(self.err())
-        .map(|_| ())
-    }
 }

@@ -2,6 +2,7 @@
 
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::idempotency::ReplayError;
 use lanyard_core::status::Problem;
 use lanyard_core::ValueError;
 use tonic::Code;
@@ -85,6 +86,8 @@ pub enum TenancyError {
     EmailDomainNotVerified,
     #[error("database error")]
     Database { backend: Backend, source: sqlx::Error },
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -182,6 +185,7 @@ impl TenancyError {
             DnsUnavailable(_) => Problem::new(Code::Unavailable, "DNS_UNAVAILABLE", "DNS could not be queried; retry"),
             EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
             EmailDomainNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED", msg),
+            Replay(e) => e.to_problem(),
             Database { .. } if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
@@ -192,7 +196,7 @@ impl TenancyError {
 
 impl Retryable for TenancyError {
     fn is_retryable(&self) -> bool {
-        self.db_kind() == Some(DbErrorKind::Retryable)
+        self.db_kind() == Some(DbErrorKind::Retryable) || matches!(self, Self::Replay(e) if e.is_retryable())
     }
 }
 

@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use lanyard_core::idempotency::{as_is, Replays};
 use lanyard_core::page::Page;
 use lanyard_core::{
     Authenticator, Caller, ConnectionId, Domain, Email, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
@@ -20,20 +19,19 @@ use crate::domain::*;
 use crate::error::TenancyError;
 use crate::service::Tenancy;
 
-/// The longest `request_id` accepted.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-
 /// TenancyService over gRPC.
 #[derive(Clone)]
 pub struct TenancyGrpc {
     tenancy: Tenancy,
     auth: Authenticator,
+    replays: Replays,
 }
 
 impl TenancyGrpc {
     /// Serves `tenancy`, authenticating callers with `auth`.
     pub fn new(tenancy: Tenancy, auth: Authenticator) -> Self {
-        Self { tenancy, auth }
+        let replays = Replays::new(tenancy.store().database().clone());
+        Self { tenancy, auth, replays }
     }
 
     /// The tonic server for this adapter.
@@ -45,13 +43,14 @@ impl TenancyGrpc {
         Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(TenancyError::from)?)
     }
 
-    /// Runs a mutating call once per `request_id`: a retry with the same id (by the same caller,
-    /// on the same method) gets the first response back without running it again.
+    /// Runs a mutating call once per `request_id` (see [`lanyard_core::idempotency`]): a retry
+    /// with the same id, by the same caller, on the same method, gets the first response back.
     async fn once<R, F, Fut>(
         &self,
         caller: &Caller,
         method: &str,
         request_id: &str,
+        request: &[u8],
         run: F,
     ) -> Result<Response<R>, Status>
     where
@@ -59,21 +58,9 @@ impl TenancyGrpc {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<R, TenancyError>>,
     {
-        if request_id.is_empty() {
-            return Ok(Response::new(run().await?));
-        }
-        if request_id.len() > MAX_REQUEST_ID_LEN || request_id.chars().any(char::is_control) {
-            return Err(TenancyError::from(ValueError::TooLong("request_id", MAX_REQUEST_ID_LEN)).into());
-        }
         let scope = format!("{}|{method}", caller.actor());
-        let store = self.tenancy.store();
-        if let Some(stored) = store.recall(&scope, request_id).await? {
-            let bytes = STANDARD.decode(stored).map_err(|e| TenancyError::Internal(e.to_string()))?;
-            return Ok(Response::new(R::decode(bytes.as_slice()).map_err(|e| TenancyError::Internal(e.to_string()))?));
-        }
-        let response = run().await?;
-        store.remember(&scope, request_id, &STANDARD.encode(response.encode_to_vec())).await?;
-        Ok(Response::new(response))
+        let reply = self.replays.once(&scope, request_id, request, |_| run(), as_is).await?;
+        Ok(Response::new(reply))
     }
 }
 
@@ -271,7 +258,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateOrganization", &req.request_id.clone(), || async {
+        self.once(&caller, "CreateOrganization", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let new = NewOrganization {
                 slug: OrgSlug::parse(&req.slug)?,
                 display_name: lanyard_core::DisplayName::parse(&req.display_name, "display_name")?,
@@ -325,7 +312,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "UpdateOrganization", &req.request_id.clone(), || async {
+        self.once(&caller, "UpdateOrganization", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let o = req.organization.ok_or(ValueError::Missing("organization"))?;
             let id = org_id(&o.organization_id)?;
             let mut patch = OrganizationPatch::default();
@@ -380,7 +367,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::AddDomainResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "AddDomain", &req.request_id.clone(), || async {
+        self.once(&caller, "AddDomain", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let (org, domain) = self
                 .tenancy
                 .add_domain(
@@ -401,7 +388,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::VerifyDomainResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "VerifyDomain", &req.request_id.clone(), || async {
+        self.once(&caller, "VerifyDomain", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let method = match pb::DomainVerificationMethod::try_from(req.method) {
                 Ok(pb::DomainVerificationMethod::Unspecified | pb::DomainVerificationMethod::DnsTxt) => {
                     VerificationMethod::DnsTxt
@@ -424,7 +411,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::RemoveDomainResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "RemoveDomain", &req.request_id.clone(), || async {
+        self.once(&caller, "RemoveDomain", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let org =
                 self.tenancy.remove_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?).await?;
             Ok(pb::RemoveDomainResponse { organization: Some(org_to_pb(org)) })
@@ -438,7 +425,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "AddMember", &req.request_id.clone(), || async {
+        self.once(&caller, "AddMember", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let (member, created) = self
                 .tenancy
                 .add_member(
@@ -510,7 +497,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::UpdateMemberRolesResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "UpdateMemberRoles", &req.request_id.clone(), || async {
+        self.once(&caller, "UpdateMemberRoles", &req.request_id.clone(), &req.encode_to_vec(), || async {
             if req.roles.is_empty() {
                 return Err(ValueError::Missing("roles").into());
             }
@@ -534,7 +521,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "RemoveMember", &req.request_id.clone(), || async {
+        self.once(&caller, "RemoveMember", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let member = self
                 .tenancy
                 .remove_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?)
@@ -550,7 +537,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "TransferOwnership", &req.request_id.clone(), || async {
+        self.once(&caller, "TransferOwnership", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let new_owner = UserId::parse(&req.new_owner_user_id).map_err(|_| TenancyError::InvalidField {
                 field: "new_owner_user_id",
                 message: "new_owner_user_id must be a user id".into(),
@@ -599,7 +586,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateRole", &req.request_id.clone(), || async {
+        self.once(&caller, "CreateRole", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let role = self
                 .tenancy
                 .create_role(
@@ -637,7 +624,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "UpdateRole", &req.request_id.clone(), || async {
+        self.once(&caller, "UpdateRole", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let role = req.role.ok_or(ValueError::Missing("role"))?;
             let (mut description, mut perms) = (None, None);
             for path in mask_paths(req.update_mask)? {
@@ -667,7 +654,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "DeleteRole", &req.request_id.clone(), || async {
+        self.once(&caller, "DeleteRole", &req.request_id.clone(), &req.encode_to_vec(), || async {
             self.tenancy.delete_role(&caller, org_id(&req.organization_id)?, RoleName::parse(&req.name)?).await?;
             Ok(pb::DeleteRoleResponse {})
         })
@@ -680,7 +667,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::CreateSsoConnectionResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateSsoConnection", &req.request_id.clone(), || async {
+        self.once(&caller, "CreateSsoConnection", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let kind = match pb::SsoConnectionKind::try_from(req.kind) {
                 Ok(pb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
                 Ok(pb::SsoConnectionKind::Okta) => SsoKind::Okta,
@@ -724,7 +711,7 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::DeleteSsoConnectionResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "DeleteSsoConnection", &req.request_id.clone(), || async {
+        self.once(&caller, "DeleteSsoConnection", &req.request_id.clone(), &req.encode_to_vec(), || async {
             let id = ConnectionId::parse(&req.connection_id)?;
             self.tenancy.delete_sso_connection(&caller, org_id(&req.organization_id)?, id).await?;
             Ok(pb::DeleteSsoConnectionResponse {})

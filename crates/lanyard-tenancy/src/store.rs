@@ -1834,7 +1834,7 @@ impl TenancyStore {
         .await
     }
 
-    // ----- audit and idempotency -----------------------------------------------------------
+    // ----- audit -----------------------------------------------------------
 
     /// A page of an organization's audit events, newest first, optionally of one action.
     pub async fn list_audit_events(
@@ -1870,33 +1870,6 @@ impl TenancyStore {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(page.finish(events, |e| e.id.to_string()))
-    }
-
-    /// The stored response of an earlier request with this id, if any.
-    pub async fn recall(&self, scope: &str, request_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT response FROM idempotency_keys WHERE scope = $1 AND request_id = $2")
-            .bind(scope)
-            .bind(request_id)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
-        row.map(|r| r.try_get("response").map_err(self.err())).transpose()
-    }
-
-    /// Stores a response under a request id; the first one stored wins.
-    pub async fn remember(&self, scope: &str, request_id: &str, response: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (scope, request_id, response, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (scope, request_id) DO NOTHING",
-        )
-        .bind(scope)
-        .bind(request_id)
-        .bind(response)
-        .bind(Timestamp::now().0)
-        .execute(&self.db.pool)
-        .await
-        .map_err(self.err())
-        .map(|_| ())
     }
 }
 

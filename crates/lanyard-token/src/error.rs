@@ -2,6 +2,7 @@
 
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::idempotency::ReplayError;
 use lanyard_core::status::Problem;
 use lanyard_core::ValueError;
 use tonic::Code;
@@ -60,6 +61,8 @@ pub enum TokenError {
     DependencyUnavailable(tonic::Status),
     #[error("database error")]
     Database { backend: Backend, source: sqlx::Error },
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -147,6 +150,7 @@ impl TokenError {
             DependencyUnavailable(_) => {
                 Problem::new(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", "a dependency is unavailable; retry")
             }
+            Replay(e) => e.to_problem(),
             Database { .. } if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
@@ -157,7 +161,7 @@ impl TokenError {
 
 impl Retryable for TokenError {
     fn is_retryable(&self) -> bool {
-        self.db_kind() == Some(DbErrorKind::Retryable)
+        self.db_kind() == Some(DbErrorKind::Retryable) || matches!(self, Self::Replay(e) if e.is_retryable())
     }
 }
 

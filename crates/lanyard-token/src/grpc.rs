@@ -4,9 +4,8 @@
 
 use std::future::Future;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use lanyard_core::crypto::{sha256_hex, SecretBox};
+use lanyard_core::idempotency::{Replays, RequestId};
 use lanyard_core::page::Page;
 use lanyard_core::{Authenticator, Caller, OrganizationId, Permission, Timestamp, UserId, ValueError};
 use lanyard_proto::authz::v1 as apb;
@@ -23,21 +22,19 @@ use crate::service::{ClientInfo, Issued, Tokens};
 use crate::store::Session;
 use lanyard_authz::authorizer::principal_to_pb;
 
-/// The longest `request_id` accepted.
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-
 /// TokenService and AuthorizationService over gRPC.
 #[derive(Clone)]
 pub struct TokenGrpc {
     tokens: Tokens,
     auth: Authenticator,
-    secrets: SecretBox,
+    replays: Replays,
 }
 
 impl TokenGrpc {
     /// Serves `tokens`, authenticating callers with `auth`; `secrets` seals replayable replies.
     pub fn new(tokens: Tokens, auth: Authenticator, secrets: SecretBox) -> Self {
-        Self { tokens, auth, secrets }
+        let replays = Replays::new(tokens.store().database().clone()).sealed(secrets);
+        Self { tokens, auth, replays }
     }
 
     /// The TokenService tonic server.
@@ -64,43 +61,39 @@ impl TokenGrpc {
 }
 
 impl TokenGrpc {
-    /// Runs a call once per (`method`, `credential`, `request_id`): a retry with the same id and
-    /// the same credential within [`crate::store::REPLAY_WINDOW`] gets the first reply back (sealed
-    /// at rest: it holds a refresh token) instead of running again. Only the holder of the
-    /// credential can replay, and a refresh retried after a lost reply is not taken for theft.
-    async fn once<R, F, Fut>(&self, method: &str, credential: &str, request_id: &str, run: F) -> Result<R, Status>
+    /// Runs a call once per (`method`, `credential`, `request_id`) (see
+    /// [`lanyard_core::idempotency`]): a retry with the same id and the same credential gets the
+    /// first reply back, sealed at rest (it holds a refresh token), instead of running again. Only
+    /// the holder of the credential can replay, and a refresh retried after a lost reply is not
+    /// taken for theft; but once the replied refresh token has been used, a replay is a reuse.
+    /// `run` gets the id to forward to other services, derived from the scope so that two callers
+    /// who chose the same id do not collide there.
+    async fn once<R, F, Fut>(
+        &self,
+        method: &str,
+        credential: &str,
+        request_id: &str,
+        request: &[u8],
+        refresh_token_of: fn(&R) -> &str,
+        run: F,
+    ) -> Result<R, Status>
     where
         R: Message + Default,
-        F: FnOnce() -> Fut,
+        F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<R, TokenError>>,
     {
-        check_request_id(request_id)?;
-        if request_id.is_empty() {
-            return Ok(run().await?);
-        }
         let scope = format!("{method}:{}", sha256_hex(credential.as_bytes()));
-        let context = format!("idempotency:{scope}:{request_id}");
-        let store = self.tokens.store();
-        let window = i64::try_from(crate::store::REPLAY_WINDOW.as_micros()).unwrap_or(0);
-        let since = Timestamp(Timestamp::now().0 - window);
-        if let Some(sealed) = store.recall(&scope, request_id, since).await? {
-            let internal = |e: &dyn std::fmt::Display| TokenError::Internal(format!("stored reply: {e}"));
-            let plain = self.secrets.open(&sealed, &context).map_err(|e| internal(&e))?;
-            let bytes = STANDARD.decode(plain).map_err(|e| internal(&e))?;
-            return Ok(R::decode(bytes.as_slice()).map_err(|e| internal(&e))?);
-        }
-        let reply = run().await?;
-        let sealed = self.secrets.seal(&STANDARD.encode(reply.encode_to_vec()), &context);
-        store.remember(&scope, request_id, &sealed, Timestamp::now()).await?;
-        Ok(reply)
+        let forward = |id: Option<RequestId>| run(id.map(|id| id.derive(&scope)).unwrap_or_default());
+        let replayed = |reply: R| async move {
+            self.tokens.check_replayed(refresh_token_of(&reply)).await?;
+            Ok(reply)
+        };
+        Ok(self.replays.once(&scope, request_id, request, forward, replayed).await?)
     }
 }
 
 fn check_request_id(id: &str) -> Result<(), TokenError> {
-    if id.len() > MAX_REQUEST_ID_LEN || id.chars().any(char::is_control) {
-        return Err(ValueError::TooLong("request_id", MAX_REQUEST_ID_LEN).into());
-    }
-    Ok(())
+    RequestId::parse(id).map(|_| ()).map_err(TokenError::from)
 }
 
 fn org_id(raw: Option<&str>) -> Result<Option<OrganizationId>, TokenError> {
@@ -203,9 +196,10 @@ impl TokenService for TokenGrpc {
                 format!("refresh|{}|{}", g.organization_id.as_deref().unwrap_or_default(), g.refresh_token)
             }
         };
-        let request_id = req.request_id.clone();
+        let (request_id, request) = (req.request_id.clone(), req.encode_to_vec());
+        let refresh_token_of: fn(&pb::ExchangeTokenResponse) -> &str = |r| &r.refresh_token;
         let reply = self
-            .once("ExchangeToken", &credential, &request_id, || async move {
+            .once("ExchangeToken", &credential, &request_id, &request, refresh_token_of, |forward| async move {
                 let client = ClientInfo { user_agent: req.user_agent, ip_address: req.ip_address };
                 let issued = match req.grant {
                     None => return Err(TokenError::from(ValueError::Missing("grant"))),
@@ -220,7 +214,7 @@ impl TokenService for TokenGrpc {
                                 &g.id_token,
                                 g.nonce.as_deref(),
                                 client,
-                                &req.request_id,
+                                &forward,
                             )
                             .await?
                     }
@@ -252,8 +246,10 @@ impl TokenService for TokenGrpc {
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
         let req = request.into_inner();
         let credential = format!("{}|{}", req.organization_id.as_deref().unwrap_or_default(), req.refresh_token);
+        let request = req.encode_to_vec();
+        let refresh_token_of: fn(&pb::RefreshSessionResponse) -> &str = |r| &r.refresh_token;
         let reply = self
-            .once("RefreshSession", &credential, &req.request_id, || async {
+            .once("RefreshSession", &credential, &req.request_id, &request, refresh_token_of, |_| async {
                 let org = org_id(req.organization_id.as_deref())?;
                 let issued = self.tokens.refresh(&req.refresh_token, org).await?;
                 let o = out(issued, self.tokens.access_tokens().ttl());

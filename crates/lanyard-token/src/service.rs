@@ -374,6 +374,22 @@ impl Tokens {
         self.issue(session, membership, next, next_expires, now)
     }
 
+    /// Whether a reply about to be replayed may be: when the refresh token it carries has been
+    /// used since (or its session ended), replaying it would hand out a dead family's token, and
+    /// is treated as the reuse it is.
+    pub async fn check_replayed(&self, refresh_token: &str) -> Result<()> {
+        let hash = sha256_hex(refresh_token.as_bytes());
+        let record = self.store.refresh_token(&hash).await?.ok_or(TokenError::RefreshTokenInvalid)?;
+        let session = self.store.session(record.session_id).await?.ok_or(TokenError::RefreshTokenInvalid)?;
+        if session.revoked_at.is_some() {
+            return Err(TokenError::SessionRevoked);
+        }
+        if record.used_at.is_some() {
+            return Err(self.reused(&session, Timestamp::now()).await);
+        }
+        Ok(())
+    }
+
     async fn reused(&self, session: &Session, now: Timestamp) -> TokenError {
         tracing::warn!(session_id = %session.id, user_id = %session.user_id, "refresh token reused: revoking its session");
         metrics::counter!("lanyard_token_refresh_reuse_total").increment(1);

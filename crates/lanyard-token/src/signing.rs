@@ -152,8 +152,6 @@ impl KeyManager {
             self.reload().await?;
         }
         self.store.prune_keys(Timestamp(now.0 - i64::try_from(PRUNE_AFTER.as_micros()).unwrap_or(0))).await?;
-        let window = i64::try_from(crate::store::REPLAY_WINDOW.as_micros()).unwrap_or(0);
-        self.store.prune_idempotency(Timestamp(now.0 - window)).await?;
         Ok(due)
     }
 }

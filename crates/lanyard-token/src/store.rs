@@ -18,9 +18,6 @@ use crate::keys::{KeyState, LoadedKey, PrivateDer, SigningAlgorithm};
 
 type Result<T, E = TokenError> = std::result::Result<T, E>;
 
-/// How long a reply stays replayable by its `request_id`.
-pub const REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 /// The service's migrations.
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -510,55 +507,6 @@ impl TokenStore {
             Ok(true)
         })
         .await
-    }
-
-    // ----- idempotency ---------------------------------------------------------------------
-
-    /// The sealed reply stored for (`scope`, `request_id`) since `since`, if any.
-    pub async fn recall(&self, scope: &str, request_id: &str, since: Timestamp) -> Result<Option<String>> {
-        let row = sqlx::query(
-            "SELECT response FROM idempotency_keys WHERE scope = $1 AND request_id = $2 AND created_at >= $3",
-        )
-        .bind(scope)
-        .bind(request_id)
-        .bind(since.0)
-        .fetch_optional(&self.db.pool)
-        .await
-        .map_err(self.err())?;
-        row.map(|r| r.try_get::<String, _>("response").map_err(self.err())).transpose()
-    }
-
-    /// Stores a sealed reply; a concurrent first reply for the same key wins.
-    pub async fn remember(&self, scope: &str, request_id: &str, sealed: &str, now: Timestamp) -> Result<()> {
-        let done = sqlx::query(
-            "INSERT INTO idempotency_keys (scope, request_id, response, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(scope)
-        .bind(request_id)
-        .bind(sealed)
-        .bind(now.0)
-        .execute(&self.db.pool)
-        .await;
-        match done {
-            Ok(_) => Ok(()),
-            Err(e)
-                if lanyard_core::db::classify(self.db.backend, &e)
-                    == lanyard_core::db::DbErrorKind::UniqueViolation =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(self.err()(e)),
-        }
-    }
-
-    /// Deletes replies stored before `before`.
-    pub async fn prune_idempotency(&self, before: Timestamp) -> Result<u64> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(before.0)
-            .execute(&self.db.pool)
-            .await
-            .map(|r| r.rows_affected())
-            .map_err(self.err())
     }
 
     // ----- events --------------------------------------------------------------------------

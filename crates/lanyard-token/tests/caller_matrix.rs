@@ -444,7 +444,8 @@ async fn matrix(backend: Backend) {
                     let create = tpb::CreateRoleRequest {
                         organization_id: a.clone(),
                         name: name.clone(),
-                        permissions: vec!["invoices:read".into()],
+                        // One the admin holds: a member caller grants only what it holds.
+                        permissions: vec!["seats:read".into()],
                         ..Default::default()
                     };
                     let mut t = app.tenancy.clone();

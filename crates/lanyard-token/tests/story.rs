@@ -1,6 +1,7 @@
 //! The customer's story end to end over gRPC, with a fake Google Workspace and a fake Okta on
 //! loopback: the admin accepts the operator's invitation with an ID token, adds a colleague with
-//! the access token as the caller, the colleague signs in, belongs to a second organization, switches to it and back, is removed
+//! the access token as the caller, the colleague signs in, belongs to a second organization, switches to it and back
+//! (once it accepts his provider), is removed
 //! from the first and can no longer sign in or refresh into it, while the second still works.
 
 mod support;
@@ -114,7 +115,13 @@ async fn story(backend: Backend) {
     let bob_in_beta = app.add_member(&beta, "bob@acme.com", &["admin"]).await;
     assert_eq!(bob_in_beta, bob.user_id, "one user per verified email");
 
-    // He switches to it and back without signing in again.
+    // Beta does not accept the way he signed in (Google, acme's provider): switching needs a
+    // sign-in through beta's own provider...
+    let err = app.refresh(&bob.refresh_token, Some(&beta)).await.unwrap_err();
+    assert_eq!(lanyard_core::status::reason_of(&err).as_deref(), Some("REAUTHENTICATION_REQUIRED"));
+    // ...until beta accepts Google sign-ins too. Then he switches to it and back without signing
+    // in again (the refused switch changed nothing: his refresh token still works).
+    app.connect(&beta, &google).await;
     let in_beta = app.refresh(&bob.refresh_token, Some(&beta)).await.expect("switch to beta");
     assert_eq!(in_beta.active_organization.clone().unwrap().organization_id, beta);
     assert_eq!(in_beta.active_organization.clone().unwrap().roles, vec!["admin".to_owned()]);
@@ -147,12 +154,13 @@ async fn story(backend: Backend) {
     // while beta still works, with the same refresh token,
     let in_beta = app.refresh(&back.refresh_token, Some(&beta)).await.expect("beta still works");
     assert_eq!(in_beta.active_organization.unwrap().organization_id, beta);
-    // and signing in through beta's own IdP works too.
-    let via_okta = app.sign_in(&okta.id_token("okta-bob", "bob@acme.com"), &beta).await.expect("okta sign-in");
-    assert_eq!(via_okta.user_id, bob.user_id);
-    // An ID token of acme's IdP is no key to beta.
-    let err = app.sign_in(&google.id_token("g-bob", "bob@acme.com"), &beta).await.unwrap_err();
-    assert_status(&err, Code::FailedPrecondition, "SSO_CONNECTION_NOT_FOUND");
+    // and his Google identity, already his, signs him in to beta, which accepts Google now.
+    let via_google = app.sign_in(&google.id_token("g-bob", "bob@acme.com"), &beta).await.expect("google sign-in");
+    assert_eq!(via_google.user_id, bob.user_id);
+    // Beta's own IdP cannot claim him: acme.com is verified for acme, not beta, so beta's
+    // provider cannot vouch for an acme.com email, and nothing is linked.
+    let err = app.sign_in(&okta.id_token("okta-bob", "bob@acme.com"), &beta).await.unwrap_err();
+    assert_status(&err, Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED");
 
     // Bob lists and revokes his own sessions with his access token.
     let sessions = app
@@ -160,7 +168,7 @@ async fn story(backend: Backend) {
         .clone()
         .list_sessions(with_key(
             pb::ListSessionsRequest { user_id: bob.user_id.clone(), ..Default::default() },
-            &via_okta.access_token,
+            &via_google.access_token,
         ))
         .await
         .expect("list own sessions")
@@ -173,7 +181,7 @@ async fn story(backend: Backend) {
         .clone()
         .revoke_session(with_key(
             pb::RevokeSessionRequest { session_id: first.clone(), ..Default::default() },
-            &via_okta.access_token,
+            &via_google.access_token,
         ))
         .await
         .expect("revoke own session")
@@ -190,7 +198,10 @@ async fn story(backend: Backend) {
         .tokens
         .clone()
         .revoke_session(with_key(
-            pb::RevokeSessionRequest { session_id: via_okta.session.clone().unwrap().session_id, ..Default::default() },
+            pb::RevokeSessionRequest {
+                session_id: via_google.session.clone().unwrap().session_id,
+                ..Default::default()
+            },
             &admin.access_token,
         ))
         .await

@@ -228,7 +228,7 @@ async fn azure_and_okta(backend: Backend) {
     refused(app.sign_in(&okta.sign(&slash), &initech).await, "Okta issuer with a trailing slash");
     let unverified = with(okta.claims("okta-x", "it@initech.com"), "email_verified", json!(false));
     let err = refused(app.sign_in(&okta.sign(&unverified), &initech).await, "unverified email is not the member");
-    assert_status(&err, Code::PermissionDenied, "NOT_A_MEMBER");
+    assert_status(&err, Code::PermissionDenied, "EMAIL_NOT_VERIFIED");
     app.stop().await;
 }
 
