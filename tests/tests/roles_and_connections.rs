@@ -462,7 +462,8 @@ async fn the_connection_cap_holds_under_concurrency(backend: Backend) {
         for task in futures::future::join_all(tasks).await {
             match task.expect("task") {
                 Ok(()) => created += 1,
-                Err(status) if lanyard_core::status::reason_of(&status).as_deref() == Some("SSO_CONNECTIONS_EXHAUSTED") => {}
+                Err(status)
+                    if lanyard_core::status::reason_of(&status).as_deref() == Some("SSO_CONNECTIONS_EXHAUSTED") => {}
                 Err(status) => panic!("round {round}: {status:?}"),
             }
         }

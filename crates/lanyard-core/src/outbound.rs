@@ -319,7 +319,9 @@ async fn resolve_checked(
     // One forbidden address refuses the name: a name that mixes public and private addresses
     // is an attack or a mistake either way.
     for ip in &addrs {
-        policy.check(*ip).map_err(|why| OutboundError::Forbidden { host: host.to_owned(), why: format!("{ip} is {why}") })?;
+        policy
+            .check(*ip)
+            .map_err(|why| OutboundError::Forbidden { host: host.to_owned(), why: format!("{ip} is {why}") })?;
     }
     Ok(addrs)
 }

@@ -969,7 +969,9 @@ fn check_issuer(issuer: &str, allow_http_loopback: bool) -> Result<()> {
     let policy = AddressPolicy { allow_loopback: allow_http_loopback };
     match outbound::check_url(issuer, policy) {
         Ok(_) => Ok(()),
-        Err(OutboundError::Forbidden { host, why }) => Err(TenancyError::IssuerAddressForbidden(format!("{host}: {why}"))),
+        Err(OutboundError::Forbidden { host, why }) => {
+            Err(TenancyError::IssuerAddressForbidden(format!("{host}: {why}")))
+        }
         Err(e) => Err(bad(&format!("the issuer: {e}"))),
     }
 }
@@ -997,7 +999,10 @@ mod tests {
             "https://metadata.google.internal",
             "https://localhost",
         ] {
-            assert!(matches!(check_issuer(forbidden, false), Err(TenancyError::IssuerAddressForbidden(_))), "{forbidden}");
+            assert!(
+                matches!(check_issuer(forbidden, false), Err(TenancyError::IssuerAddressForbidden(_))),
+                "{forbidden}"
+            );
         }
         assert!(check_issuer("https://127.0.0.1:5432", true).is_ok());
         assert!(matches!(check_issuer("https://10.255.255.1", true), Err(TenancyError::IssuerAddressForbidden(_))));

@@ -199,7 +199,8 @@ impl UpstreamVerifier {
     /// Whether a connection's issuer may be fetched from: a URL the outbound rules accept, and
     /// on the operator's allowlist.
     fn check_issuer(&self, issuer: &str) -> Result<(), UpstreamError> {
-        outbound::check_url(issuer, self.http.policy()).map_err(|e| invalid(format!("the connection's issuer: {e}")))?;
+        outbound::check_url(issuer, self.http.policy())
+            .map_err(|e| invalid(format!("the connection's issuer: {e}")))?;
         if !self.config.issuer_allowlist.allows(issuer) {
             return Err(invalid("the connection's issuer is not on the issuer allowlist"));
         }

@@ -425,7 +425,12 @@ mod outbound {
         }
     }
 
-    async fn serve(mut stream: TcpStream, route: &(dyn Fn(&str) -> Reply + Send + Sync), base: &str, written: &AtomicUsize) {
+    async fn serve(
+        mut stream: TcpStream,
+        route: &(dyn Fn(&str) -> Reply + Send + Sync),
+        base: &str,
+        written: &AtomicUsize,
+    ) {
         let mut head = Vec::new();
         let mut buf = [0u8; 1024];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -449,7 +454,9 @@ mod outbound {
                 let _ = stream.write_all(reply.as_bytes()).await;
             }
             Reply::Redirect(location) => {
-                let reply = format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let reply = format!(
+                    "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
                 let _ = stream.write_all(reply.as_bytes()).await;
             }
             reply @ (Reply::Endless | Reply::EndlessChunked) => {
@@ -638,7 +645,8 @@ mod outbound {
         dns.set_a("meta.attacker.example", &[[169, 254, 169, 254].into()]);
         dns.set_a("private.attacker.example", &[[10, 0, 0, 7].into()]);
         dns.set_a("mixed.attacker.example", &[[8, 8, 8, 8].into(), [127, 0, 0, 1].into()]);
-        for host in ["idp.rebind.example", "meta.attacker.example", "private.attacker.example", "mixed.attacker.example"]
+        for host in
+            ["idp.rebind.example", "meta.attacker.example", "private.attacker.example", "mixed.attacker.example"]
         {
             let issuer = format!("https://{host}:{port}");
             match verify(&verifier, &idp, &issuer).await {
