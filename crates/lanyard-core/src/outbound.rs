@@ -522,4 +522,66 @@ mod tests {
         assert!(IssuerAllowlist::parse::<&str>(&[]).unwrap().allows("https://anything.example"));
         assert!(IssuerAllowlist::parse(&["bad host!"]).is_err());
     }
+
+    /// A one-route HTTP server on loopback answering `head` then `body_len` bytes, counting
+    /// the connections it accepted.
+    async fn serve(head: String, body_len: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = head.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(&vec![b'x'; body_len]).await;
+                });
+            }
+        });
+        (format!("http://{addr}/doc"), accepted)
+    }
+
+    fn client(allow_loopback: bool, max_body_bytes: usize) -> OutboundClient {
+        OutboundClient::new(&OutboundConfig {
+            policy: AddressPolicy { allow_loopback },
+            max_body_bytes,
+            timeout: Duration::from_secs(5),
+            dns_servers: vec!["127.0.0.1:9".parse().unwrap()],
+            dns_timeout: Duration::from_secs(1),
+            user_agent: "lanyard-test".into(),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_with_or_without_a_length() {
+        let cap = 1000;
+        let http = client(true, cap);
+        let close = "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n";
+        let (url, _) = serve(close.into(), cap).await;
+        assert_eq!(http.get(&url).await.unwrap().len(), cap, "exactly the cap is read");
+        let (url, _) = serve(close.into(), cap + 1).await;
+        assert_eq!(http.get(&url).await, Err(OutboundError::TooLarge { limit: cap }));
+        let announced = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", cap + 1);
+        let (url, _) = serve(announced, cap + 1).await;
+        assert_eq!(http.get(&url).await, Err(OutboundError::TooLarge { limit: cap }));
+        let redirect = "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:9/\r\ncontent-length: 0\r\n\r\n";
+        let (url, _) = serve(redirect.into(), 0).await;
+        assert_eq!(http.get(&url).await, Err(OutboundError::Status(302)));
+    }
+
+    #[tokio::test]
+    async fn loopback_is_not_connected_to_without_the_setting() {
+        let (url, accepted) = serve("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into(), 0).await;
+        let https = url.replace("http://", "https://");
+        assert!(matches!(client(false, 1000).get(&https).await, Err(OutboundError::Forbidden { .. })));
+        assert!(matches!(client(false, 1000).get(&url).await, Err(OutboundError::BadUrl(_))));
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(client(true, 1000).get(&url).await.unwrap(), b"{}");
+    }
 }
