@@ -574,6 +574,57 @@ mod outbound {
         assert!(written <= CAP + SOCKET_SLACK, "read {written} bytes of an endless document");
     }
 
+    fn peak_rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
+    }
+
+    /// Three endless providers at once (the reproduction took 1.67 GB): each is cut off at the cap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_endless_providers_at_once_are_each_cut_off() {
+        let peak_before = peak_rss_kib();
+        let db = TestDb::new(Backend::Sqlite).await;
+        let app = TestApp::spawn(&db).await;
+        let idp = FakeIdp::start(Kind::Okta, "initech.com").await;
+        let mut providers = Vec::new();
+        let mut grants = Vec::new();
+        for i in 0..3 {
+            let hostile = Hostile::start(|_| Reply::Endless).await;
+            grants.push(org_with_connection(&app, &idp, &format!("endless-{i}"), &hostile.base.clone()).await);
+            providers.push(hostile);
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(grants.len()));
+        let tasks: Vec<_> = grants
+            .into_iter()
+            .map(|(org, token)| {
+                let (mut tokens, barrier) = (app.tokens.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let grant =
+                        lanyard_proto::token::v1::IdTokenGrant { id_token: token, organization_id: org, nonce: None };
+                    let req = lanyard_proto::token::v1::ExchangeTokenRequest {
+                        grant: Some(lanyard_proto::token::v1::exchange_token_request::Grant::IdTokenGrant(grant)),
+                        ..Default::default()
+                    };
+                    tokens.exchange_token(req).await.map(tonic::Response::into_inner)
+                })
+            })
+            .collect();
+        for task in tasks {
+            unavailable(task.await.unwrap(), "one of three endless providers");
+        }
+        for hostile in &providers {
+            let written = hostile.written_after_all_closed().await;
+            assert!(written <= CAP + SOCKET_SLACK, "read {written} bytes of an endless document");
+        }
+        println!(
+            "three endless providers: peak RSS of the test process {peak_before} KiB before, {} KiB after",
+            peak_rss_kib()
+        );
+        app.stop().await;
+    }
+
     fn strict_verifier(dns: &FakeDns) -> UpstreamVerifier {
         UpstreamVerifier::new(UpstreamConfig {
             allow_http_loopback: false,
