@@ -2,11 +2,19 @@
 
 use lanyard_core::db::Backend;
 use lanyard_proto::tenancy::v1 as pb;
-use lanyard_tests::{assert_error, backend_tests, spawn_app};
+use lanyard_tests::{assert_error, backend_tests, spawn_app, spawn_app_with, TestApp};
 use sqlx::Row;
 use tonic::Code;
 
-backend_tests!(custom_roles_lifecycle, sso_connections_keep_their_secret, sso_connections_are_checked_per_kind);
+backend_tests!(
+    custom_roles_lifecycle,
+    sso_connections_keep_their_secret,
+    sso_connections_are_checked_per_kind,
+    issuers_at_non_public_addresses_are_refused,
+    issuers_off_the_allowlist_are_refused,
+    sso_connections_are_capped_per_organization,
+    the_connection_cap_holds_under_concurrency
+);
 
 fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() })
@@ -309,4 +317,157 @@ async fn sso_connections_are_checked_per_kind(backend: Backend) {
     }
     assert_eq!(app.snapshot().await, before);
     app.operator().create_sso_connection(base).await.unwrap();
+}
+
+fn okta(org: &str, issuer: &str) -> pb::CreateSsoConnectionRequest {
+    pb::CreateSsoConnectionRequest {
+        organization_id: org.into(),
+        kind: pb::SsoConnectionKind::Okta as i32,
+        issuer: issuer.into(),
+        client_id: "okta-client".into(),
+        ..Default::default()
+    }
+}
+
+/// Issue 14, item 4: an organization admin cannot aim Lanyard's fetches at metadata, private or
+/// loopback addresses through an issuer, in any spelling a URL parser accepts. Refused with a
+/// stable reason; nothing is written. The loopback development setting allows loopback only.
+async fn issuers_at_non_public_addresses_are_refused(backend: Backend) {
+    let forbidden = [
+        "https://169.254.169.254/latest",
+        "https://10.255.255.1",
+        "https://172.16.0.1/oauth2",
+        "https://192.168.1.1",
+        "https://100.64.0.1",
+        "https://100.100.100.200",
+        "https://0.0.0.0",
+        "https://[fd00:ec2::254]",
+        "https://[fe80::1]",
+        "https://[::ffff:169.254.169.254]",
+        "https://[::ffff:a00:1]",
+        "https://2852039166",
+        "https://0xa9.0xfe.0xa9.0xfe",
+        "https://224.0.0.1",
+        "https://metadata.google.internal/computeMetadata",
+        "https://redis",
+    ];
+    let loopback = ["https://127.0.0.1:5432", "https://[::1]:6379", "https://localhost:6379", "https://127.1"];
+
+    let app = spawn_app(backend).await;
+    let org = app.create_org(5, &["acme.com"]).await;
+    let before = app.snapshot().await;
+    for issuer in forbidden.iter().chain(&loopback) {
+        let result = app.operator().create_sso_connection(okta(&org.organization_id, issuer)).await;
+        let status = assert_error(result, Code::InvalidArgument, "ISSUER_ADDRESS_FORBIDDEN");
+        assert!(status.message().contains("address") || status.message().contains("name"), "{issuer}: {status:?}");
+    }
+    assert_eq!(app.snapshot().await, before, "a refused connection wrote something");
+
+    // Loopback for local development; everything else stays refused.
+    let dev = spawn_app_with(backend, |s| s.allow_http_issuers = true).await;
+    let org = dev.create_org(10, &["acme.com"]).await;
+    let before = dev.snapshot().await;
+    for issuer in forbidden {
+        let result = dev.operator().create_sso_connection(okta(&org.organization_id, issuer)).await;
+        assert_error(result, Code::InvalidArgument, "ISSUER_ADDRESS_FORBIDDEN");
+    }
+    assert_eq!(dev.snapshot().await, before);
+    for issuer in loopback {
+        dev.operator().create_sso_connection(okta(&org.organization_id, issuer)).await.expect(issuer);
+    }
+}
+
+/// The operator's allowlist: exact issuers and host suffixes, nothing that merely looks alike.
+async fn issuers_off_the_allowlist_are_refused(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.sso_issuer_allowlist = vec!["okta.com".into(), "https://accounts.google.com".into()];
+    })
+    .await;
+    let org = app.create_org(5, &["acme.com"]).await;
+    let before = app.snapshot().await;
+    for issuer in [
+        "https://okta.com.evil.example",
+        "https://evilokta.com",
+        "https://accounts.google.com/evil",
+        "https://login.microsoftonline.com/tid/v2.0",
+    ] {
+        let result = app.operator().create_sso_connection(okta(&org.organization_id, issuer)).await;
+        assert_error(result, Code::InvalidArgument, "ISSUER_NOT_ALLOWED");
+    }
+    assert_eq!(app.snapshot().await, before, "a refused connection wrote something");
+    app.operator().create_sso_connection(okta(&org.organization_id, "https://acme.okta.com")).await.unwrap();
+    app.operator().create_sso_connection(okta(&org.organization_id, "https://okta.com/oauth2/default")).await.unwrap();
+    let google = pb::CreateSsoConnectionRequest {
+        kind: pb::SsoConnectionKind::GoogleWorkspace as i32,
+        hosted_domains: vec!["acme.com".into()],
+        ..okta(&org.organization_id, "https://accounts.google.com")
+    };
+    app.operator().create_sso_connection(google).await.unwrap();
+}
+
+async fn connections_of(app: &TestApp, org: &str) -> i64 {
+    app.count("SELECT COUNT(*) FROM sso_connections WHERE org_id = $1", org).await
+}
+
+/// Each connection is a provider Lanyard fetches from: an organization has at most
+/// `max_sso_connections_per_org`. A refused creation writes nothing; deleting one makes room.
+async fn sso_connections_are_capped_per_organization(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.max_sso_connections_per_org = 3).await;
+    let org = app.create_org(5, &["acme.com"]).await.organization_id;
+    let other = app.create_org(5, &["acme.com"]).await.organization_id;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let created = app.operator().create_sso_connection(okta(&org, &format!("https://acme{i}.okta.com"))).await;
+        ids.push(created.unwrap().into_inner().connection.unwrap().connection_id);
+    }
+    let before = app.snapshot().await;
+    let result = app.operator().create_sso_connection(okta(&org, "https://acme9.okta.com")).await;
+    let status = assert_error(result, Code::ResourceExhausted, "SSO_CONNECTIONS_EXHAUSTED");
+    assert!(status.message().contains('3'), "{status:?}");
+    assert_eq!(app.snapshot().await, before, "a refused connection wrote something");
+    // Another organization has its own allowance.
+    app.operator().create_sso_connection(okta(&other, "https://other.okta.com")).await.unwrap();
+    app.operator()
+        .delete_sso_connection(pb::DeleteSsoConnectionRequest {
+            organization_id: org.clone(),
+            connection_id: ids[0].clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.operator().create_sso_connection(okta(&org, "https://acme9.okta.com")).await.unwrap();
+    assert_eq!(connections_of(&app, &org).await, 3);
+}
+
+/// Many creations at once, over many rounds: the cap is never passed.
+async fn the_connection_cap_holds_under_concurrency(backend: Backend) {
+    const CAP: u32 = 3;
+    const CALLERS: usize = 12;
+    const ROUNDS: usize = 10;
+    let app = spawn_app_with(backend, |s| s.max_sso_connections_per_org = CAP).await;
+    for round in 0..ROUNDS {
+        let org = app.create_org(5, &["acme.com"]).await.organization_id;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CALLERS));
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|i| {
+                let (mut client, barrier, request) =
+                    (app.operator(), barrier.clone(), okta(&org, &format!("https://racer{i}.okta.com")));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    client.create_sso_connection(request).await.map(|_| ())
+                })
+            })
+            .collect();
+        let mut created = 0;
+        for task in futures::future::join_all(tasks).await {
+            match task.expect("task") {
+                Ok(()) => created += 1,
+                Err(status)
+                    if lanyard_core::status::reason_of(&status).as_deref() == Some("SSO_CONNECTIONS_EXHAUSTED") => {}
+                Err(status) => panic!("round {round}: {status:?}"),
+            }
+        }
+        assert_eq!(created, CAP as usize, "round {round}");
+        assert_eq!(connections_of(&app, &org).await, i64::from(CAP), "round {round}");
+    }
 }

@@ -77,7 +77,7 @@ async fn concurrent_first_sign_ins_link_once(backend: Backend) {
         hosted_domains: Vec::new(),
         tenant_id: String::new(),
     };
-    let connection = store.create_sso_connection(org.id, &connection, &secrets, &change()).await.unwrap().id;
+    let connection = store.create_sso_connection(org.id, &connection, 10, &secrets, &change()).await.unwrap().id;
     let store = Arc::new(store);
     for round in 0..10 {
         let email = Email::parse(&format!("person{round}@acme.com")).unwrap();

@@ -44,6 +44,12 @@ impl Problem {
         p
     }
 
+    /// Replaces the stable reason (an invalid field with a reason of its own).
+    pub fn with_reason(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
     /// Adds an `ErrorInfo` metadata entry.
     pub fn with_metadata(mut self, key: &str, value: impl ToString) -> Self {
         self.metadata.insert(key.to_owned(), value.to_string());

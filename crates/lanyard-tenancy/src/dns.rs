@@ -4,8 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::TokioResolver;
 
@@ -18,8 +16,6 @@ const VALUE_PREFIX: &str = "lanyard-domain-verification=";
 const MAX_RECORDS: usize = 32;
 /// Longer than any value we hand out, short enough that joining the strings costs nothing.
 const MAX_RECORD_BYTES: usize = 1024;
-/// Tries per check. The second try is there for a lost UDP datagram; both share the timeout.
-const TRIES: u32 = 2;
 
 /// Where and how long to ask.
 #[derive(Clone, Debug)]
@@ -61,43 +57,10 @@ pub struct DomainVerifier {
 
 impl DomainVerifier {
     pub fn new(config: &DnsConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(!config.timeout.is_zero(), "DNS timeout must be greater than zero");
-
-        let mut builder = if config.servers.is_empty() {
-            TokioResolver::builder_tokio()?
-        } else {
-            let servers = config
-                .servers
-                .iter()
-                .map(|addr| {
-                    // UDP first; TCP when an answer comes back truncated.
-                    let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                    for connection in &mut server.connections {
-                        connection.port = addr.port();
-                    }
-                    server
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-
-        // Start from the options the builder holds (the system's, when reading resolv.conf) and
-        // override what this check depends on.
-        let options: &mut ResolverOpts = builder.options_mut();
         // An admin who fixes their record and presses "verify" again must be seen at once, and a
-        // record they remove must stop counting: no cache, positive or negative. (A capacity of 0
-        // makes hickory's moka cache hold no map at all, not a map evicted later.)
-        options.cache_size = 0;
-        options.timeout = config.timeout / TRIES;
-        // hickory counts retries after the first try.
-        options.attempts = (TRIES - 1) as usize;
-        options.use_hosts_file = ResolveHosts::Never;
-        options.preserve_intermediates = false;
-
-        Ok(Self { resolver: builder.build()?, timeout: config.timeout })
+        // record they remove must stop counting: no cache, positive or negative.
+        let resolver = lanyard_core::outbound::uncached_resolver(&config.servers, config.timeout)?;
+        Ok(Self { resolver, timeout: config.timeout })
     }
 
     /// Whether `domain` publishes the challenge for `token`. CNAMEs at the challenge name are

@@ -58,6 +58,12 @@ pub enum TenancyError {
     RoleInUse(u64),
     #[error("SSO connection not found")]
     ConnectionNotFound,
+    #[error("the issuer's host is not a public address: {0}")]
+    IssuerAddressForbidden(String),
+    #[error("the issuer is not on the operator's issuer allowlist")]
+    IssuerNotAllowed,
+    #[error("the organization already has {limit} SSO connections, the most it may have")]
+    ConnectionsExhausted { limit: u32 },
     #[error("seat reservation not found")]
     ReservationNotFound,
     #[error("the seat reservation has expired")]
@@ -157,6 +163,11 @@ impl TenancyError {
                 format!("{n} active member(s) hold it"),
             ),
             ConnectionNotFound => Problem::new(Code::NotFound, "CONNECTION_NOT_FOUND", msg),
+            IssuerAddressForbidden(_) => Problem::invalid_field("issuer", msg).with_reason("ISSUER_ADDRESS_FORBIDDEN"),
+            IssuerNotAllowed => Problem::invalid_field("issuer", msg).with_reason("ISSUER_NOT_ALLOWED"),
+            ConnectionsExhausted { limit } => Problem::new(Code::ResourceExhausted, "SSO_CONNECTIONS_EXHAUSTED", msg)
+                .with_quota_violation("organization", format!("at most {limit} SSO connections"))
+                .with_metadata("limit", limit),
             ReservationNotFound => Problem::new(Code::NotFound, "RESERVATION_NOT_FOUND", msg),
             ReservationExpired => Problem::new(Code::FailedPrecondition, "RESERVATION_EXPIRED", msg),
             ReservationReleased => Problem::new(Code::FailedPrecondition, "RESERVATION_RELEASED", msg),

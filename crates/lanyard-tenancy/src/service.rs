@@ -8,6 +8,7 @@ use lanyard_authz::facts::value;
 use lanyard_authz::{FactKey, Facts};
 use lanyard_core::cache::{Cache, Versioned};
 use lanyard_core::crypto::SecretBox;
+use lanyard_core::outbound::{self, AddressPolicy, IssuerAllowlist, OutboundError};
 use lanyard_core::page::Page;
 use lanyard_core::{
     Caller, ConnectionId, DisplayName, Domain, Email, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
@@ -80,6 +81,8 @@ pub struct Tenancy {
     secrets: SecretBox,
     dns: DomainVerifier,
     allow_http_issuers: bool,
+    issuer_allowlist: IssuerAllowlist,
+    max_sso_connections: u32,
     cache: Cache,
     facts: Facts,
 }
@@ -89,7 +92,16 @@ impl Tenancy {
     /// domain challenges.
     pub fn new(store: TenancyStore, secrets: SecretBox, dns: DomainVerifier) -> Self {
         let cache = Cache::local("lanyard");
-        Self { store, secrets, dns, allow_http_issuers: false, facts: Facts::new(cache.clone()), cache }
+        Self {
+            store,
+            secrets,
+            dns,
+            allow_http_issuers: false,
+            issuer_allowlist: IssuerAllowlist::default(),
+            max_sso_connections: DEFAULT_MAX_SSO_CONNECTIONS,
+            facts: Facts::new(cache.clone()),
+            cache,
+        }
     }
 
     /// Publishes membership and organization changes to `facts` (shared with the token service's
@@ -140,6 +152,18 @@ impl Tenancy {
     /// Accepts `http://` issuers on loopback (local development and tests only).
     pub fn allow_http_issuers(mut self, allow: bool) -> Self {
         self.allow_http_issuers = allow;
+        self
+    }
+
+    /// Accepts only these issuers for new SSO connections (empty: any issuer).
+    pub fn issuer_allowlist(mut self, allowlist: IssuerAllowlist) -> Self {
+        self.issuer_allowlist = allowlist;
+        self
+    }
+
+    /// The most SSO connections one organization may have.
+    pub fn max_sso_connections(mut self, max: u32) -> Self {
+        self.max_sso_connections = max;
         self
     }
 
@@ -602,6 +626,9 @@ impl Tenancy {
     ) -> Result<SsoConnection> {
         self.require(caller, org, "connections:write")?;
         check_issuer(&new.issuer, self.allow_http_issuers)?;
+        if !self.issuer_allowlist.allows(&new.issuer) {
+            return Err(TenancyError::IssuerNotAllowed);
+        }
         let client_id = new.client_id.trim();
         if client_id.is_empty() {
             return Err(lanyard_core::ValueError::Missing("client_id").into());
@@ -638,7 +665,8 @@ impl Tenancy {
             }
             _ => {}
         }
-        self.store.create_sso_connection(org, &new, &self.secrets, &Change::by(caller.actor())).await
+        let change = Change::by(caller.actor());
+        self.store.create_sso_connection(org, &new, self.max_sso_connections, &self.secrets, &change).await
     }
 
     /// A page of SSO connections.
@@ -918,8 +946,12 @@ fn require_grantable(caller: &Caller, permissions: &[Permission]) -> Result<()> 
     Ok(())
 }
 
-/// An issuer is an absolute `https` URL without query or fragment; `http` only on loopback and
-/// only when allowed.
+/// The most SSO connections an organization may have unless the settings say otherwise: each one
+/// is a provider Lanyard fetches keys from, so they are bounded like every other list.
+pub const DEFAULT_MAX_SSO_CONNECTIONS: u32 = 10;
+
+/// An issuer is an absolute `https` URL without query or fragment whose host is not a
+/// non-public address or name (`lanyard_core::outbound`); `http` and loopback only when allowed.
 fn check_issuer(issuer: &str, allow_http_loopback: bool) -> Result<()> {
     let bad = |message: &str| TenancyError::InvalidField { field: "issuer", message: message.to_owned() };
     if issuer.is_empty() {
@@ -928,18 +960,19 @@ fn check_issuer(issuer: &str, allow_http_loopback: bool) -> Result<()> {
     if issuer.len() > 2048 {
         return Err(lanyard_core::ValueError::TooLong("issuer", 2048).into());
     }
-    if issuer.contains(['?', '#', ' ']) || issuer.chars().any(char::is_control) {
+    if issuer.contains(['?', '#', ' ', '\\']) || issuer.chars().any(char::is_control) {
         return Err(bad("the issuer must be a URL without query or fragment"));
     }
-    let (scheme, rest) = issuer.split_once("://").ok_or_else(|| bad("the issuer must be an absolute URL"))?;
-    let host = rest.split(['/', ':']).next().unwrap_or_default();
-    if host.is_empty() {
-        return Err(bad("the issuer must name a host"));
+    if !issuer.contains("://") {
+        return Err(bad("the issuer must be an absolute URL"));
     }
-    match scheme {
-        "https" => Ok(()),
-        "http" if allow_http_loopback && matches!(host, "127.0.0.1" | "localhost") => Ok(()),
-        _ => Err(bad("the issuer must use https")),
+    let policy = AddressPolicy { allow_loopback: allow_http_loopback };
+    match outbound::check_url(issuer, policy) {
+        Ok(_) => Ok(()),
+        Err(OutboundError::Forbidden { host, why }) => {
+            Err(TenancyError::IssuerAddressForbidden(format!("{host}: {why}")))
+        }
+        Err(e) => Err(bad(&format!("the issuer: {e}"))),
     }
 }
 
@@ -957,6 +990,22 @@ mod tests {
         assert!(check_issuer("https://x.example/?a=b", false).is_err());
         assert!(check_issuer("accounts.google.com", false).is_err());
         assert!(check_issuer("", false).is_err());
+        for forbidden in [
+            "https://169.254.169.254/latest",
+            "https://10.255.255.1",
+            "https://127.0.0.1:5432",
+            "https://[::ffff:127.0.0.1]",
+            "https://2130706433",
+            "https://metadata.google.internal",
+            "https://localhost",
+        ] {
+            assert!(
+                matches!(check_issuer(forbidden, false), Err(TenancyError::IssuerAddressForbidden(_))),
+                "{forbidden}"
+            );
+        }
+        assert!(check_issuer("https://127.0.0.1:5432", true).is_ok());
+        assert!(matches!(check_issuer("https://10.255.255.1", true), Err(TenancyError::IssuerAddressForbidden(_))));
     }
 
     #[test]

@@ -1503,6 +1503,7 @@ impl TenancyStore {
         &self,
         org: OrganizationId,
         new: &NewSsoConnection,
+        max_connections: u32,
         secrets: &SecretBox,
         change: &Change,
     ) -> Result<SsoConnection> {
@@ -1512,6 +1513,15 @@ impl TenancyStore {
         retrying(|| async move {
             let mut tx = self.begin().await?;
             self.lock_org(&mut tx, org).await?.require_not_deleted()?;
+            // Counted under the organization's lock, so concurrent creations cannot pass the cap.
+            let existing = sqlx::query("SELECT COUNT(*) AS n FROM sso_connections WHERE org_id = $1")
+                .bind(org.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(self.err())?;
+            if stored(existing.try_get::<i64, _>("n"))? >= i64::from(max_connections) {
+                return Err(TenancyError::ConnectionsExhausted { limit: max_connections });
+            }
             let domains: Vec<&str> = new.hosted_domains.iter().map(|d| d.as_str()).collect();
             sqlx::query(
                 "INSERT INTO sso_connections

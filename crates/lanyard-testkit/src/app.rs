@@ -170,7 +170,8 @@ pub struct TestApp {
     pub tokens: TokenServiceClient<Channel>,
     pub authz: AuthorizationServiceClient<Channel>,
     pub parts: Arc<lanyard_token::TokenParts>,
-    /// The DNS server tenancy checks domain challenges against.
+    /// The DNS server tenancy checks domain challenges against, and the token service resolves
+    /// identity-provider hosts with.
     pub dns: crate::dns::FakeDns,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -215,10 +216,15 @@ impl TestApp {
     async fn spawn_full(db: &TestDb, over_channel: bool, tune: impl FnOnce(&mut TokenConfig)) -> Self {
         init_logs();
         let secrets = SecretBox::from_base64(KEK).expect("kek");
+        // Tenancy checks domain challenges, and the token service resolves identity-provider
+        // hosts, against this DNS server.
+        let dns = crate::dns::FakeDns::start().await;
         let mut config = TokenConfig::new(db.config("token"), secrets.clone(), ISSUER);
         config.upstream = UpstreamConfig {
             allow_http_loopback: true,
             min_refetch_interval: Duration::from_millis(0),
+            dns_servers: vec![dns.addr()],
+            dns_timeout: Duration::from_secs(2),
             ..UpstreamConfig::default()
         };
         tune(&mut config);
@@ -230,7 +236,6 @@ impl TestApp {
         let store = TenancyStore::new(tenancy_db);
         store.migrate().await.expect("tenancy migrations");
         // Tenancy publishes membership changes to the facts the token service's authorizer reads.
-        let dns = crate::dns::FakeDns::start().await;
         let verifier = lanyard_tenancy::dns::DomainVerifier::new(&lanyard_tenancy::dns::DnsConfig {
             servers: vec![dns.addr()],
             timeout: Duration::from_secs(2),

@@ -7,7 +7,7 @@
 //! skew between Lanyard and the identity provider.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lanyard_core::outbound::{self, AddressPolicy, IssuerAllowlist, OutboundClient, OutboundConfig, OutboundError};
 use lanyard_core::{ConnectionId, Email, Timestamp};
 use lanyard_tenancy::domain::SsoKind;
 use serde::Deserialize;
@@ -35,8 +36,17 @@ pub struct UpstreamConfig {
     pub min_refetch_interval: Duration,
     /// Algorithms accepted from identity providers (RS256, RS384, RS512, PS256, ES256, ES384, EdDSA).
     pub algorithms: Vec<Algorithm>,
-    /// Timeout of one discovery or JWKS request (5 s).
+    /// Timeout of one discovery or JWKS request, body included (5 s).
     pub http_timeout: Duration,
+    /// The largest discovery or JWKS document read; reading stops past it (512 KiB).
+    pub max_document_bytes: usize,
+    /// Recursive resolvers for identity-provider hosts; empty means the system configuration.
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long one DNS lookup may take (5 s).
+    pub dns_timeout: Duration,
+    /// The issuers signed in through; empty accepts any (an operator's setting, also enforced
+    /// when connections are created).
+    pub issuer_allowlist: IssuerAllowlist,
 }
 
 impl Default for UpstreamConfig {
@@ -56,6 +66,10 @@ impl Default for UpstreamConfig {
                 Algorithm::EdDSA,
             ],
             http_timeout: Duration::from_secs(5),
+            max_document_bytes: 512 * 1024,
+            dns_servers: Vec::new(),
+            dns_timeout: Duration::from_secs(5),
+            issuer_allowlist: IssuerAllowlist::default(),
         }
     }
 }
@@ -156,7 +170,7 @@ struct IssuerKeys {
 #[derive(Clone)]
 pub struct UpstreamVerifier {
     config: UpstreamConfig,
-    http: reqwest::Client,
+    http: OutboundClient,
     cache: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<IssuerKeys>>>>>,
 }
 
@@ -166,49 +180,42 @@ impl std::fmt::Debug for UpstreamVerifier {
     }
 }
 
-/// The largest discovery or JWKS document read.
-const MAX_DOCUMENT: usize = 512 * 1024;
-
 impl UpstreamVerifier {
-    /// A verifier with its own HTTP client (no redirects followed, rustls).
+    /// A verifier with its own outbound client (see `lanyard_core::outbound`: https only,
+    /// non-public addresses refused unless `allow_http_loopback` allows loopback, no redirects,
+    /// documents read under `max_document_bytes`).
     pub fn new(config: UpstreamConfig) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(config.http_timeout)
-            .user_agent("lanyard-token")
-            .build()?;
+        let http = OutboundClient::new(&OutboundConfig {
+            policy: AddressPolicy { allow_loopback: config.allow_http_loopback },
+            max_body_bytes: config.max_document_bytes,
+            timeout: config.http_timeout,
+            dns_servers: config.dns_servers.clone(),
+            dns_timeout: config.dns_timeout,
+            user_agent: "lanyard-token".into(),
+        })?;
         Ok(Self { config, http, cache: Arc::default() })
     }
 
-    /// Whether `url` may be fetched: `https`, or `http` on loopback when allowed.
-    fn url_allowed(&self, url: &str) -> bool {
-        let Ok(parsed) = reqwest::Url::parse(url) else { return false };
-        match parsed.scheme() {
-            "https" => parsed.host_str().is_some(),
-            "http" if self.config.allow_http_loopback => parsed.host_str().is_some_and(|h| {
-                h == "localhost" || h.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }),
-            _ => false,
+    /// Whether a connection's issuer may be fetched from: a URL the outbound rules accept, and
+    /// on the operator's allowlist.
+    fn check_issuer(&self, issuer: &str) -> Result<(), UpstreamError> {
+        outbound::check_url(issuer, self.http.policy())
+            .map_err(|e| invalid(format!("the connection's issuer: {e}")))?;
+        if !self.config.issuer_allowlist.allows(issuer) {
+            return Err(invalid("the connection's issuer is not on the issuer allowlist"));
         }
+        Ok(())
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, UpstreamError> {
-        if !self.url_allowed(url) {
-            return Err(UpstreamError::Unavailable(format!("refusing to fetch {url}: not https (or loopback http)")));
-        }
-        let unavailable = |e: &dyn std::fmt::Display| UpstreamError::Unavailable(format!("{url}: {e}"));
-        let resp = self.http.get(url).send().await.map_err(|e| unavailable(&e))?;
-        if !resp.status().is_success() {
-            return Err(unavailable(&resp.status()));
-        }
-        if resp.content_length().is_some_and(|n| n > MAX_DOCUMENT as u64) {
-            return Err(unavailable(&"document too large"));
-        }
-        let body = resp.bytes().await.map_err(|e| unavailable(&e))?;
-        if body.len() > MAX_DOCUMENT {
-            return Err(unavailable(&"document too large"));
-        }
-        serde_json::from_slice(&body).map_err(|e| unavailable(&e))
+        let body = self.http.get(url).await.map_err(|e| {
+            let why = match &e {
+                OutboundError::Forbidden { .. } | OutboundError::BadUrl(_) => format!("refusing to fetch {url}: {e}"),
+                _ => format!("{url}: {e}"),
+            };
+            UpstreamError::Unavailable(why)
+        })?;
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Unavailable(format!("{url}: {e}")))
     }
 
     /// Discovery from the issuer, then its JWKS.
@@ -289,9 +296,7 @@ impl UpstreamVerifier {
         if !self.config.algorithms.contains(&alg) {
             return Err(invalid("alg is not allowed"));
         }
-        if !self.url_allowed(&connection.issuer) {
-            return Err(invalid("the connection's issuer is not https"));
-        }
+        self.check_issuer(&connection.issuer)?;
         let jwk = self.key(&connection.issuer, &header.kid).await?;
         if let Some(key_alg) = jwk.common.key_algorithm {
             if key_alg.to_string() != header.alg {
@@ -393,14 +398,23 @@ mod tests {
     #[test]
     fn only_https_or_allowed_loopback_http() {
         let strict = UpstreamVerifier::new(UpstreamConfig::default()).unwrap();
-        assert!(strict.url_allowed("https://accounts.google.com"));
-        assert!(!strict.url_allowed("http://127.0.0.1:8080"));
+        assert!(strict.check_issuer("https://accounts.google.com").is_ok());
+        assert!(strict.check_issuer("http://127.0.0.1:8080").is_err());
+        assert!(strict.check_issuer("https://127.0.0.1:8080").is_err());
         let dev = UpstreamVerifier::new(UpstreamConfig { allow_http_loopback: true, ..Default::default() }).unwrap();
-        assert!(dev.url_allowed("http://127.0.0.1:8080/x"));
-        assert!(dev.url_allowed("http://localhost:8080"));
-        assert!(!dev.url_allowed("http://10.0.0.1"));
-        assert!(!dev.url_allowed("http://evil.example"));
-        assert!(!dev.url_allowed("file:///etc/passwd"));
+        assert!(dev.check_issuer("http://127.0.0.1:8080/x").is_ok());
+        assert!(dev.check_issuer("http://localhost:8080").is_ok());
+        assert!(dev.check_issuer("http://10.0.0.1").is_err());
+        assert!(dev.check_issuer("https://10.0.0.1").is_err());
+        assert!(dev.check_issuer("http://evil.example").is_err());
+        assert!(dev.check_issuer("file:///etc/passwd").is_err());
+        let listed = UpstreamVerifier::new(UpstreamConfig {
+            issuer_allowlist: IssuerAllowlist::parse(&["okta.com"]).unwrap(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(listed.check_issuer("https://acme.okta.com").is_ok());
+        assert!(listed.check_issuer("https://accounts.google.com").is_err());
     }
 
     #[test]

@@ -221,6 +221,8 @@ impl Application {
                     .context("setting up the DNS resolver")?;
                     let tenancy = Tenancy::new(store, secret_box(&settings)?, dns)
                         .allow_http_issuers(settings.allow_http_issuers)
+                        .issuer_allowlist(issuer_allowlist(&settings)?)
+                        .max_sso_connections(settings.max_sso_connections_per_org)
                         .with_cache(cache.clone())
                         .with_facts(facts.clone());
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
@@ -446,7 +448,17 @@ pub fn token_config(settings: &Settings) -> anyhow::Result<lanyard_token::TokenC
     };
     let mut config = lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone());
     config.upstream.allow_http_loopback = settings.allow_http_issuers;
+    config.upstream.issuer_allowlist = issuer_allowlist(settings)?;
+    config.upstream.dns_servers = settings.dns_servers.clone();
+    config.upstream.dns_timeout = Duration::from_millis(settings.dns_timeout_ms);
     Ok(config)
+}
+
+/// The operator's SSO issuer allowlist (`LANYARD_SSO_ISSUER_ALLOWLIST`).
+fn issuer_allowlist(settings: &Settings) -> anyhow::Result<lanyard_core::outbound::IssuerAllowlist> {
+    lanyard_core::outbound::IssuerAllowlist::parse(&settings.sso_issuer_allowlist)
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("LANYARD_SSO_ISSUER_ALLOWLIST")
 }
 
 /// The invitation service's configuration from settings.

@@ -41,8 +41,15 @@ pub struct Settings {
     pub encryption_key: Option<SecretString>,
     /// `text` or `json` (`LANYARD_LOG_FORMAT`).
     pub log_format: LogFormat,
-    /// Accept `http://` SSO issuers on loopback: local development and tests only.
+    /// Accept SSO issuers, and fetch discovery and JWKS documents, on loopback (`http://` too):
+    /// local development and tests only (`LANYARD_ALLOW_HTTP_ISSUERS`).
     pub allow_http_issuers: bool,
+    /// When set, the only SSO issuers accepted: exact issuers (`https://accounts.google.com`)
+    /// or host suffixes (`okta.com`), comma-separated in the environment
+    /// (`LANYARD_SSO_ISSUER_ALLOWLIST`). Empty accepts any public https issuer.
+    pub sso_issuer_allowlist: Vec<String>,
+    /// The most SSO connections one organization may have (`LANYARD_MAX_SSO_CONNECTIONS_PER_ORG`).
+    pub max_sso_connections_per_org: u32,
     /// Pool size per service database.
     pub database_max_connections: u32,
     /// How long in-flight RPCs may take to finish after SIGTERM, in seconds.
@@ -73,8 +80,9 @@ pub struct Settings {
     pub mail_from: String,
     /// Where the embedded default writes `.eml` files; default `<data_dir>/mail` (`LANYARD_MAIL_DIR`).
     pub mail_dir: Option<PathBuf>,
-    /// DNS servers that check domain challenges, as `ip:port` (`LANYARD_DNS_SERVERS`,
-    /// comma-separated); empty means the system's resolver configuration (`/etc/resolv.conf`).
+    /// DNS servers that check domain challenges and resolve identity-provider hosts, as
+    /// `ip:port` (`LANYARD_DNS_SERVERS`, comma-separated); empty means the system's resolver
+    /// configuration (`/etc/resolv.conf`).
     pub dns_servers: Vec<SocketAddr>,
     /// How long one DNS lookup may take, in milliseconds (`LANYARD_DNS_TIMEOUT_MS`).
     pub dns_timeout_ms: u64,
@@ -93,6 +101,8 @@ impl Default for Settings {
             encryption_key: None,
             log_format: LogFormat::Text,
             allow_http_issuers: false,
+            sso_issuer_allowlist: Vec::new(),
+            max_sso_connections_per_org: lanyard_tenancy::service::DEFAULT_MAX_SSO_CONNECTIONS,
             database_max_connections: 10,
             shutdown_grace_seconds: 20,
             tenancy_url: None,
@@ -118,7 +128,7 @@ const NOT_SETTINGS: [&str; 5] =
     ["LANYARD_ENDPOINT", "LANYARD_API_KEY", "LANYARD_TOOLS_DIR", "LANYARD_DEPLOY_CACHE", "LANYARD_RENDER_DIR"];
 
 /// The environment variables read as comma-separated lists.
-const LIST_KEYS: [&str; 3] = ["operator_keys", "service_keys", "dns_servers"];
+const LIST_KEYS: [&str; 4] = ["operator_keys", "service_keys", "dns_servers", "sso_issuer_allowlist"];
 
 impl Settings {
     /// Loads defaults, then the file (explicit, or `LANYARD_CONFIG_FILE`), then the environment.
@@ -210,6 +220,23 @@ mod tests {
         let printed = format!("{s:?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(!printed.contains("topsecretkey12345"), "{printed}");
+    }
+
+    #[test]
+    fn outbound_settings() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.sso_issuer_allowlist.is_empty());
+        assert_eq!(s.max_sso_connections_per_org, 10);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_SSO_ISSUER_ALLOWLIST", "okta.com,https://accounts.google.com"),
+                ("LANYARD_MAX_SSO_CONNECTIONS_PER_ORG", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.sso_issuer_allowlist, ["okta.com", "https://accounts.google.com"]);
+        assert_eq!(s.max_sso_connections_per_org, 3);
     }
 
     #[test]
