@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod fs;
 pub mod ids;
+pub mod limit;
 pub mod page;
 pub mod status;
 pub mod trace;

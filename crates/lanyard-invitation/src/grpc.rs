@@ -2,7 +2,6 @@
 //! edge), calls [`Invitations`], converts back. The only module of this crate that serves tonic.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -15,8 +14,8 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::*;
 use crate::error::InvitationError;
-use crate::limiter::RateLimiter;
 use crate::service::{Invitations, NewInvitation};
+use lanyard_core::limit::{PeerLimiter, PeerRule};
 
 /// The longest `request_id` accepted.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -30,7 +29,8 @@ type Result<T, E = InvitationError> = std::result::Result<T, E>;
 pub struct InvitationGrpc {
     invitations: Invitations,
     auth: Authenticator,
-    preview_limiter: Arc<RateLimiter>,
+    preview_limiter: PeerLimiter,
+    peer_rule: PeerRule,
 }
 
 impl std::fmt::Debug for InvitationGrpc {
@@ -41,8 +41,13 @@ impl std::fmt::Debug for InvitationGrpc {
 
 impl InvitationGrpc {
     /// Serves `invitations`, authenticating callers with `auth` and limiting previews.
-    pub fn new(invitations: Invitations, auth: Authenticator, preview_limiter: Arc<RateLimiter>) -> Self {
-        Self { invitations, auth, preview_limiter }
+    pub fn new(
+        invitations: Invitations,
+        auth: Authenticator,
+        preview_limiter: PeerLimiter,
+        peer_rule: PeerRule,
+    ) -> Self {
+        Self { invitations, auth, preview_limiter, peer_rule }
     }
 
     /// The tonic server for this adapter.
@@ -293,10 +298,9 @@ impl InvitationService for InvitationGrpc {
         let is_service =
             matches!(self.auth.authenticate_metadata(request.metadata()).await, Ok(Caller::Service { .. }));
         if !is_service {
-            let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            let peer = self.preview_limiter.peer(request.remote_addr(), forwarded);
-            if !self.preview_limiter.check(peer) {
-                return Err(InvitationError::RateLimited.into());
+            let peer = self.peer_rule.of(&request);
+            if let Err(limited) = self.preview_limiter.check(peer) {
+                return Err(InvitationError::RateLimited(limited).into());
             }
         }
         let token = InvitationToken::parse(&request.into_inner().token).map_err(InvitationError::from)?;

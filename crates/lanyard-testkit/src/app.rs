@@ -221,6 +221,8 @@ impl TestApp {
             min_refetch_interval: Duration::from_millis(0),
             ..UpstreamConfig::default()
         };
+        // Tests sign many people in from one address; the rate-limit tests turn limits on.
+        config.rate_limits = lanyard_token::RateLimits::off();
         tune(&mut config);
         let access = config.access_tokens();
         let keys = ApiKeys::new([OPERATOR_KEY], [SERVICE_KEY]).expect("keys");

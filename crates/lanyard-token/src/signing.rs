@@ -138,7 +138,8 @@ impl KeyManager {
     }
 
     /// Rotates when the active key has signed for `interval` or longer; reloads either way; prunes
-    /// keys that left the JWKS a day ago and replies past their replay window.
+    /// keys that left the JWKS a day ago, replies past their replay window, and used ID tokens
+    /// that could no longer be accepted anyway.
     pub async fn rotate_if_due(&self, interval: Duration) -> Result<bool> {
         let now = Timestamp::now();
         let next_published = self.store.oldest_next().await?.is_some_and(|t| t.plus(self.min_publish) <= now);
@@ -154,6 +155,7 @@ impl KeyManager {
         self.store.prune_keys(Timestamp(now.0 - i64::try_from(PRUNE_AFTER.as_micros()).unwrap_or(0))).await?;
         let window = i64::try_from(crate::store::REPLAY_WINDOW.as_micros()).unwrap_or(0);
         self.store.prune_idempotency(Timestamp(now.0 - window)).await?;
+        self.store.prune_used_id_tokens(now).await?;
         Ok(due)
     }
 }
