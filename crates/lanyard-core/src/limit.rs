@@ -93,13 +93,14 @@ pub struct Limited {
 /// One limit, per peer. Clones share the state.
 #[derive(Clone)]
 pub struct PeerLimiter {
+    name: &'static str,
     limit: RateLimit,
     state: Option<Arc<DefaultKeyedRateLimiter<Peer>>>,
 }
 
 impl std::fmt::Debug for PeerLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerLimiter").field("limit", &self.limit).finish_non_exhaustive()
+        f.debug_struct("PeerLimiter").field("name", &self.name).field("limit", &self.limit).finish_non_exhaustive()
     }
 }
 
@@ -107,15 +108,17 @@ impl PeerLimiter {
     /// How often [`PeerLimiter::housekeeping`] should run.
     pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(60);
 
-    /// A limiter of `limit` per peer.
-    pub fn new(limit: RateLimit) -> Self {
-        Self { limit, state: limit.quota().map(|q| Arc::new(DefaultKeyedRateLimiter::keyed(q))) }
+    /// A limiter of `limit` per peer; its refusals count in
+    /// `lanyard_rate_limited_total{limit="<name>"}`.
+    pub fn new(name: &'static str, limit: RateLimit) -> Self {
+        Self { name, limit, state: limit.quota().map(|q| Arc::new(DefaultKeyedRateLimiter::keyed(q))) }
     }
 
     /// Takes one call for `peer`, or says how long it must wait.
     pub fn check(&self, peer: Peer) -> Result<(), Limited> {
         let Some(state) = &self.state else { return Ok(()) };
         state.check_key(&peer).map_err(|not_until| {
+            metrics::counter!("lanyard_rate_limited_total", "limit" => self.name).increment(1);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             Limited { retry_after: wait.max(Duration::from_secs(1)) }
         })
@@ -156,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_burst_per_peer_then_refusals_with_a_retry_hint() {
-        let l = PeerLimiter::new(RateLimit::new(3, 1));
+        let l = PeerLimiter::new("test", RateLimit::new(3, 1));
         let a = Peer::Ip(IpAddr::from([10, 0, 0, 1]));
         let b = Peer::Ip(IpAddr::from([10, 0, 0, 2]));
         assert!((0..3).all(|_| l.check(a).is_ok()));
@@ -168,13 +171,13 @@ mod tests {
 
     #[test]
     fn off_allows_everything() {
-        let l = PeerLimiter::new(RateLimit::off());
+        let l = PeerLimiter::new("test", RateLimit::off());
         assert!((0..10_000).all(|_| l.check(Peer::Local).is_ok()));
     }
 
     #[test]
     fn housekeeping_forgets_peers_back_to_a_full_burst() {
-        let l = PeerLimiter::new(RateLimit::new(5, 60_000));
+        let l = PeerLimiter::new("test", RateLimit::new(5, 60_000));
         for i in 0..1000u32 {
             l.check(Peer::Ip(IpAddr::from(i.to_be_bytes()))).unwrap();
         }

@@ -203,7 +203,7 @@ pub async fn build(
         Invitations::new(store.clone(), tenancy, config.secrets.clone(), policy, config.clock.clone(), wake.clone());
     let mailer = Mailer::new(store.clone(), config.secrets.clone(), config.mailer.clone(), wake, config.clock.clone())?;
     let sweeper = Sweeper::new(invitations.clone(), config.sweep_interval);
-    let limiter = PeerLimiter::new(config.preview_rate_limit);
+    let limiter = PeerLimiter::new("preview_invitation", config.preview_rate_limit);
     let server = InvitationGrpc::new(invitations.clone(), auth, limiter.clone(), config.peer_rule).into_server();
     Ok(InvitationParts { server, invitations, store, mailer, sweeper, preview_limiter: limiter })
 }

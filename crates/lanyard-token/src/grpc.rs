@@ -41,10 +41,7 @@ pub struct Limiters {
 impl Limiters {
     /// Takes one call of `peer` from `limiter`, before anything else happens.
     fn take(limiter: &PeerLimiter, peer: Peer, what: &'static str) -> Result<(), TokenError> {
-        limiter.check(peer).map_err(|limited| {
-            metrics::counter!("lanyard_rate_limited_total", "what" => what).increment(1);
-            TokenError::RateLimited { what, limited }
-        })
+        limiter.check(peer).map_err(|limited| TokenError::RateLimited { what, limited })
     }
 }
 

@@ -283,8 +283,8 @@ pub async fn build(
     );
     let auth = auth.with_access_tokens(Arc::new(access.clone()));
     let limiters = Limiters {
-        exchange: PeerLimiter::new(config.rate_limits.exchange),
-        invitation_grant: PeerLimiter::new(config.rate_limits.invitation_grant),
+        exchange: PeerLimiter::new("exchange", config.rate_limits.exchange),
+        invitation_grant: PeerLimiter::new("invitation_grant", config.rate_limits.invitation_grant),
         peer_rule: config.peer_rule,
     };
     let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone(), limiters.clone());
