@@ -72,6 +72,7 @@ async fn invitation_guesses_are_rate_limited_per_peer() {
 
     let mut limited = 0;
     let mut answered = 0;
+    let started = std::time::Instant::now();
     for _ in 0..500 {
         match app.exchange(invitation_grant(&guess(), &id_token)).await {
             Ok(_) => panic!("a guessed invitation signed someone in"),
@@ -87,9 +88,11 @@ async fn invitation_guesses_are_rate_limited_per_peer() {
             }
         }
     }
-    // The default allows 20 invitation grants at once, then 20 a minute.
-    assert!(answered <= 21, "{answered} guesses were looked up");
-    assert!(limited >= 479, "{limited} of 500 guesses were limited");
+    // The default allows 20 invitation grants at once, then one every 3 s (20 a minute): however
+    // slow the machine, the guesses looked up are bounded by the time they took.
+    let regained = started.elapsed().as_secs() / 3 + 1;
+    assert!(answered <= 20 + regained, "{answered} guesses were looked up in {:?}", started.elapsed());
+    assert_eq!(limited + answered, 500);
     // The same peer's refreshes share its exchange budget, which the guesses spent.
     let err = app.refresh(&guess(), None).await.unwrap_err();
     assert_status(&err, Code::ResourceExhausted, "RATE_LIMITED");
