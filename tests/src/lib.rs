@@ -133,6 +133,9 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
         http_addr: Some("127.0.0.1:0".parse().expect("address")),
         dns_servers: vec![dns.addr()],
         dns_timeout_ms: 2000,
+        // Tests sign many people in from one address; the rate-limit tests turn limits on.
+        rate_limit_exchange_per_minute: 0,
+        rate_limit_invitation_per_minute: 0,
         ..Settings::default()
     };
     tweak(&mut settings);

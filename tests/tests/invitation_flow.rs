@@ -28,7 +28,10 @@ mod all_in_one {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previews_by_a_service_key_are_not_rate_limited() {
-    let app = spawn_services(Backend::Sqlite, &[ServiceName::Tenancy, ServiceName::Invitation], |_| {}).await;
+    let app = spawn_services(Backend::Sqlite, &[ServiceName::Tenancy, ServiceName::Invitation], |s| {
+        s.rate_limit_invitation_per_minute = 20;
+    })
+    .await;
     let unknown = ipb::PreviewInvitationRequest { token: "A".repeat(43) };
     // The token service previews for every sign-in it handles, all from one address.
     let mut service = app.invitations_with(Some(&format!("Bearer {SERVICE_KEY}")));

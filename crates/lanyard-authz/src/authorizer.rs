@@ -151,6 +151,12 @@ impl Authorizer {
         Self { inner: Arc::new(Inner { keys, expected, verified, facts, fallback, metrics }) }
     }
 
+    /// How many verified tokens are remembered now.
+    pub fn cached_tokens(&self) -> u64 {
+        self.inner.verified.run_pending_tasks();
+        self.inner.verified.entry_count()
+    }
+
     /// The facts it reads.
     pub fn facts(&self) -> &Facts {
         &self.inner.facts

@@ -2,6 +2,11 @@
 //! small JSON object with only the members we understand. `alg: none`, `crit`, and the members
 //! that would make us fetch or trust a key named by the token (`jku`, `x5u`, `jwk`, `x5c`) are
 //! refused outright, so no URL from a token is ever fetched and no key from a token is ever used.
+//!
+//! ES256 signatures are malleable: `(r, s)` and `(r, n - s)` both verify, so without a rule one
+//! token has two texts, and anything keyed by the text (the verified-token cache, a replay list)
+//! sees two tokens. Lanyard signs in the low-S form ([`es256_low_s`]) and its verifiers refuse the
+//! other ([`es256_is_low_s`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -61,9 +66,50 @@ pub fn parse_header(token: &str, extra_allowed: &[&str]) -> Result<Header, Heade
     Ok(Header { alg, kid, typ: text("typ")? })
 }
 
+/// The ES256 signature of a compact JWS, if it is one (64 bytes, `r || s`).
+fn es256_signature(token: &str) -> Option<p256::ecdsa::Signature> {
+    let (_, signature) = token.rsplit_once('.')?;
+    let bytes = URL_SAFE_NO_PAD.decode(signature).ok()?;
+    p256::ecdsa::Signature::from_slice(&bytes).ok()
+}
+
+/// Whether the ES256 signature of `token` is in the low-S form (`s <= n/2`). A signature that is
+/// not 64 bytes of valid scalars is not.
+pub fn es256_is_low_s(token: &str) -> bool {
+    es256_signature(token).is_some_and(|sig| sig.normalize_s().is_none())
+}
+
+/// `token` with its ES256 signature in the low-S form (what every Lanyard token is signed as);
+/// `None` when the signature is not an ES256 one.
+pub fn es256_low_s(token: &str) -> Option<String> {
+    let sig = es256_signature(token)?;
+    let Some(low) = sig.normalize_s() else { return Some(token.to_owned()) };
+    let (signed, _) = token.rsplit_once('.')?;
+    Some(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(low.to_bytes())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn es256_signatures_have_one_low_s_form() {
+        use p256::ecdsa::signature::Signer;
+        let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let signed = format!("{}.e30", URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k"}"#));
+        let sig: p256::ecdsa::Signature = key.sign(signed.as_bytes());
+        let low = sig.normalize_s().unwrap_or(sig);
+        let (r, s) = low.split_scalars();
+        let high = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+        let low_token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(low.to_bytes()));
+        let high_token = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(high.to_bytes()));
+        assert!(es256_is_low_s(&low_token));
+        assert!(!es256_is_low_s(&high_token));
+        assert_eq!(es256_low_s(&high_token).as_deref(), Some(low_token.as_str()));
+        assert_eq!(es256_low_s(&low_token).as_deref(), Some(low_token.as_str()));
+        assert!(!es256_is_low_s(&format!("{signed}.c2ln")));
+        assert_eq!(es256_low_s(&format!("{signed}.c2ln")), None);
+    }
 
     fn token(header: &str) -> String {
         format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(header))

@@ -1,6 +1,7 @@
 //! Lanyard access tokens (RFC 9068 `at+jwt`): their claims, the principal they carry, and the
 //! strict verification every consumer applies: the header rules of [`crate::jose`], a published
-//! key under the header's `kid` whose algorithm is the header's, the signature, `typ`, `iss`,
+//! key under the header's `kid` whose algorithm is the header's, the signature (ES256 in its
+//! low-S form only, so a token has one text), `typ`, `iss`,
 //! `aud`, `exp`/`nbf`/`iat` with [`ACCESS_TOKEN_LEEWAY`], and claims that parse.
 
 use std::sync::Arc;
@@ -117,6 +118,9 @@ pub fn verify(
     let key = key_for(&header.kid).ok_or_else(|| AccessError::UnknownKid(header.kid.clone()))?;
     if header.alg != algorithm_name(key.algorithm) {
         return Err(invalid("alg does not match the key"));
+    }
+    if key.algorithm == Algorithm::ES256 && !jose::es256_is_low_s(token) {
+        return Err(invalid("the ES256 signature is not in the low-S form"));
     }
     let mut validation = Validation::new(key.algorithm);
     // exp and nbf are checked below against `now`, not the library's clock.

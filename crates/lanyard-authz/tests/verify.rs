@@ -182,3 +182,21 @@ fn verify_checks_expiry_at_the_time_it_is_given() {
     assert!(matches!(token::verify(&token, &audience(), an_hour_ago, key), Err(AccessError::Invalid(_))));
     assert!(token::verify(&token, &audience(), Timestamp::now(), key).is_ok());
 }
+
+#[tokio::test]
+async fn the_high_s_twin_of_a_token_is_refused_and_never_cached() {
+    let h = Harness::new();
+    let (m, _) = h.member(&["projects:read"]);
+    for i in 0..8 {
+        let token = h.signer.sign(&AccessClaims { jti: format!("jti-{i}"), ..m.claims() });
+        assert_eq!(decision(&h, &token).await, Decision::Allowed);
+        let twin = h.signer.high_s_twin(&token);
+        // Both signatures are valid ECDSA; only the low-S one is a Lanyard token.
+        assert_eq!(decision(&h, &twin).await, Decision::TokenInvalid);
+        assert!(matches!(
+            token::verify(&twin, &audience(), Timestamp::now(), |_| Some(h.signer.verifying())),
+            Err(AccessError::Invalid(_))
+        ));
+    }
+    assert_eq!(h.authorizer.cached_tokens(), 8, "one cached entry per token, none for a twin");
+}

@@ -9,6 +9,7 @@ pub mod db;
 pub mod fs;
 pub mod idempotency;
 pub mod ids;
+pub mod limit;
 pub mod outbound;
 pub mod page;
 pub mod status;

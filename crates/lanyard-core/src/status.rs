@@ -19,6 +19,7 @@ pub struct Problem {
     field_violation: Option<(String, String)>,
     quota_violation: Option<(String, String)>,
     precondition: Option<(String, String, String)>,
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Problem {
@@ -32,6 +33,7 @@ impl Problem {
             field_violation: None,
             quota_violation: None,
             precondition: None,
+            retry_after: None,
         }
     }
 
@@ -73,6 +75,20 @@ impl Problem {
         self
     }
 
+    /// Adds a `RetryInfo` (and `retry_after_seconds` to the `ErrorInfo` metadata): when the
+    /// caller may try again.
+    pub fn with_retry_after(mut self, after: std::time::Duration) -> Self {
+        self.retry_after = Some(after);
+        self.with_metadata("retry_after_seconds", after.as_secs_f64().ceil() as u64)
+    }
+
+    /// The `RESOURCE_EXHAUSTED` answer of a per-peer rate limit (reason `RATE_LIMITED`).
+    pub fn rate_limited(what: &str, limited: crate::limit::Limited) -> Self {
+        Self::new(Code::ResourceExhausted, "RATE_LIMITED", format!("too many {what} from this address; retry later"))
+            .with_quota_violation("peer", format!("too many {what} from this address"))
+            .with_retry_after(limited.retry_after)
+    }
+
     /// The stable reason.
     pub fn reason(&self) -> &'static str {
         self.reason
@@ -94,6 +110,9 @@ impl Problem {
         }
         if let Some((kind, subject, description)) = self.precondition {
             details.add_precondition_failure_violation(kind, subject, description);
+        }
+        if let Some(after) = self.retry_after {
+            details.set_retry_info(Some(after));
         }
         tonic::Status::with_error_details(self.code, self.message, details)
     }

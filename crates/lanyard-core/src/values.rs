@@ -74,7 +74,8 @@ string_value!(
     Permission
 );
 string_value!(
-    /// A human-readable name: trimmed, 1 to 200 characters, no control characters.
+    /// A human-readable name: trimmed, 1 to 200 characters, none of them hidden or layout-changing
+    /// (see [`is_hidden_or_layout`]).
     DisplayName
 );
 
@@ -284,11 +285,53 @@ impl DisplayName {
         if s.chars().count() > MAX_DISPLAY_NAME_LEN {
             return Err(ValueError::TooLong(field, MAX_DISPLAY_NAME_LEN));
         }
-        if s.chars().any(char::is_control) {
+        if s.chars().any(is_hidden_or_layout) {
             return Err(ValueError::Malformed(field));
         }
         Ok(Self(s.to_owned()))
     }
+}
+
+/// Whether `c` must not appear in a name shown to people: control characters (Cc, which include
+/// line breaks), format characters (Cf: bidi overrides and isolates such as U+202E, zero-width
+/// characters such as U+200B, soft hyphens, tag characters) and the line and paragraph separators
+/// U+2028 and U+2029 (Zl, Zp). Such characters make a name display as something else than it is
+/// (a reversed file extension, an invisible "urgent" line in a mail client's list).
+///
+/// Zero-width joiners and non-joiners (U+200C, U+200D) are format characters too: names that need
+/// them (some Persian and Indic spellings, emoji sequences) are refused or, from identity
+/// providers, shown without them.
+pub fn is_hidden_or_layout(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.is_control()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// A name from an untrusted source that Lanyard cannot send back (an identity provider's `name`
+/// claim), made displayable: whitespace runs (line breaks and separators included) collapsed to
+/// one space, other hidden and layout characters removed, trimmed, cut to [`MAX_DISPLAY_NAME_LEN`] characters. Empty when nothing is left.
+pub fn sanitize_display_name(raw: &str) -> String {
+    let mut out = String::new();
+    let mut space = false;
+    for c in raw.chars() {
+        // Line breaks and separators are whitespace too: they become one space, not nothing.
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if is_hidden_or_layout(c) {
+            continue;
+        }
+        if space {
+            out.push(' ');
+            space = false;
+        }
+        out.push(c);
+    }
+    out.chars().take(MAX_DISPLAY_NAME_LEN).collect::<String>().trim_end().to_owned()
 }
 
 #[cfg(test)]
@@ -358,6 +401,19 @@ mod tests {
         assert_eq!(DisplayName::parse("  Acme  ", "display_name").unwrap().as_str(), "Acme");
         assert!(DisplayName::parse("   ", "display_name").is_err());
         assert!(DisplayName::parse("a\u{0}b", "display_name").is_err());
+        for hidden in
+            ["\u{202E}", "\u{2066}", "\u{200B}", "\u{FEFF}", "\u{00AD}", "\u{2028}", "\u{2029}", "\u{E0041}", "\n"]
+        {
+            let name = format!("Acme{hidden}gpj.exe");
+            assert!(DisplayName::parse(&name, "display_name").is_err(), "{name:?} should be refused");
+        }
+        assert!(DisplayName::parse("Zoë Ångström 東京 – Ops", "display_name").is_ok());
+        assert_eq!(
+            sanitize_display_name(" Mallory\u{2028}\u{2028}URGENT:\u{202E} wire\u{200B}  now "),
+            "Mallory URGENT: wire now"
+        );
+        assert_eq!(sanitize_display_name("\u{202E}\u{2029}"), "");
+        assert_eq!(sanitize_display_name(&"x".repeat(500)).chars().count(), MAX_DISPLAY_NAME_LEN);
         assert!(DisplayName::parse(&"é".repeat(200), "display_name").is_ok());
         assert!(DisplayName::parse(&"é".repeat(201), "display_name").is_err());
     }

@@ -47,7 +47,7 @@ pub enum InvitationError {
     #[error("the organization is not active")]
     OrganizationInactive,
     #[error("too many requests; slow down")]
-    RateLimited,
+    RateLimited(lanyard_core::limit::Limited),
     /// A business error of the tenancy service (seats exhausted, organization not found, ...),
     /// passed through to the caller with its code, reason and details.
     #[error("tenancy: {}", .0.message())]
@@ -126,8 +126,7 @@ impl InvitationError {
             MemberExists => Problem::new(Code::AlreadyExists, "MEMBER_EXISTS", msg),
             OrganizationInactive => Problem::new(Code::FailedPrecondition, "ORGANIZATION_INACTIVE", msg)
                 .with_precondition("ORGANIZATION_STATUS", "organization", "the organization must be active"),
-            RateLimited => Problem::new(Code::ResourceExhausted, "RATE_LIMITED", msg)
-                .with_quota_violation("peer", "too many previews from this address; retry later"),
+            RateLimited(limited) => Problem::rate_limited("previews", *limited),
             Upstream(s) => Problem::new(s.code(), "UPSTREAM", s.message().to_owned()),
             TenancyUnavailable(_) => {
                 Problem::new(Code::Unavailable, "TENANCY_UNAVAILABLE", "the tenancy service is unavailable; retry")

@@ -2,7 +2,6 @@
 //! edge), calls [`Invitations`], converts back. The only module of this crate that serves tonic.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::idempotency::{as_is, Replays, RequestId};
@@ -15,8 +14,8 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::*;
 use crate::error::InvitationError;
-use crate::limiter::RateLimiter;
 use crate::service::{Invitations, NewInvitation};
+use lanyard_core::limit::{PeerLimiter, PeerRule};
 
 /// The longest identity issuer or subject accepted.
 pub const MAX_IDENTITY_FIELD_LEN: usize = 1024;
@@ -28,7 +27,8 @@ type Result<T, E = InvitationError> = std::result::Result<T, E>;
 pub struct InvitationGrpc {
     invitations: Invitations,
     auth: Authenticator,
-    preview_limiter: Arc<RateLimiter>,
+    preview_limiter: PeerLimiter,
+    peer_rule: PeerRule,
     replays: Replays,
 }
 
@@ -44,11 +44,12 @@ impl InvitationGrpc {
     pub fn new(
         invitations: Invitations,
         auth: Authenticator,
-        preview_limiter: Arc<RateLimiter>,
+        preview_limiter: PeerLimiter,
+        peer_rule: PeerRule,
         secrets: SecretBox,
     ) -> Self {
         let replays = Replays::new(invitations.store().database().clone()).sealed(secrets);
-        Self { invitations, auth, preview_limiter, replays }
+        Self { invitations, auth, preview_limiter, peer_rule, replays }
     }
 
     /// The tonic server for this adapter.
@@ -280,10 +281,9 @@ impl InvitationService for InvitationGrpc {
         let is_service =
             matches!(self.auth.authenticate_metadata(request.metadata()).await, Ok(Caller::Service { .. }));
         if !is_service {
-            let forwarded = request.metadata().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            let peer = self.preview_limiter.peer(request.remote_addr(), forwarded);
-            if !self.preview_limiter.check(peer) {
-                return Err(InvitationError::RateLimited.into());
+            let peer = self.peer_rule.of(&request);
+            if let Err(limited) = self.preview_limiter.check(peer) {
+                return Err(InvitationError::RateLimited(limited).into());
             }
         }
         let token = InvitationToken::parse(&request.into_inner().token).map_err(InvitationError::from)?;

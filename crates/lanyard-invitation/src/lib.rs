@@ -45,13 +45,14 @@
 //!   their seats at deletion; an acceptance in between is refused `INVITATION_REVOKED`).
 //! - Email: at-least-once through the outbox, retried with backoff, marked failed after
 //!   [`mailer::DEFAULT_MAX_ATTEMPTS`] attempts or a permanent SMTP rejection (see [`mailer`]).
-//! - `PreviewInvitation` is limited per peer address ([`RateLimit`]); behind a proxy that sets
-//!   `x-forwarded-for`, set `trust_forwarded_for`.
+//! - `PreviewInvitation` is limited per peer address ([`RateLimit`], governor's keyed limiter,
+//!   `RESOURCE_EXHAUSTED` / `RATE_LIMITED` with a `RetryInfo`); behind a proxy that sets
+//!   `x-forwarded-for`, set [`PeerRule::trust_forwarded_for`]. Service callers (the token service
+//!   previewing for a sign-in, which it limits itself) are not limited.
 
 pub mod domain;
 pub mod error;
 pub mod grpc;
-pub mod limiter;
 pub mod mailer;
 pub mod service;
 pub mod store;
@@ -64,6 +65,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::limit::PeerLimiter;
 pub use lanyard_core::workers::Workers;
 use lanyard_core::Authenticator;
 use lanyard_proto::invitation::v1::invitation_service_server::InvitationServiceServer;
@@ -72,12 +74,15 @@ use tokio::sync::{watch, Notify};
 pub use domain::{Clock, OffsetClock, SystemClock};
 pub use error::InvitationError;
 pub use grpc::InvitationGrpc;
-pub use limiter::RateLimit;
+pub use lanyard_core::limit::{PeerRule, RateLimit};
 pub use mailer::{MailTransport, Mailer, MailerConfig};
 pub use service::{Invitations, Policy};
 pub use store::InvitationStore;
 pub use sweeper::Sweeper;
 pub use tenancy_client::TenancyClient;
+
+/// Previews per peer: enough for a person opening a few links, far too few to guess one.
+pub const DEFAULT_PREVIEW_RATE_LIMIT: RateLimit = RateLimit::new(20, 20);
 
 /// Everything the invitation service needs from settings.
 #[derive(Clone)]
@@ -101,8 +106,10 @@ pub struct InvitationConfig {
     pub mailer: MailerConfig,
     /// How often the sweeper runs (1 minute).
     pub sweep_interval: Duration,
-    /// Previews allowed per peer address.
+    /// Previews allowed per peer address (20 at once, then 20 a minute).
     pub preview_rate_limit: RateLimit,
+    /// How the peer of a call is found (the TCP peer by default).
+    pub peer_rule: PeerRule,
     /// Where expiry decisions read the time (the system clock; tests move an [`OffsetClock`]).
     pub clock: Arc<dyn Clock>,
 }
@@ -118,6 +125,7 @@ impl std::fmt::Debug for InvitationConfig {
             .field("mailer", &self.mailer)
             .field("sweep_interval", &self.sweep_interval)
             .field("preview_rate_limit", &self.preview_rate_limit)
+            .field("peer_rule", &self.peer_rule)
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +148,8 @@ impl InvitationConfig {
             secrets,
             mailer,
             sweep_interval: Duration::from_secs(60),
-            preview_rate_limit: RateLimit::default(),
+            preview_rate_limit: DEFAULT_PREVIEW_RATE_LIMIT,
+            peer_rule: PeerRule::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -168,6 +177,8 @@ pub struct InvitationParts {
     pub mailer: Mailer,
     /// The expiry sweeper.
     pub sweeper: Sweeper,
+    /// The per-peer limit of previews (its state is pruned by the workers).
+    pub preview_limiter: PeerLimiter,
 }
 
 impl std::fmt::Debug for InvitationParts {
@@ -192,9 +203,11 @@ pub async fn build(
         Invitations::new(store.clone(), tenancy, config.secrets.clone(), policy, config.clock.clone(), wake.clone());
     let mailer = Mailer::new(store.clone(), config.secrets.clone(), config.mailer.clone(), wake, config.clock.clone())?;
     let sweeper = Sweeper::new(invitations.clone(), config.sweep_interval);
-    let limiter = Arc::new(limiter::RateLimiter::new(config.preview_rate_limit));
-    let server = InvitationGrpc::new(invitations.clone(), auth, limiter, config.secrets.clone()).into_server();
-    Ok(InvitationParts { server, invitations, store, mailer, sweeper })
+    let limiter = PeerLimiter::new("preview_invitation", config.preview_rate_limit);
+    let server =
+        InvitationGrpc::new(invitations.clone(), auth, limiter.clone(), config.peer_rule, config.secrets.clone())
+            .into_server();
+    Ok(InvitationParts { server, invitations, store, mailer, sweeper, preview_limiter: limiter })
 }
 
 impl InvitationParts {
@@ -203,7 +216,8 @@ impl InvitationParts {
         let (stop, stopped) = watch::channel(false);
         let handles = vec![
             tokio::spawn(self.mailer.clone().run(stopped.clone())),
-            tokio::spawn(self.sweeper.clone().run(stopped)),
+            tokio::spawn(self.sweeper.clone().run(stopped.clone())),
+            tokio::spawn(self.preview_limiter.clone().run_housekeeping(stopped)),
         ];
         Workers::new("invitation", stop, handles)
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lanyard_core::crypto::SecretBox;
+use lanyard_core::values::sanitize_display_name;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -88,13 +89,19 @@ pub struct EmailContent {
 }
 
 /// Renders the invitation email: the organization, who invited them, the link, the expiry.
+///
+/// Names are made displayable again here (hidden and layout characters removed, whatever older
+/// versions stored), and the Subject names only the organization, in quotes: the inviter's name
+/// comes from an identity provider's `name` claim, which the inviter chooses, and a Subject is
+/// what a mail client shows before anything else.
 pub fn render(invitation: &Invitation, link: &str) -> EmailContent {
-    let org = &invitation.organization_display_name;
-    let inviter = &invitation.inviter_display_name;
+    let org = &sanitize_display_name(&invitation.organization_display_name);
+    let inviter = &sanitize_display_name(&invitation.inviter_display_name);
+    let inviter = if inviter.is_empty() { "Someone" } else { inviter.as_str() };
     // "2026-11-23T03:14:15.123456Z" -> "2026-11-23 03:14:15 UTC"
     let rfc3339 = invitation.expires_at.to_rfc3339();
     let expires = format!("{} UTC", rfc3339.get(..19).unwrap_or(&rfc3339).replace('T', " "));
-    let subject = format!("{inviter} invited you to join {org}");
+    let subject = format!("Invitation to join \"{org}\"");
     let text = format!(
         "Hello,\n\n{inviter} invited you ({email}) to join {org}.\n\nAccept the invitation by signing in with your \
          company account here:\n\n{link}\n\nThe link works once and expires at {expires}. If you did not expect this \
@@ -363,8 +370,20 @@ mod tests {
     use lanyard_core::{Email, OrganizationId, ReservationId, Timestamp};
 
     #[test]
-    fn renders_both_parts_and_escapes_html() {
-        let inv = Invitation {
+    fn untrusted_names_stay_out_of_the_subject_and_lose_hidden_characters() {
+        let mut inv = invitation();
+        inv.inviter_display_name = "Mallory\u{2028}Subject: URGENT\u{202E}".into();
+        inv.organization_display_name = "Acme\u{2029}Bank\u{200B}".into();
+        let c = render(&inv, "https://app.example.com/invite?token=abc");
+        assert_eq!(c.subject, "Invitation to join \"Acme Bank\"");
+        assert!(c.text.starts_with("Hello,\n\nMallory Subject: URGENT invited you"), "{}", c.text);
+        for part in [&c.subject, &c.text, &c.html] {
+            assert!(!part.contains(['\u{2028}', '\u{2029}', '\u{202E}', '\u{200B}']), "{part:?}");
+        }
+    }
+
+    fn invitation() -> Invitation {
+        Invitation {
             id: InvitationId::new(),
             organization_id: OrganizationId::new(),
             email: Email::parse("it@acme.com").unwrap(),
@@ -382,12 +401,18 @@ mod tests {
             revoked_at: None,
             delivery: Delivery::Queued,
             delivery_error: None,
-        };
+        }
+    }
+
+    #[test]
+    fn renders_both_parts_and_escapes_html() {
+        let inv = invitation();
         let c = render(&inv, "https://app.example.com/invite?token=abc");
         assert!(
             c.text.contains("Acme & Co") && c.text.contains("token=abc") && c.text.contains("1970-01-02 00:00:00 UTC")
         );
         assert!(c.html.contains("Acme &amp; Co") && c.html.contains("Ops &lt;team&gt;"));
+        assert_eq!(c.subject, "Invitation to join \"Acme & Co\"");
         let from: Mailbox = "Lanyard <no-reply@lanyard.example>".parse().unwrap();
         let msg = String::from_utf8(build_message(&from, "m1", &c).unwrap().formatted()).unwrap();
         assert!(

@@ -111,7 +111,8 @@ async fn story(backend: Backend, transport: Transport) {
         .iter()
         .find(|m| m.to == vec!["<ann@acme.com>".to_owned()])
         .unwrap_or_else(|| panic!("no mail to ann: {mail:?}"));
-    assert!(ann_mail.data.contains("it invited you to join acme Inc."), "the inviter is named");
+    assert!(ann_mail.data.contains("Subject: Invitation to join \"acme Inc.\""), "the organization is named");
+    assert!(ann_mail.data.contains("it invited you"), "the inviter is named in the body");
 
     // A fourth invitation is refused: the org is full.
     let err = app.invite(with_key(create_req(&org_id, "cat@acme.com", &[], true), &admin_token)).await.unwrap_err();
@@ -797,10 +798,7 @@ async fn preview_is_rate_limited(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn_with(
         &db,
-        Options {
-            preview_limit: lanyard_invitation::RateLimit { burst: 3, per_second: 0.0, trust_forwarded_for: false },
-            ..Options::default()
-        },
+        Options { preview_limit: lanyard_invitation::RateLimit::new(3, 1), ..Options::default() },
     )
     .await;
     let org = app.create_org("acme", 10, &["acme.com"]).await.organization_id;
@@ -810,6 +808,9 @@ async fn preview_is_rate_limited(backend: Backend) {
     }
     let err = app.preview(&token_of(&link)).await.unwrap_err();
     assert_status(&err, Code::ResourceExhausted, "RATE_LIMITED");
+    use tonic_types::StatusExt;
+    let retry = err.get_details_retry_info().and_then(|r| r.retry_delay).expect("a retry-after hint");
+    assert!(retry >= std::time::Duration::from_secs(1) && retry <= std::time::Duration::from_secs(60), "{retry:?}");
 }
 
 async fn emails_as_files(backend: Backend) {

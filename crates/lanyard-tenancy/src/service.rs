@@ -860,6 +860,11 @@ fn check_identity_fields(issuer: &str, subject: &str, display_name: &str) -> Res
             lanyard_core::ValueError::TooLong("display_name", lanyard_core::values::MAX_DISPLAY_NAME_LEN).into()
         );
     }
+    // The token service makes an identity provider's name displayable before it gets here; a
+    // name that still hides characters did not come through it.
+    if display_name.chars().any(lanyard_core::values::is_hidden_or_layout) {
+        return Err(lanyard_core::ValueError::Malformed("display_name").into());
+    }
     Ok(())
 }
 

@@ -227,6 +227,8 @@ impl TestApp {
             dns_timeout: Duration::from_secs(2),
             ..UpstreamConfig::default()
         };
+        // Tests sign many people in from one address; the rate-limit tests turn limits on.
+        config.rate_limits = lanyard_token::RateLimits::off();
         tune(&mut config);
         let access = config.access_tokens();
         let keys = ApiKeys::new([OPERATOR_KEY], [SERVICE_KEY]).expect("keys");

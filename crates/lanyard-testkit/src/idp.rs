@@ -180,6 +180,8 @@ impl FakeIdp {
             "exp": t + 3600,
             "email": email,
             "name": format!("User {subject}"),
+            // Real providers give every token its own id: two tokens of one second differ.
+            "jti": uuid::Uuid::new_v4().to_string(),
         });
         match self.kind {
             Kind::Google => {

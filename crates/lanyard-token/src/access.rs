@@ -104,6 +104,13 @@ impl AccessTokens {
         header.typ = Some(ACCESS_TOKEN_TYP.into());
         header.kid = Some(key.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, key.encoding()).map_err(|e| e.to_string())?;
+        // ECDSA signers pick either of the two valid `s`; verifiers accept only the low one.
+        let token = match key.algorithm {
+            crate::keys::SigningAlgorithm::Es256 => {
+                lanyard_authz::jose::es256_low_s(&token).ok_or("an ES256 signature that does not parse")?
+            }
+            _ => token,
+        };
         Ok((token, Timestamp(i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1_000_000))))
     }
 

@@ -21,6 +21,16 @@ pub enum TokenError {
     /// The upstream ID token failed verification; the detail goes to the log only.
     #[error("the ID token is not valid for this organization")]
     IdTokenInvalid(String),
+    /// The ID token was already exchanged for a session.
+    #[error("the ID token was already used; sign in again")]
+    IdTokenReplayed,
+    /// An invitation grant failed on the invitation token or on the ID token; which one goes to
+    /// the log only, so the answer says nothing about whether the invitation exists.
+    #[error("the invitation token or the ID token is not valid")]
+    InvitationGrantInvalid(String),
+    /// Too many calls from this peer.
+    #[error("too many {what} from this address")]
+    RateLimited { what: &'static str, limited: lanyard_core::limit::Limited },
     /// The identity provider could not be reached (discovery or JWKS).
     #[error("the identity provider is unavailable: {0}")]
     IdpUnavailable(String),
@@ -104,6 +114,26 @@ impl TokenError {
         }
     }
 
+    /// An invitation grant's failure as its caller sees it. Whether the invitation exists, has
+    /// expired, was revoked or accepted, whether its organization is active, and whether the ID token
+    /// fits that organization's connections, all answer `INVITATION_GRANT_INVALID`: otherwise the
+    /// answer to a guessed token would tell a real invitation from none. The detail goes to the log.
+    /// What needs a valid invitation *and* an ID token its organization's provider vouches for
+    /// (`EMAIL_MISMATCH`, seats) is answered as it is.
+    pub(crate) fn hide_invitation(self) -> Self {
+        match self {
+            // A malformed token is told as such: its form is no secret.
+            TokenError::Upstream(s) if s.code() != Code::InvalidArgument => {
+                TokenError::InvitationGrantInvalid(format!("{:?}: {}", s.code(), s.message()))
+            }
+            TokenError::IdTokenInvalid(why) => TokenError::InvitationGrantInvalid(format!("ID token: {why}")),
+            e @ (TokenError::NoConnection | TokenError::OrganizationInactive | TokenError::OrganizationNotFound) => {
+                TokenError::InvitationGrantInvalid(e.to_string())
+            }
+            other => other,
+        }
+    }
+
     /// The API form of everything but a passed-through status.
     pub fn to_problem(&self) -> Problem {
         use TokenError::*;
@@ -114,6 +144,9 @@ impl TokenError {
             Unauthenticated(e) => Problem::from(*e),
             Denied(e) => Problem::from(*e),
             IdTokenInvalid(_) => Problem::new(Code::Unauthenticated, "ID_TOKEN_INVALID", msg),
+            IdTokenReplayed => Problem::new(Code::Unauthenticated, "ID_TOKEN_REPLAYED", msg),
+            InvitationGrantInvalid(_) => Problem::new(Code::Unauthenticated, "INVITATION_GRANT_INVALID", msg),
+            RateLimited { what, limited } => Problem::rate_limited(what, *limited),
             IdpUnavailable(_) => Problem::new(
                 Code::Unavailable,
                 "IDP_UNAVAILABLE",
@@ -172,6 +205,8 @@ impl From<TokenError> for tonic::Status {
         }
         match &e {
             TokenError::IdTokenInvalid(detail) => tracing::info!(detail, "ID token refused"),
+            TokenError::InvitationGrantInvalid(detail) => tracing::info!(detail, "invitation grant refused"),
+            TokenError::IdTokenReplayed => tracing::warn!("an ID token was exchanged a second time"),
             TokenError::IdpUnavailable(detail) => tracing::warn!(detail, "identity provider unavailable"),
             _ => {}
         }

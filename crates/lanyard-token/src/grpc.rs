@@ -6,6 +6,7 @@ use std::future::Future;
 
 use lanyard_core::crypto::{sha256_hex, SecretBox};
 use lanyard_core::idempotency::{Replays, RequestId};
+use lanyard_core::limit::{Peer, PeerLimiter, PeerRule};
 use lanyard_core::page::Page;
 use lanyard_core::{Authenticator, Caller, OrganizationId, Permission, Timestamp, UserId, ValueError};
 use lanyard_proto::authz::v1 as apb;
@@ -22,19 +23,39 @@ use crate::service::{ClientInfo, Issued, Tokens};
 use crate::store::Session;
 use lanyard_authz::authorizer::principal_to_pb;
 
+/// The per-peer limits of the unauthenticated RPCs (clones share their state).
+#[derive(Clone, Debug)]
+pub struct Limiters {
+    /// `ExchangeToken` and `RefreshSession`.
+    pub exchange: PeerLimiter,
+    /// `ExchangeToken` with an invitation grant, on top of `exchange`.
+    pub invitation_grant: PeerLimiter,
+    /// How the peer of a call is found.
+    pub peer_rule: PeerRule,
+}
+
+impl Limiters {
+    /// Takes one call of `peer` from `limiter`, before anything else happens.
+    fn take(limiter: &PeerLimiter, peer: Peer, what: &'static str) -> Result<(), TokenError> {
+        limiter.check(peer).map_err(|limited| TokenError::RateLimited { what, limited })
+    }
+}
+
 /// TokenService and AuthorizationService over gRPC.
 #[derive(Clone)]
 pub struct TokenGrpc {
     tokens: Tokens,
     auth: Authenticator,
     replays: Replays,
+    limiters: Limiters,
 }
 
 impl TokenGrpc {
-    /// Serves `tokens`, authenticating callers with `auth`; `secrets` seals replayable replies.
-    pub fn new(tokens: Tokens, auth: Authenticator, secrets: SecretBox) -> Self {
+    /// Serves `tokens`, authenticating callers with `auth`; `secrets` seals replayable replies;
+    /// `limiters` limit the unauthenticated RPCs per peer.
+    pub fn new(tokens: Tokens, auth: Authenticator, secrets: SecretBox, limiters: Limiters) -> Self {
         let replays = Replays::new(tokens.store().database().clone()).sealed(secrets);
-        Self { tokens, auth, replays }
+        Self { tokens, auth, replays, limiters }
     }
 
     /// The TokenService tonic server.
@@ -186,8 +207,13 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<pb::ExchangeTokenRequest>,
     ) -> Result<Response<pb::ExchangeTokenResponse>, Status> {
-        let req = request.into_inner();
         use pb::exchange_token_request::Grant;
+        let peer = self.limiters.peer_rule.of(&request);
+        Limiters::take(&self.limiters.exchange, peer, "token exchanges")?;
+        if matches!(request.get_ref().grant, Some(Grant::InvitationGrant(_))) {
+            Limiters::take(&self.limiters.invitation_grant, peer, "invitation grants")?;
+        }
+        let req = request.into_inner();
         let credential = match &req.grant {
             None => String::new(),
             Some(Grant::IdTokenGrant(g)) => format!("id_token|{}|{}", g.organization_id, g.id_token),
@@ -244,6 +270,8 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<pb::RefreshSessionRequest>,
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
+        let peer = self.limiters.peer_rule.of(&request);
+        Limiters::take(&self.limiters.exchange, peer, "token exchanges")?;
         let req = request.into_inner();
         let credential = format!("{}|{}", req.organization_id.as_deref().unwrap_or_default(), req.refresh_token);
         let request = req.encode_to_vec();

@@ -34,7 +34,20 @@
 //! # Behaviour worth knowing
 //!
 //! - `ExchangeToken` and `GetJwks` need no credential; `RefreshSession` is authenticated by its
-//!   refresh token; `RevokeSession` and `ListSessions` need the session's user, an operator, or a
+//!   refresh token. `ExchangeToken` and `RefreshSession` are limited per peer ([`RateLimits`],
+//!   `RESOURCE_EXHAUSTED` / `RATE_LIMITED` with a `RetryInfo`), invitation grants more tightly;
+//!   behind a proxy that sets `x-forwarded-for`, set [`PeerRule::trust_forwarded_for`].
+//! - An invitation grant that fails on the invitation (unknown, expired, revoked, accepted) or on
+//!   the ID token (not vouched for by the invitation's organization) answers `UNAUTHENTICATED` /
+//!   `INVITATION_GRANT_INVALID` either way, so guesses learn nothing.
+//! - An ID token is exchanged once: a second exchange (or a copy with a re-encoded signature) is
+//!   `UNAUTHENTICATED` / `ID_TOKEN_REPLAYED` and writes nothing. The token service's database
+//!   remembers the hash of each exchanged token's signed part until the token could no longer be
+//!   accepted (`exp`, or `iat` plus [`UpstreamConfig::max_token_age`], plus the leeway); the
+//!   session's transaction inserts it, so of concurrent exchanges exactly one succeeds. ID tokens
+//!   issued more than `max_token_age` (10 minutes) ago are refused. A `nonce` is required when
+//!   the token carries one and must match when the request sends one.
+//! - `RevokeSession` and `ListSessions` need the session's user, an operator, or a
 //!   member with `members:write` / `members:read` in the session's active organization;
 //!   `RotateSigningKey` an operator.
 //! - An ID-token sign-in without `organization_id` goes to the organization of the identity's
@@ -76,6 +89,8 @@ pub use lanyard_authz::Facts;
 use lanyard_core::caller::AccessTokenVerifier;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::limit::PeerLimiter;
+pub use lanyard_core::limit::{PeerRule, RateLimit};
 pub use lanyard_core::workers::Workers;
 use lanyard_core::Authenticator;
 use lanyard_proto::authz::v1::authorization_service_server::AuthorizationServiceServer;
@@ -85,7 +100,7 @@ use tokio::sync::watch;
 pub use access::{AccessPrincipal, AccessTokens};
 pub use clients::{InvitationClient, TenancyClient};
 pub use error::TokenError;
-pub use grpc::TokenGrpc;
+pub use grpc::{Limiters, TokenGrpc};
 pub use keys::{KeyRing, SigningAlgorithm};
 pub use lanyard_authz::jose;
 pub use service::{Lifetimes, Tokens};
@@ -119,6 +134,34 @@ pub struct TokenConfig {
     /// The revocation facts, shared with tenancy in the same process (the in-process cache by
     /// default; Redis in production, with [`Facts::subscribe`] running).
     pub facts: Facts,
+    /// Per-peer limits of the unauthenticated RPCs.
+    pub rate_limits: RateLimits,
+    /// How the peer of a call is found (the TCP peer by default).
+    pub peer_rule: PeerRule,
+}
+
+/// Per-peer limits of the unauthenticated RPCs, each answered `RESOURCE_EXHAUSTED` with reason
+/// `RATE_LIMITED` and a `RetryInfo` when exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `ExchangeToken` (every grant) and `RefreshSession` together (60 at once, then 60 a minute).
+    pub exchange: RateLimit,
+    /// `ExchangeToken` with an invitation grant, on top of `exchange` (20 at once, then 20 a
+    /// minute): the grant that takes a guessable-looking secret.
+    pub invitation_grant: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self { exchange: RateLimit::new(60, 60), invitation_grant: RateLimit::new(20, 20) }
+    }
+}
+
+impl RateLimits {
+    /// No limits (tests that sign many people in from one address).
+    pub fn off() -> Self {
+        Self { exchange: RateLimit::off(), invitation_grant: RateLimit::off() }
+    }
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -133,6 +176,8 @@ impl std::fmt::Debug for TokenConfig {
             .field("key_reload_interval", &self.key_reload_interval)
             .field("jwks_max_age", &self.jwks_max_age)
             .field("upstream", &self.upstream)
+            .field("rate_limits", &self.rate_limits)
+            .field("peer_rule", &self.peer_rule)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +197,8 @@ impl TokenConfig {
             jwks_max_age: Duration::from_secs(300),
             upstream: UpstreamConfig::default(),
             facts: Facts::new(lanyard_core::cache::Cache::local("lanyard")),
+            rate_limits: RateLimits::default(),
+            peer_rule: PeerRule::default(),
         }
     }
 
@@ -182,6 +229,8 @@ pub struct TokenParts {
     pub store: TokenStore,
     /// The key lifecycle.
     pub keys: KeyManager,
+    /// The per-peer limits (their state is pruned by the workers).
+    pub limiters: Limiters,
     reload_interval: Duration,
     rotation_interval: Duration,
 }
@@ -233,7 +282,12 @@ pub async fn build(
         config.facts.clone(),
     );
     let auth = auth.with_access_tokens(Arc::new(access.clone()));
-    let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone());
+    let limiters = Limiters {
+        exchange: PeerLimiter::new("exchange", config.rate_limits.exchange),
+        invitation_grant: PeerLimiter::new("invitation_grant", config.rate_limits.invitation_grant),
+        peer_rule: config.peer_rule,
+    };
+    let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone(), limiters.clone());
     Ok(TokenParts {
         server: grpc.clone().into_server(),
         authz_server: grpc.into_authz_server(),
@@ -244,15 +298,21 @@ pub async fn build(
         tokens,
         store,
         keys,
+        limiters,
         reload_interval: config.key_reload_interval,
         rotation_interval: config.rotation_interval,
     })
 }
 
 impl TokenParts {
-    /// Starts the key worker: reloads keys (other replicas rotate too) and rotates when due.
+    /// Starts the key worker (reloads keys, as other replicas rotate too, rotates when due, and
+    /// prunes what has expired) and the rate limiters' housekeeping.
     pub fn spawn_workers(&self) -> Workers {
         let (stop, mut stopped) = watch::channel(false);
+        let mut handles = vec![
+            tokio::spawn(self.limiters.exchange.clone().run_housekeeping(stopped.clone())),
+            tokio::spawn(self.limiters.invitation_grant.clone().run_housekeeping(stopped.clone())),
+        ];
         let keys = self.keys.clone();
         let (every, rotation) = (self.reload_interval, self.rotation_interval);
         let handle = tokio::spawn(async move {
@@ -266,6 +326,7 @@ impl TokenParts {
                 }
             }
         });
-        Workers::new("token", stop, vec![handle])
+        handles.push(handle);
+        Workers::new("token", stop, handles)
     }
 }

@@ -17,7 +17,7 @@ use crate::error::TokenError;
 use crate::facts::{session_fact, TokenFacts};
 use crate::keys::{LoadedKey, PublicJwk, SigningAlgorithm};
 use crate::signing::KeyManager;
-use crate::store::{NewSession, Session, TokenStore};
+use crate::store::{NewSession, Session, TokenStore, UsedIdToken};
 use crate::upstream::{peek_issuer, Connection, Identity, UpstreamError, UpstreamVerifier};
 
 type Result<T, E = TokenError> = std::result::Result<T, E>;
@@ -164,11 +164,21 @@ impl Tokens {
         };
         self.tenancy.active_organization(org).await?;
         let identity = self.verify_for(id_token, org, nonce).await?;
+        self.refuse_replay(&identity).await?;
         // Tenancy applies the identity rules and the membership check in one transaction, and
         // links a new identity only when both hold: a refused sign-in writes nothing.
         let user = self.tenancy.resolve_identity(&identity, org, false).await?;
         let membership = self.tenancy.membership(org, user).await?;
         self.start_session(user, &identity, membership, client).await
+    }
+
+    /// Refuses an ID token that was already exchanged, before anything is written. (Two exchanges
+    /// at once both pass here; the session's transaction lets one through.)
+    async fn refuse_replay(&self, identity: &Identity) -> Result<()> {
+        if self.store.id_token_used(&identity.token_hash).await? {
+            return Err(TokenError::IdTokenReplayed);
+        }
+        Ok(())
     }
 
     /// For a first sign-in without an organization: verify the token against every enabled
@@ -245,11 +255,20 @@ impl Tokens {
         if invitation_token.is_empty() {
             return Err(lanyard_core::ValueError::Missing("invitation_token").into());
         }
+        // Checked before the invitation is looked up, so the answer cannot depend on it.
+        if id_token.is_empty() {
+            return Err(lanyard_core::ValueError::Missing("id_token").into());
+        }
         let invitations = self.invitations.as_ref().ok_or(TokenError::InvitationsUnavailable)?;
-        let preview = invitations.preview(invitation_token).await?;
-        let org = self.tenancy.active_organization_by_slug(&preview.organization_slug).await?;
+        let preview = invitations.preview(invitation_token).await.map_err(TokenError::hide_invitation)?;
+        let org = self
+            .tenancy
+            .active_organization_by_slug(&preview.organization_slug)
+            .await
+            .map_err(TokenError::hide_invitation)?;
         let org_id = OrganizationId::parse(&org.organization_id).map_err(|e| TokenError::Internal(e.to_string()))?;
-        let identity = self.verify_for(id_token, org_id, nonce).await?;
+        let identity = self.verify_for(id_token, org_id, nonce).await.map_err(TokenError::hide_invitation)?;
+        self.refuse_replay(&identity).await?;
         // The invitation service checks the invited email against the identity's verified one,
         // and tenancy finds or creates the user and links the identity in the same transaction as
         // the seat claim, so a refused acceptance writes nothing.
@@ -283,6 +302,7 @@ impl Tokens {
             expires_at: session_expires,
             user_agent: bounded(client.user_agent),
             ip_address: bounded(client.ip_address),
+            id_token: UsedIdToken { hash: identity.token_hash.clone(), until: identity.replay_until },
         };
         let session =
             self.store.create_session(&new, &sha256_hex(refresh_token.as_bytes()), refresh_expires, now).await?;

@@ -138,7 +138,8 @@ impl KeyManager {
     }
 
     /// Rotates when the active key has signed for `interval` or longer; reloads either way; prunes
-    /// keys that left the JWKS a day ago and replies past their replay window.
+    /// keys that left the JWKS a day ago, replies past their replay window, and used ID tokens
+    /// that could no longer be accepted anyway.
     pub async fn rotate_if_due(&self, interval: Duration) -> Result<bool> {
         let now = Timestamp::now();
         let next_published = self.store.oldest_next().await?.is_some_and(|t| t.plus(self.min_publish) <= now);
@@ -152,6 +153,7 @@ impl KeyManager {
             self.reload().await?;
         }
         self.store.prune_keys(Timestamp(now.0 - i64::try_from(PRUNE_AFTER.as_micros()).unwrap_or(0))).await?;
+        self.store.prune_used_id_tokens(now).await?;
         Ok(due)
     }
 }

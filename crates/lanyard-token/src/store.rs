@@ -1,5 +1,5 @@
 //! The token service's tables on both backends: signing keys (private keys sealed), sessions,
-//! refresh tokens (hashes only) and the event log. It never sees protobuf or gRPC.
+//! refresh tokens (hashes only), the ID tokens already exchanged (hashes only) and the event log. It never sees protobuf or gRPC.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +50,17 @@ pub struct NewSession {
     pub expires_at: Timestamp,
     pub user_agent: Option<String>,
     pub ip_address: Option<String>,
+    /// The ID token it was exchanged for, remembered as used in the same transaction.
+    pub id_token: UsedIdToken,
+}
+
+/// An ID token exchanged for a session.
+#[derive(Clone, Debug)]
+pub struct UsedIdToken {
+    /// SHA-256 (hex) of its signed part.
+    pub hash: String,
+    /// Until when it must be remembered.
+    pub until: Timestamp,
 }
 
 /// What a stored refresh token says.
@@ -312,6 +323,21 @@ impl TokenStore {
     ) -> Result<Session> {
         let id = Uuid::now_v7();
         let mut tx = self.begin().await?;
+        // First, so that a replayed ID token writes nothing: the primary key decides between two
+        // exchanges of one token, whichever backend and however close together.
+        let used = sqlx::query("INSERT INTO used_id_tokens (token_hash, issuer, expires_at) VALUES ($1, $2, $3)")
+            .bind(&new.id_token.hash)
+            .bind(&new.issuer)
+            .bind(new.id_token.until.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err());
+        match used {
+            Err(e) if e.db_kind() == Some(lanyard_core::db::DbErrorKind::UniqueViolation) => {
+                return Err(TokenError::IdTokenReplayed);
+            }
+            other => other?,
+        };
         sqlx::query(
             "INSERT INTO sessions
                (id, user_id, active_org_id, issuer, subject, created_at, expires_at, user_agent, ip_address, connection_id)
@@ -507,6 +533,27 @@ impl TokenStore {
             Ok(true)
         })
         .await
+    }
+
+    /// Whether the ID token `hash` was already exchanged (a read before anything is written; the
+    /// session's transaction decides races).
+    pub async fn id_token_used(&self, hash: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM used_id_tokens WHERE token_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(self.err())?;
+        Ok(row.is_some())
+    }
+
+    /// Forgets used ID tokens that could no longer be accepted anyway.
+    pub async fn prune_used_id_tokens(&self, now: Timestamp) -> Result<u64> {
+        sqlx::query("DELETE FROM used_id_tokens WHERE expires_at < $1")
+            .bind(now.0)
+            .execute(&self.db.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(self.err())
     }
 
     // ----- events --------------------------------------------------------------------------

@@ -4,7 +4,17 @@
 //! refetched on an unknown `kid` at most once per `min_refetch_interval` per issuer.
 //!
 //! Leeway: `exp`, `nbf` and `iat` tolerate [`UpstreamConfig::leeway`] (60 s by default) of clock
-//! skew between Lanyard and the identity provider.
+//! skew between Lanyard and the identity provider. A token issued more than
+//! [`UpstreamConfig::max_token_age`] ago (10 minutes by default) is refused whatever its `exp`: an
+//! ID token is exchanged right after the sign-in that produced it.
+//!
+//! Nonce: when the flow sent one (the request's `nonce`), the token must carry it; when the token
+//! carries one, the flow set one, and the request must send it too. A token without a nonce is
+//! accepted only from a request without one.
+//!
+//! Replay: [`Identity::token_hash`] names the token by its signed part (header and payload), so a
+//! re-encoded signature (ECDSA's `s` and `n - s` both verify) is still the same token; the token
+//! service remembers it until [`Identity::replay_until`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +40,8 @@ pub struct UpstreamConfig {
     pub allow_http_loopback: bool,
     /// Clock skew tolerated on `exp`, `nbf` and `iat` (60 s).
     pub leeway: Duration,
+    /// The oldest `iat` accepted, before the leeway (10 minutes).
+    pub max_token_age: Duration,
     /// How long fetched keys are used before they are fetched again (1 hour).
     pub jwks_ttl: Duration,
     /// The least time between two fetches for one issuer, however many unknown `kid`s arrive (60 s).
@@ -54,6 +66,7 @@ impl Default for UpstreamConfig {
         Self {
             allow_http_loopback: false,
             leeway: Duration::from_secs(60),
+            max_token_age: Duration::from_secs(600),
             jwks_ttl: Duration::from_secs(3600),
             min_refetch_interval: Duration::from_secs(60),
             algorithms: vec![
@@ -97,6 +110,11 @@ pub struct Identity {
     pub connection_id: ConnectionId,
     /// The kind of the connection that vouched for it.
     pub kind: SsoKind,
+    /// SHA-256 (hex) of the token's signed part: the same for every encoding of its signature.
+    pub token_hash: String,
+    /// Until when the token could still be accepted (its `exp`, or `iat` plus the maximum age,
+    /// whichever comes first, plus the leeway): how long it must be remembered as used.
+    pub replay_until: Timestamp,
 }
 
 /// Why an ID token was refused, or could not be checked.
@@ -140,6 +158,7 @@ struct IdClaims {
     sub: Option<String>,
     aud: Value,
     azp: Option<String>,
+    exp: i64,
     iat: Option<i64>,
     nonce: Option<String>,
     email: Option<String>,
@@ -317,7 +336,9 @@ impl UpstreamVerifier {
         let claims = jsonwebtoken::decode::<IdClaims>(token, &key, &validation)
             .map_err(|e| invalid(format!("ID token: {e}")))?
             .claims;
-        self.check_claims(claims, connection, nonce, now)
+        let signed_part = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+        let token_hash = lanyard_core::crypto::sha256_hex(signed_part.as_bytes());
+        self.check_claims(claims, connection, nonce, now, token_hash)
     }
 
     fn check_claims(
@@ -326,6 +347,7 @@ impl UpstreamVerifier {
         conn: &Connection,
         nonce: Option<&str>,
         now: Timestamp,
+        token_hash: String,
     ) -> Result<Identity, UpstreamError> {
         let audiences: Vec<&str> = match &c.aud {
             Value::String(s) => vec![s.as_str()],
@@ -340,14 +362,22 @@ impl UpstreamVerifier {
         }
         let iat = c.iat.ok_or_else(|| invalid("iat is missing"))?;
         let now_s = now.0 / 1_000_000;
-        if iat > now_s + i64::try_from(self.config.leeway.as_secs()).unwrap_or(0) {
+        let leeway = i64::try_from(self.config.leeway.as_secs()).unwrap_or(0);
+        let max_age = i64::try_from(self.config.max_token_age.as_secs()).unwrap_or(i64::MAX);
+        if iat > now_s.saturating_add(leeway) {
             return Err(invalid("iat is in the future"));
         }
-        if let Some(expected) = nonce {
-            if c.nonce.as_deref() != Some(expected) {
-                return Err(invalid("nonce does not match"));
-            }
+        if iat < now_s.saturating_sub(max_age).saturating_sub(leeway) {
+            return Err(invalid("iat is older than the maximum token age"));
         }
+        match (nonce, c.nonce.as_deref()) {
+            (Some(expected), Some(got)) if expected == got => {}
+            (None, None) => {}
+            (Some(_), _) => return Err(invalid("nonce does not match")),
+            // The flow that produced the token set a nonce: a request without it could be anyone's.
+            (None, Some(_)) => return Err(invalid("the token carries a nonce and the request sent none")),
+        }
+        let replay_until = c.exp.min(iat.saturating_add(max_age)).saturating_add(leeway);
         let sub = c.sub.clone().filter(|s| !s.is_empty()).ok_or_else(|| invalid("sub is missing"))?;
         let mut email_verified = truthy(&c.email_verified);
         let subject = match conn.kind {
@@ -378,15 +408,20 @@ impl UpstreamVerifier {
             SsoKind::Okta | SsoKind::Oidc => sub,
         };
         let email = c.email.as_deref().and_then(|e| Email::parse(e).ok());
-        let display_name: String = c.name.unwrap_or_default().chars().filter(|c| !c.is_control()).take(200).collect();
+        // The name is the user's own choice at the provider: it is made displayable here (hidden
+        // and layout characters such as U+202E and U+2028 removed), not refused, so a sign-in
+        // never fails over it.
+        let display_name = lanyard_core::values::sanitize_display_name(c.name.as_deref().unwrap_or_default());
         Ok(Identity {
             issuer: conn.issuer.clone(),
             subject,
             email_verified: email_verified && email.is_some(),
             email,
-            display_name: display_name.trim().to_owned(),
+            display_name,
             connection_id: conn.id,
             kind: conn.kind,
+            token_hash,
+            replay_until: Timestamp(replay_until.saturating_mul(1_000_000)),
         })
     }
 }

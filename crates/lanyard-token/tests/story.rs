@@ -82,7 +82,8 @@ async fn story(backend: Backend) {
 
     // The link is spent: a second use signs nobody in.
     let again = accept(&app, &admin_link, &google.id_token("g-it", "it@acme.com")).await.unwrap_err();
-    assert_status(&again, Code::NotFound, "INVITATION_NOT_FOUND");
+    // The answer is the one for a token that never existed.
+    assert_status(&again, Code::Unauthenticated, "INVITATION_GRANT_INVALID");
 
     // From then on the admin signs in with SSO alone, and the organization is remembered.
     let relogin = app.sign_in(&google.id_token("g-it", "it@acme.com"), "").await.expect("admin signs in again");

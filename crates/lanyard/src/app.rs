@@ -11,6 +11,7 @@ use anyhow::Context;
 use lanyard_core::cache::Cache;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
+use lanyard_core::limit::{PeerRule, RateLimit};
 use lanyard_core::{ApiKeys, Authenticator};
 use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, TenancyClient};
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
@@ -451,6 +452,12 @@ pub fn token_config(settings: &Settings) -> anyhow::Result<lanyard_token::TokenC
     config.upstream.issuer_allowlist = issuer_allowlist(settings)?;
     config.upstream.dns_servers = settings.dns_servers.clone();
     config.upstream.dns_timeout = Duration::from_millis(settings.dns_timeout_ms);
+    config.upstream.max_token_age = Duration::from_secs(settings.id_token_max_age_seconds);
+    config.rate_limits = lanyard_token::RateLimits {
+        exchange: RateLimit::new(settings.rate_limit_exchange_burst, settings.rate_limit_exchange_per_minute),
+        invitation_grant: invitation_rate_limit(settings),
+    };
+    config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
     Ok(config)
 }
 
@@ -459,6 +466,11 @@ fn issuer_allowlist(settings: &Settings) -> anyhow::Result<lanyard_core::outboun
     lanyard_core::outbound::IssuerAllowlist::parse(&settings.sso_issuer_allowlist)
         .map_err(|e| anyhow::anyhow!(e))
         .context("LANYARD_SSO_ISSUER_ALLOWLIST")
+}
+
+/// The per-peer limit of calls that take an invitation token.
+fn invitation_rate_limit(settings: &Settings) -> RateLimit {
+    RateLimit::new(settings.rate_limit_invitation_burst, settings.rate_limit_invitation_per_minute)
 }
 
 /// The invitation service's configuration from settings.
@@ -474,12 +486,15 @@ pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig
             MailTransport::Files { dir: settings.mail_dir.clone().unwrap_or_else(|| settings.data_dir.join("mail")) }
         }
     };
-    Ok(InvitationConfig::new(
+    let mut config = InvitationConfig::new(
         database,
         settings.invitation_link_template.clone(),
         secret_box(settings)?,
         MailerConfig::new(transport, settings.mail_from.clone()),
-    ))
+    );
+    config.preview_rate_limit = invitation_rate_limit(settings);
+    config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
+    Ok(config)
 }
 
 /// Runs the migrations of the selected services and returns.

@@ -86,6 +86,21 @@ pub struct Settings {
     pub dns_servers: Vec<SocketAddr>,
     /// How long one DNS lookup may take, in milliseconds (`LANYARD_DNS_TIMEOUT_MS`).
     pub dns_timeout_ms: u64,
+    /// `ExchangeToken` and `RefreshSession` calls per peer address and minute; 0 turns the limit
+    /// off (`LANYARD_RATE_LIMIT_EXCHANGE_PER_MINUTE`).
+    pub rate_limit_exchange_per_minute: u32,
+    /// Of those, how many may come at once (`LANYARD_RATE_LIMIT_EXCHANGE_BURST`).
+    pub rate_limit_exchange_burst: u32,
+    /// `PreviewInvitation` calls, and `ExchangeToken` calls with an invitation grant, per peer
+    /// address and minute; 0 turns the limit off (`LANYARD_RATE_LIMIT_INVITATION_PER_MINUTE`).
+    pub rate_limit_invitation_per_minute: u32,
+    /// Of those, how many may come at once (`LANYARD_RATE_LIMIT_INVITATION_BURST`).
+    pub rate_limit_invitation_burst: u32,
+    /// Count rate limits against the last address of `x-forwarded-for` instead of the TCP peer:
+    /// only behind a proxy that sets it (`LANYARD_TRUST_FORWARDED_FOR`).
+    pub trust_forwarded_for: bool,
+    /// The oldest upstream ID token accepted, by its `iat`, in seconds (`LANYARD_ID_TOKEN_MAX_AGE_SECONDS`).
+    pub id_token_max_age_seconds: u64,
 }
 
 impl Default for Settings {
@@ -118,6 +133,12 @@ impl Default for Settings {
             mail_dir: None,
             dns_servers: Vec::new(),
             dns_timeout_ms: 5000,
+            rate_limit_exchange_per_minute: 60,
+            rate_limit_exchange_burst: 60,
+            rate_limit_invitation_per_minute: 20,
+            rate_limit_invitation_burst: 20,
+            trust_forwarded_for: false,
+            id_token_max_age_seconds: 600,
         }
     }
 }
@@ -237,6 +258,26 @@ mod tests {
         .unwrap();
         assert_eq!(s.sso_issuer_allowlist, ["okta.com", "https://accounts.google.com"]);
         assert_eq!(s.max_sso_connections_per_org, 3);
+    }
+
+    #[test]
+    fn rate_limits_and_token_age_from_the_environment() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!((s.rate_limit_exchange_per_minute, s.rate_limit_invitation_burst), (60, 20));
+        assert!(!s.trust_forwarded_for);
+        assert_eq!(s.id_token_max_age_seconds, 600);
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_RATE_LIMIT_EXCHANGE_PER_MINUTE", "0"),
+                ("LANYARD_TRUST_FORWARDED_FOR", "true"),
+                ("LANYARD_ID_TOKEN_MAX_AGE_SECONDS", "120"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.rate_limit_exchange_per_minute, 0);
+        assert!(s.trust_forwarded_for);
+        assert_eq!(s.id_token_max_age_seconds, 120);
     }
 
     #[test]

@@ -103,7 +103,19 @@ impl Signer {
             json(serde_json::to_vec(claims).expect("claims"))
         );
         let signature: Signature = self.key.sign(input.as_bytes());
+        // As the token service does: the low-S form, the only one verifiers accept.
+        let signature = signature.normalize_s().unwrap_or(signature);
         format!("{input}.{}", b64(&signature.to_bytes()))
+    }
+
+    /// The same token with the other valid ECDSA signature (`s` replaced by `n - s`).
+    pub fn high_s_twin(&self, token: &str) -> String {
+        use base64::Engine;
+        let (input, sig) = token.rsplit_once('.').expect("a JWS");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sig).expect("base64url");
+        let (r, s) = Signature::from_slice(&bytes).expect("a signature").split_scalars();
+        let twin = Signature::from_scalars(r, -*s).expect("scalars");
+        format!("{input}.{}", b64(&twin.to_bytes()))
     }
 }
 

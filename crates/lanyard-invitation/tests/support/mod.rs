@@ -76,7 +76,7 @@ impl Default for Options {
             mail: Mail::Files,
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
-            preview_limit: RateLimit { burst: 10_000, per_second: 10_000.0, trust_forwarded_for: false },
+            preview_limit: RateLimit::off(),
             max_attempts: 8,
             backoff: Duration::from_millis(20),
             mailer: true,
