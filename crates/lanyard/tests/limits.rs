@@ -482,9 +482,11 @@ async fn accept_loops_back_off_when_out_of_file_descriptors() {
     assert!(get_jwks(server.endpoint()).await.is_ok());
     let ticks_per_second = 100; // USER_HZ on Linux
 
-    let mut held = flood(server.grpc, 200, b"").await;
-    held.extend(flood(server.http, 200, b"").await);
-    // The server is now out of descriptors, with connections still queued on both listeners.
+    // More connections than descriptors, but fewer than fit in the listen queues (128 each), so
+    // that every connect completes and the server is left out of descriptors with connections
+    // queued on both listeners.
+    let mut held = flood(server.grpc, 240, b"").await;
+    held.extend(flood(server.http, 60, b"").await);
     eventually(|| async {
         if server.log_text().contains("cannot accept connections") {
             Ok(())
