@@ -508,3 +508,21 @@ async fn accept_loops_back_off_when_out_of_file_descriptors() {
     // Spinning on accept would burn a core for the 3 s; backing off costs almost nothing.
     assert!(cpu < ticks_per_second / 2, "{cpu} ticks of CPU in 3 s while out of descriptors");
 }
+
+/// A gRPC connection that finished its handshake but sends no request (and answers pings) is
+/// closed once it has been idle for the idle timeout, freeing its place under the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_grpc_connections_are_closed() {
+    let server = Server::start(&[("LANYARD_GRPC_IDLE_TIMEOUT_SECONDS", "1")], &[]);
+    let tcp = TcpStream::connect(server.grpc).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    // One request first: the connection is idle from when it ends.
+    let uri = format!("http://{}/lanyard.token.v1.TokenService/GetJwks", server.grpc);
+    let outcome = attack_stream(client.clone(), uri, Bytes::from_static(&[0, 0, 0, 0, 0])).await;
+    assert_eq!(outcome, Outcome::Status(0));
+    // The connection task ends when the server closes the connection.
+    tokio::time::timeout(EVENTUALLY, connection).await.expect("the server closed the idle connection").ok();
+    drop(client);
+    eventually(|| get_jwks(server.endpoint())).await;
+}
