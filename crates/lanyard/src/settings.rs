@@ -255,6 +255,22 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_are_on_by_default_and_configurable() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.grpc_max_concurrent_streams, 100);
+        assert_eq!(s.grpc_max_request_bytes, 64 * 1024);
+        assert!(s.grpc_max_connections > 0 && s.http_max_connections > 0);
+        assert!(s.grpc_handshake_timeout_ms > 0 && s.http_header_read_timeout_ms > 0);
+        let s = Settings::load_from(
+            None,
+            env(&[("LANYARD_GRPC_MAX_CONNECTIONS", "20"), ("LANYARD_HTTP_HEADER_READ_TIMEOUT_MS", "1000")]),
+        )
+        .unwrap();
+        assert_eq!(s.grpc_max_connections, 20);
+        assert_eq!(s.http_header_read_timeout_ms, 1000);
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Settings::load_from(
             None,
