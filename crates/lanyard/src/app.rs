@@ -1,5 +1,6 @@
 //! Builds and runs the gRPC server: the selected services, gRPC health and reflection, a
-//! tracing span per RPC, and graceful shutdown.
+//! tracing span per RPC, the limits that keep hostile clients from starving the others, and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,10 +18,13 @@ use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, TenancyC
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
+use tower::limit::GlobalConcurrencyLimitLayer;
 
+use crate::listener::{ActivityLayer, ConnectionLimits};
 use crate::settings::Settings;
+use crate::telemetry::RpcTraceLayer;
 
 /// A service the binary can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -63,12 +67,15 @@ pub const SERVICE_KEY_FILE: &str = "service.key";
 /// The generated key-encryption key.
 pub const ENCRYPTION_KEY_FILE: &str = "encryption.key";
 
+/// The layers around every gRPC service: the process-wide limit on requests in flight (tonic's
+/// load shedding, outside it, answers `RESOURCE_EXHAUSTED` when it is reached), the connection's
+/// activity, and the per-RPC span.
+type GrpcLayers = Stack<RpcTraceLayer, Stack<ActivityLayer, Stack<GlobalConcurrencyLimitLayer, Identity>>>;
+
 /// A built server, bound and migrated, ready to run.
 pub struct Application {
     listener: TcpListener,
-    router: tonic::transport::server::Router<
-        tower::layer::util::Stack<crate::telemetry::RpcTraceLayer, tower::layer::util::Identity>,
-    >,
+    router: tonic::transport::server::Router<GrpcLayers>,
     health: HealthReporter,
     services: Vec<ServiceName>,
     grace: Duration,
@@ -76,6 +83,36 @@ pub struct Application {
     probes: Vec<(ServiceName, Database, Cache)>,
     workers: Vec<lanyard_core::workers::Workers>,
     http: Option<(TcpListener, axum::Router)>,
+    limits: Limits,
+}
+
+/// The limits of both listeners, from settings.
+#[derive(Clone, Debug)]
+struct Limits {
+    grpc: ConnectionLimits,
+    http: ConnectionLimits,
+    http_header_read_timeout: Duration,
+}
+
+impl Limits {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            grpc: ConnectionLimits {
+                max_connections: settings.grpc_max_connections,
+                handshake_bytes: crate::listener::HTTP2_PREFACE_BYTES,
+                handshake_timeout: Duration::from_millis(settings.grpc_handshake_timeout_ms),
+                idle_timeout: Some(Duration::from_secs(settings.grpc_idle_timeout_seconds)),
+            },
+            http: ConnectionLimits {
+                max_connections: settings.http_max_connections,
+                // hyper's header read timeout covers the first bytes too.
+                handshake_bytes: 0,
+                handshake_timeout: Duration::ZERO,
+                idle_timeout: None,
+            },
+            http_header_read_timeout: Duration::from_millis(settings.http_header_read_timeout_ms),
+        }
+    }
 }
 
 /// How often a service's database is probed for readiness.
@@ -204,10 +241,17 @@ impl Application {
         let mut workers = Vec::new();
         let (facts_stop, facts_stopped) = tokio::sync::watch::channel(false);
         workers.push(lanyard_core::workers::Workers::new("authz", facts_stop, vec![facts.subscribe(facts_stopped)]));
+        let small = settings.grpc_max_request_bytes;
         let mut router = tonic::transport::Server::builder()
-            .layer(crate::telemetry::RpcTraceLayer)
-            .add_service(health_service)
-            .add_service(reflection);
+            .max_concurrent_streams(settings.grpc_max_concurrent_streams)
+            .http2_keepalive_interval(Some(Duration::from_secs(settings.grpc_keepalive_interval_seconds)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(settings.grpc_keepalive_timeout_seconds)))
+            .load_shed(true)
+            .layer(GlobalConcurrencyLimitLayer::new(settings.grpc_max_concurrent_requests))
+            .layer(ActivityLayer)
+            .layer(RpcTraceLayer)
+            .add_service(health_service.max_decoding_message_size(small))
+            .add_service(reflection.max_decoding_message_size(small));
         for service in &services {
             match service {
                 ServiceName::Tenancy => {
@@ -228,7 +272,9 @@ impl Application {
                         .with_facts(facts.clone());
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
                     local_tenancy = Some(grpc.clone());
-                    router = router.add_service(grpc.into_server());
+                    router = router.add_service(
+                        grpc.into_server().max_decoding_message_size(settings.grpc_max_tenancy_request_bytes),
+                    );
                 }
                 ServiceName::Invitation => {
                     let key = service_key.clone().context("the invitation service needs a service key")?;
@@ -245,7 +291,7 @@ impl Application {
                     probes.push((ServiceName::Invitation, parts.store.database().clone(), cache.clone()));
                     workers.push(parts.spawn_workers());
                     local_invitation = Some(parts.server.clone());
-                    router = router.add_service(parts.server);
+                    router = router.add_service(parts.server.max_decoding_message_size(small));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
                 ServiceName::Token => {
@@ -278,9 +324,15 @@ impl Application {
                         http = Some((listener, parts.http.clone()));
                     }
                     router = router
-                        .add_service(parts.server)
-                        .add_service(parts.authz_server)
-                        .add_service(parts.ext_authz.clone().into_server());
+                        .add_service(parts.server.max_decoding_message_size(small))
+                        .add_service(parts.authz_server.max_decoding_message_size(small))
+                        .add_service(
+                            parts
+                                .ext_authz
+                                .clone()
+                                .into_server()
+                                .max_decoding_message_size(settings.grpc_max_ext_authz_request_bytes),
+                        );
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
             }
@@ -295,6 +347,7 @@ impl Application {
             probes,
             workers,
             http,
+            limits: Limits::new(&settings),
         })
     }
 
@@ -321,7 +374,7 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace, metrics, probes, workers, http } = self;
+        let Self { listener, router, health, services, grace, metrics, probes, workers, http, limits } = self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -338,15 +391,8 @@ impl Application {
             });
         }
         if let Some((listener, app)) = http {
-            let mut stopping = stopping.clone();
-            tokio::spawn(async move {
-                let done = async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                };
-                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(done).await {
-                    tracing::error!(error = %e, "the token service's HTTP server stopped");
-                }
-            });
+            let acceptor = crate::listener::Acceptor::new(listener, "http", limits.http.clone());
+            tokio::spawn(crate::listener::serve_http(acceptor, app, limits.http_header_read_timeout, stopping.clone()));
         }
         for (service, db, cache) in probes {
             tokio::spawn(probe_readiness(service, db, cache, health.clone(), stopping.clone()));
@@ -361,8 +407,7 @@ impl Application {
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
         };
-        // Each response goes out at once: without TCP_NODELAY small replies wait on delayed ACKs.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = crate::listener::Acceptor::new(listener, "grpc", limits.grpc).into_stream();
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {

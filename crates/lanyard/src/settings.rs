@@ -101,6 +101,41 @@ pub struct Settings {
     pub trust_forwarded_for: bool,
     /// The oldest upstream ID token accepted, by its `iat`, in seconds (`LANYARD_ID_TOKEN_MAX_AGE_SECONDS`).
     pub id_token_max_age_seconds: u64,
+    /// Open gRPC connections at most; connections beyond are closed as they are accepted
+    /// (`LANYARD_GRPC_MAX_CONNECTIONS`).
+    pub grpc_max_connections: usize,
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS`: requests in flight on one HTTP/2 connection
+    /// (`LANYARD_GRPC_MAX_CONCURRENT_STREAMS`).
+    pub grpc_max_concurrent_streams: u32,
+    /// Requests in flight in the whole process; beyond, requests are refused at once with
+    /// `RESOURCE_EXHAUSTED` (`LANYARD_GRPC_MAX_CONCURRENT_REQUESTS`).
+    pub grpc_max_concurrent_requests: usize,
+    /// The largest request message, in bytes, of the services whose requests are small by nature:
+    /// invitation, token, authorization, health and reflection (`LANYARD_GRPC_MAX_REQUEST_BYTES`).
+    pub grpc_max_request_bytes: usize,
+    /// The largest tenancy request message, in bytes: an organization carries up to 64 metadata
+    /// entries of 1 KiB (`LANYARD_GRPC_MAX_TENANCY_REQUEST_BYTES`).
+    pub grpc_max_tenancy_request_bytes: usize,
+    /// The largest Envoy `ext_authz` `Check` request, in bytes: it carries the checked request's
+    /// headers (`LANYARD_GRPC_MAX_EXT_AUTHZ_REQUEST_BYTES`).
+    pub grpc_max_ext_authz_request_bytes: usize,
+    /// How long a new gRPC connection has to send the HTTP/2 connection preface, in milliseconds
+    /// (`LANYARD_GRPC_HANDSHAKE_TIMEOUT_MS`).
+    pub grpc_handshake_timeout_ms: u64,
+    /// How long a gRPC connection may send nothing before it is pinged, in seconds
+    /// (`LANYARD_GRPC_KEEPALIVE_INTERVAL_SECONDS`).
+    pub grpc_keepalive_interval_seconds: u64,
+    /// How long a ping may go unanswered before the connection is closed, in seconds
+    /// (`LANYARD_GRPC_KEEPALIVE_TIMEOUT_SECONDS`).
+    pub grpc_keepalive_timeout_seconds: u64,
+    /// How long a gRPC connection may stay open with no request in flight, in seconds
+    /// (`LANYARD_GRPC_IDLE_TIMEOUT_SECONDS`).
+    pub grpc_idle_timeout_seconds: u64,
+    /// Open connections to the HTTP address at most (`LANYARD_HTTP_MAX_CONNECTIONS`).
+    pub http_max_connections: usize,
+    /// How long the HTTP listener waits for a request's headers, in milliseconds; an idle
+    /// keep-alive connection is closed after as long (`LANYARD_HTTP_HEADER_READ_TIMEOUT_MS`).
+    pub http_header_read_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -139,6 +174,18 @@ impl Default for Settings {
             rate_limit_invitation_burst: 20,
             trust_forwarded_for: false,
             id_token_max_age_seconds: 600,
+            grpc_max_connections: 512,
+            grpc_max_concurrent_streams: 100,
+            grpc_max_concurrent_requests: 1000,
+            grpc_max_request_bytes: 64 * 1024,
+            grpc_max_tenancy_request_bytes: 128 * 1024,
+            grpc_max_ext_authz_request_bytes: 1024 * 1024,
+            grpc_handshake_timeout_ms: 5000,
+            grpc_keepalive_interval_seconds: 30,
+            grpc_keepalive_timeout_seconds: 10,
+            grpc_idle_timeout_seconds: 600,
+            http_max_connections: 128,
+            http_header_read_timeout_ms: 5000,
         }
     }
 }
@@ -226,6 +273,22 @@ mod tests {
         assert_eq!(s.operator_keys.len(), 2);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.database_url_for("tenancy"), "postgres://u:pw@db/lanyard");
+    }
+
+    #[test]
+    fn server_limits_are_on_by_default_and_configurable() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.grpc_max_concurrent_streams, 100);
+        assert_eq!(s.grpc_max_request_bytes, 64 * 1024);
+        assert!(s.grpc_max_connections > 0 && s.http_max_connections > 0);
+        assert!(s.grpc_handshake_timeout_ms > 0 && s.http_header_read_timeout_ms > 0);
+        let s = Settings::load_from(
+            None,
+            env(&[("LANYARD_GRPC_MAX_CONNECTIONS", "20"), ("LANYARD_HTTP_HEADER_READ_TIMEOUT_MS", "1000")]),
+        )
+        .unwrap();
+        assert_eq!(s.grpc_max_connections, 20);
+        assert_eq!(s.http_header_read_timeout_ms, 1000);
     }
 
     #[test]
