@@ -22,6 +22,7 @@ backend_tests!(
     a_domain_is_verified_for_one_organization,
     audit_events_page_newest_first,
     slugs_are_unique,
+    unknown_stored_kinds_are_errors_not_defaults,
 );
 
 fn new_org(seats: u32) -> NewOrganization {
@@ -182,4 +183,27 @@ async fn slugs_are_unique(backend: Backend) {
     let again = store.create_organization(&new, &change()).await;
     assert!(matches!(again, Err(TenancyError::SlugTaken)), "{again:?}");
     let _: &TenancyStore = &store;
+}
+
+/// A connection whose stored kind is none of the known ones is a corrupt row: reading it fails
+/// (`INTERNAL`), where it used to be read as plain OIDC and so skip the Google and Entra checks.
+async fn unknown_stored_kinds_are_errors_not_defaults(backend: Backend) {
+    let (store, _guard) = fresh_store(backend).await;
+    let org = store.create_organization(&new_org(10), &change()).await.unwrap();
+    let new = lanyard_tenancy::domain::NewSsoConnection {
+        kind: lanyard_tenancy::domain::SsoKind::GoogleWorkspace,
+        issuer: "https://accounts.google.com".into(),
+        client_id: "client".into(),
+        client_secret: None,
+        hosted_domains: vec![Domain::parse("acme.com").unwrap()],
+        tenant_id: String::new(),
+    };
+    let secrets = SecretBox::from_base64(&base64_key()).unwrap();
+    let connection = store.create_sso_connection(org.id, &new, 10, &secrets, &change()).await.unwrap();
+    let read = store.get_sso_connection(org.id, connection.id).await.unwrap().unwrap();
+    assert_eq!(read.kind, lanyard_tenancy::domain::SsoKind::GoogleWorkspace);
+    sqlx::query("UPDATE sso_connections SET kind = 'google'").execute(&store.database().pool).await.unwrap();
+    let err = store.get_sso_connection(org.id, connection.id).await.unwrap_err();
+    assert!(matches!(err, TenancyError::Corrupt(_)), "{err:?}");
+    assert_eq!(err.to_problem().reason(), "INTERNAL");
 }

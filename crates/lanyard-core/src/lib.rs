@@ -13,6 +13,7 @@ pub mod limit;
 pub mod outbound;
 pub mod page;
 pub mod status;
+pub mod stored;
 pub mod trace;
 pub mod transport;
 pub mod values;

@@ -110,14 +110,14 @@ impl InvitationStatus {
         }
     }
 
-    /// From the stored form.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "pending" => Self::Pending,
-            "accepted" => Self::Accepted,
-            "revoked" => Self::Revoked,
-            _ => Self::Expired,
-        }
+    /// From the stored form; an unknown one is a corrupt row.
+    pub fn from_db(s: &str) -> Result<Self, lanyard_core::stored::UnknownStored> {
+        lanyard_core::stored::decode(
+            "invitation status",
+            s,
+            &[Self::Pending, Self::Accepted, Self::Revoked, Self::Expired],
+            Self::as_str,
+        )
     }
 }
 
@@ -141,14 +141,14 @@ impl Delivery {
         }
     }
 
-    /// From the stored form.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "queued" => Self::Queued,
-            "sent" => Self::Sent,
-            "failed" => Self::Failed,
-            _ => Self::NotSent,
-        }
+    /// From the stored form; an unknown one is a corrupt row.
+    pub fn from_db(s: &str) -> Result<Self, lanyard_core::stored::UnknownStored> {
+        lanyard_core::stored::decode(
+            "email delivery",
+            s,
+            &[Self::Queued, Self::Sent, Self::Failed, Self::NotSent],
+            Self::as_str,
+        )
     }
 }
 

@@ -129,7 +129,7 @@ impl InvitationStore {
             organization_id: OrganizationId::parse(&org).map_err(|_| corrupt("organization id", &org))?,
             email: Email::parse(&email).map_err(|_| corrupt("email", &email))?,
             roles: roles.iter().map(|r| RoleName::parse(r).map_err(|_| corrupt("role", r))).collect::<Result<_>>()?,
-            status: InvitationStatus::from_db(&get_s("status")?),
+            status: InvitationStatus::from_db(&get_s("status")?)?,
             inviter: get_s("inviter")?,
             inviter_display_name: get_s("inviter_display_name")?,
             organization_slug: get_s("org_slug")?,
@@ -143,7 +143,7 @@ impl InvitationStore {
                 .map(|u| UserId::parse(u).map_err(|_| corrupt("user id", u)))
                 .transpose()?,
             revoked_at: get_ot("revoked_at")?,
-            delivery: Delivery::from_db(&get_s("email_delivery")?),
+            delivery: Delivery::from_db(&get_s("email_delivery")?)?,
             delivery_error: get_os("email_error")?,
         })
     }

@@ -29,13 +29,14 @@ impl OrgStatus {
         }
     }
 
-    /// From the stored form.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "active" => Self::Active,
-            "suspended" => Self::Suspended,
-            _ => Self::Deleted,
-        }
+    /// From the stored form; an unknown one is a corrupt row.
+    pub fn from_db(s: &str) -> Result<Self, lanyard_core::stored::UnknownStored> {
+        lanyard_core::stored::decode(
+            "organization status",
+            s,
+            &[Self::Active, Self::Suspended, Self::Deleted],
+            Self::as_str,
+        )
     }
 }
 
@@ -279,14 +280,14 @@ impl SsoKind {
         }
     }
 
-    /// From the stored form.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "google_workspace" => Self::GoogleWorkspace,
-            "okta" => Self::Okta,
-            "azure_ad" => Self::AzureAd,
-            _ => Self::Oidc,
-        }
+    /// From the stored form; an unknown one is a corrupt row.
+    pub fn from_db(s: &str) -> Result<Self, lanyard_core::stored::UnknownStored> {
+        lanyard_core::stored::decode(
+            "SSO connection kind",
+            s,
+            &[Self::GoogleWorkspace, Self::Okta, Self::AzureAd, Self::Oidc],
+            Self::as_str,
+        )
     }
 }
 

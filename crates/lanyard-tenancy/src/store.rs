@@ -557,7 +557,7 @@ impl TenancyStore {
         Ok(OrgLock {
             id,
             seat_limit: count(row.try_get("seat_limit").map_err(self.err())?),
-            status: OrgStatus::from_db(&row.try_get::<String, _>("status").map_err(self.err())?),
+            status: OrgStatus::from_db(&row.try_get::<String, _>("status").map_err(self.err())?)?,
             owner: owner.as_deref().map(parse_id).transpose()?,
         })
     }
@@ -1757,7 +1757,7 @@ impl TenancyStore {
                 .await
                 .map_err(self.err())?
                 .ok_or(TenancyError::OrganizationNotFound)?;
-            match OrgStatus::from_db(&stored(status.try_get::<String, _>("status"))?) {
+            match OrgStatus::from_db(&stored(status.try_get::<String, _>("status"))?)? {
                 OrgStatus::Active => {}
                 OrgStatus::Suspended => return Err(TenancyError::OrganizationSuspended),
                 OrgStatus::Deleted => return Err(TenancyError::OrganizationDeleted),
@@ -1969,7 +1969,7 @@ fn org_from_row(r: &AnyRow) -> Result<Organization> {
         allowed_domains: Vec::new(),
         domains: Vec::new(),
         metadata: json_map(&stored(r.try_get::<String, _>("metadata"))?),
-        status: OrgStatus::from_db(&stored(r.try_get::<String, _>("status"))?),
+        status: OrgStatus::from_db(&stored(r.try_get::<String, _>("status"))?)?,
         owner_user_id: owner.as_deref().map(parse_id).transpose()?,
         created_at: Timestamp(stored(r.try_get("created_at"))?),
         updated_at: Timestamp(stored(r.try_get("updated_at"))?),
@@ -2032,7 +2032,7 @@ fn connection_from_row(r: &AnyRow) -> Result<SsoConnection> {
     Ok(SsoConnection {
         id: parse_id(&stored(r.try_get::<String, _>("id"))?)?,
         organization_id: parse_id(&stored(r.try_get::<String, _>("org_id"))?)?,
-        kind: SsoKind::from_db(&stored(r.try_get::<String, _>("kind"))?),
+        kind: SsoKind::from_db(&stored(r.try_get::<String, _>("kind"))?)?,
         issuer: stored(r.try_get("issuer"))?,
         client_id: stored(r.try_get("client_id"))?,
         hosted_domains: domains

@@ -73,6 +73,8 @@ pub enum TokenError {
     Database { backend: Backend, source: sqlx::Error },
     #[error(transparent)]
     Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Corrupt(#[from] lanyard_core::stored::UnknownStored),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -187,7 +189,7 @@ impl TokenError {
             Database { .. } if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
-            Database { .. } | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Database { .. } | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }

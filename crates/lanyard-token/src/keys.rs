@@ -72,13 +72,9 @@ impl KeyState {
         }
     }
 
-    /// From the stored form.
-    pub fn from_db(s: &str) -> Self {
-        match s {
-            "next" => Self::Next,
-            "active" => Self::Active,
-            _ => Self::Retired,
-        }
+    /// From the stored form; an unknown one is a corrupt row.
+    pub fn from_db(s: &str) -> Result<Self, lanyard_core::stored::UnknownStored> {
+        lanyard_core::stored::decode("signing key state", s, &[Self::Next, Self::Active, Self::Retired], Self::as_str)
     }
 }
 

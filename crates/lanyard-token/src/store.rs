@@ -143,7 +143,7 @@ impl TokenStore {
                 LoadedKey::load(
                     kid,
                     alg,
-                    KeyState::from_db(&get("state")?),
+                    KeyState::from_db(&get("state")?)?,
                     created_at,
                     publish_until,
                     &PrivateDer(der),
