@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limit;
 pub mod outbound;
 pub mod page;
+pub mod roles;
 pub mod status;
 pub mod stored;
 pub mod trace;

@@ -8,6 +8,8 @@ use lanyard_core::{
     Timestamp, UserId,
 };
 
+pub use lanyard_core::roles::SsoKind;
+
 /// An organization's lifecycle state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OrgStatus {
@@ -201,40 +203,24 @@ impl Role {
     }
 }
 
-/// The built-in roles and what they grant. Owner: everything. Admin: manage members,
-/// invitations, roles and SSO connections, read the organization, its seats and its audit log.
-/// Member: read the organization (and, by rule, its own membership).
+/// The built-in roles (the table in [`lanyard_core::roles::BUILT_IN`]) as roles.
 pub fn built_in_roles() -> Vec<Role> {
-    let role = |name: RoleName, description: &str, permissions: &[&str]| Role {
-        organization_id: None,
-        name,
-        description: description.to_owned(),
-        permissions: permissions.iter().map(|p| Permission::parse(p).expect("built-in permission")).collect(),
-        created_at: Timestamp(0),
-        updated_at: Timestamp(0),
-    };
-    vec![
-        role(RoleName::owner(), "Owns the organization: every permission.", &["*"]),
-        role(
-            RoleName::admin(),
-            "Manages members, invitations, roles and SSO connections.",
-            &[
-                "organization:read",
-                "members:*",
-                "invitations:*",
-                "roles:*",
-                "connections:*",
-                "audit:read",
-                "seats:read",
-            ],
-        ),
-        role(RoleName::member(), "An ordinary member.", &["organization:read"]),
-    ]
+    lanyard_core::roles::BUILT_IN
+        .iter()
+        .map(|r| Role {
+            organization_id: None,
+            name: RoleName::parse(r.name).expect("built-in role name"),
+            description: r.description.to_owned(),
+            permissions: r.permissions(),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        })
+        .collect()
 }
 
 /// Whether `name` is a built-in role.
 pub fn is_built_in(name: &RoleName) -> bool {
-    matches!(name.as_str(), "owner" | "admin" | "member")
+    lanyard_core::roles::built_in(name.as_str()).is_some()
 }
 
 /// A seat reservation's state.
@@ -258,37 +244,6 @@ pub struct Reservation {
     pub expires_at: Timestamp,
     pub state: ReservationState,
     pub claimed_user_id: Option<UserId>,
-}
-
-/// The identity provider behind an SSO connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SsoKind {
-    GoogleWorkspace,
-    Okta,
-    AzureAd,
-    Oidc,
-}
-
-impl SsoKind {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::GoogleWorkspace => "google_workspace",
-            Self::Okta => "okta",
-            Self::AzureAd => "azure_ad",
-            Self::Oidc => "oidc",
-        }
-    }
-
-    /// From the stored form; an unknown one is a corrupt row.
-    pub fn from_db(s: &str) -> Result<Self, lanyard_core::stored::UnknownStored> {
-        lanyard_core::stored::decode(
-            "SSO connection kind",
-            s,
-            &[Self::GoogleWorkspace, Self::Okta, Self::AzureAd, Self::Oidc],
-            Self::as_str,
-        )
-    }
 }
 
 /// An SSO connection; the client secret stays sealed in storage and never leaves it here.

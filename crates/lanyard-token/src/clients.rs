@@ -168,15 +168,14 @@ impl TenancyClient {
         }
     }
 
-    /// The permissions `roles` grant in `org`: built-in ones from the tenancy crate, custom ones
+    /// The permissions `roles` grant in `org`: built-in ones from the shared table, custom ones
     /// from ListRoles (called only when a custom role is held).
     async fn permissions(&self, org: OrganizationId, roles: &[String]) -> Result<Vec<String>> {
-        let built_in = lanyard_tenancy::domain::built_in_roles();
         let mut granted = BTreeSet::new();
         let mut custom = Vec::new();
         for role in roles {
-            match built_in.iter().find(|r| r.name.as_str() == role) {
-                Some(r) => granted.extend(r.permissions.iter().map(|p| p.to_string())),
+            match lanyard_core::roles::built_in(role) {
+                Some(r) => granted.extend(r.grants.iter().map(|p| p.to_string())),
                 None => custom.push(role.as_str()),
             }
         }
@@ -342,7 +341,7 @@ impl InvitationClient {
 
 /// An enabled connection as the verifier needs it; `None` for a disabled or unknown kind.
 fn to_connection(c: tpb::SsoConnection) -> Option<Connection> {
-    use lanyard_tenancy::domain::SsoKind;
+    use lanyard_core::roles::SsoKind;
     if !c.enabled {
         return None;
     }

@@ -26,8 +26,8 @@ use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lanyard_core::outbound::{self, AddressPolicy, IssuerAllowlist, OutboundClient, OutboundConfig, OutboundError};
+use lanyard_core::roles::SsoKind;
 use lanyard_core::{ConnectionId, Email, Timestamp};
-use lanyard_tenancy::domain::SsoKind;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -311,9 +311,9 @@ mod outbound {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use lanyard_core::roles::SsoKind;
     use lanyard_core::{ConnectionId, Timestamp};
     use lanyard_proto::tenancy::v1 as tpb;
-    use lanyard_tenancy::domain::SsoKind;
     use lanyard_testkit::dns::FakeDns;
     use lanyard_token::upstream::{Connection, UpstreamConfig, UpstreamError, UpstreamVerifier};
     use serde_json::json;
