@@ -1,0 +1,137 @@
+//! SSO connections.
+
+use super::*;
+
+impl TenancyStore {
+    /// Creates an SSO connection; the secret is sealed under `secrets`, bound to the connection id.
+    pub async fn create_sso_connection(
+        &self,
+        org: OrganizationId,
+        new: &NewSsoConnection,
+        max_connections: u32,
+        secrets: &SecretBox,
+        change: &Change,
+    ) -> Result<SsoConnection> {
+        let id = ConnectionId::new();
+        let sealed = new.client_secret.as_deref().map(|s| secrets.seal(s, &format!("sso:{id}")));
+        let sealed = &sealed;
+        retrying(|| async move {
+            let mut tx = self.begin().await?;
+            self.lock_org(&mut tx, org).await?.require_not_deleted()?;
+            // Counted under the organization's lock, so concurrent creations cannot pass the cap.
+            let existing = sqlx::query("SELECT COUNT(*) AS n FROM sso_connections WHERE org_id = $1")
+                .bind(org.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(self.err())?;
+            if stored(existing.try_get::<i64, _>("n"))? >= i64::from(max_connections) {
+                return Err(TenancyError::ConnectionsExhausted { limit: max_connections });
+            }
+            let domains: Vec<&str> = new.hosted_domains.iter().map(|d| d.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO sso_connections
+                   (id, org_id, kind, issuer, client_id, client_secret_sealed, hosted_domains, tenant_id, enabled, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9)",
+            )
+            .bind(id.to_string())
+            .bind(org.to_string())
+            .bind(new.kind.as_str())
+            .bind(&new.issuer)
+            .bind(&new.client_id)
+            .bind(sealed.clone())
+            .bind(to_json(&domains))
+            .bind(&new.tenant_id)
+            .bind(change.at.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+            audit(&mut tx, self.backend(), org, change, "connection.created", &format!("connection:{id}"), &[
+                ("kind", new.kind.as_str().to_owned()),
+                ("issuer", new.issuer.clone()),
+            ])
+            .await?;
+            self.commit(tx).await
+        })
+        .await?;
+        self.get_sso_connection(org, id).await?.ok_or(TenancyError::ConnectionNotFound)
+    }
+
+    /// One SSO connection of an organization.
+    pub async fn get_sso_connection(&self, org: OrganizationId, id: ConnectionId) -> Result<Option<SsoConnection>> {
+        let row = sqlx::query(&format!("{CONN_SELECT} WHERE org_id = $1 AND id = $2"))
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(self.err())?;
+        row.as_ref().map(connection_from_row).transpose()
+    }
+
+    /// The sealed client secret of a connection, opened (for the token service's use).
+    pub async fn sso_client_secret(
+        &self,
+        org: OrganizationId,
+        id: ConnectionId,
+        secrets: &SecretBox,
+    ) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT client_secret_sealed FROM sso_connections WHERE org_id = $1 AND id = $2")
+            .bind(org.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(self.err())?
+            .ok_or(TenancyError::ConnectionNotFound)?;
+        let sealed: Option<String> = row.try_get("client_secret_sealed").map_err(self.err())?;
+        sealed
+            .map(|s| secrets.open(&s, &format!("sso:{id}")).map_err(|e| TenancyError::Internal(e.to_string())))
+            .transpose()
+    }
+
+    /// The enabled connections of active organizations with this exact issuer (at most 100).
+    pub async fn find_sso_connections(&self, issuer: &str) -> Result<Vec<SsoConnection>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.org_id, c.kind, c.issuer, c.client_id, c.client_secret_sealed, c.hosted_domains,
+                    c.tenant_id, c.enabled, c.created_at
+             FROM sso_connections c JOIN organizations o ON o.id = c.org_id
+             WHERE c.issuer = $1 AND c.enabled = 1 AND o.status = 'active' ORDER BY c.id LIMIT 100",
+        )
+        .bind(issuer)
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
+    /// A page of an organization's SSO connections.
+    pub async fn list_sso_connections(&self, org: OrganizationId, page: &Page) -> Result<(Vec<SsoConnection>, String)> {
+        let rows = sqlx::query(&format!("{CONN_SELECT} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"))
+            .bind(org.to_string())
+            .bind(page.after.clone().unwrap_or_default())
+            .bind(page.fetch_limit())
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(self.err())?;
+        let conns = rows.iter().map(connection_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(conns, |c| c.id.to_string()))
+    }
+
+    /// Deletes an SSO connection.
+    pub async fn delete_sso_connection(&self, org: OrganizationId, id: ConnectionId, change: &Change) -> Result<()> {
+        retrying(|| async move {
+            let mut tx = self.begin().await?;
+            self.lock_org(&mut tx, org).await?;
+            let done = sqlx::query("DELETE FROM sso_connections WHERE org_id = $1 AND id = $2")
+                .bind(org.to_string())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err())?;
+            if done.rows_affected() == 0 {
+                return Err(TenancyError::ConnectionNotFound);
+            }
+            audit(&mut tx, self.backend(), org, change, "connection.deleted", &format!("connection:{id}"), &[]).await?;
+            self.commit(tx).await
+        })
+        .await
+    }
+}
