@@ -748,19 +748,14 @@ impl InvitationStore {
 
     // ----- housekeeping --------------------------------------------------------------------
 
-    /// Deletes idempotency records older than `records_before`, and outbox rows that were sent or
-    /// cancelled before `outbox_before` (failed ones stay, as the record of the failure).
-    pub async fn prune(&self, records_before: Timestamp, outbox_before: Timestamp) -> Result<u64> {
-        let records = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(records_before.0)
-            .execute(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+    /// Deletes outbox rows that were sent or cancelled before `before` (failed ones stay, as the
+    /// record of the failure). Idempotency records are pruned by `lanyard_core::idempotency`.
+    pub async fn prune_outbox(&self, before: Timestamp) -> Result<u64> {
         let outbox = sqlx::query("DELETE FROM email_outbox WHERE status IN ('sent', 'cancelled') AND updated_at < $1")
-            .bind(outbox_before.0)
+            .bind(before.0)
             .execute(&self.db.pool)
             .await
             .map_err(self.err())?;
-        Ok(records.rows_affected() + outbox.rows_affected())
+        Ok(outbox.rows_affected())
     }
 }

@@ -19,8 +19,6 @@ use crate::service::Invitations;
 
 /// Invitations handled per batch.
 const BATCH: i64 = 200;
-/// How long a `request_id` is remembered: retries come within minutes, not days.
-pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How long sent and cancelled outbox rows (without their bodies) are kept.
 pub const OUTBOX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -38,7 +36,7 @@ pub struct SweepReport {
     pub expired: usize,
     /// Invitations revoked because their organization was deleted.
     pub revoked: usize,
-    /// Old idempotency records and outbox rows deleted.
+    /// Old outbox rows deleted (idempotency records are pruned by `lanyard_core::idempotency`).
     pub pruned: u64,
 }
 
@@ -68,8 +66,8 @@ impl Sweeper {
             cursor = next;
         }
         let now = lanyard_core::Timestamp::now();
-        let ago = |d: Duration| lanyard_core::Timestamp(now.0 - i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-        report.pruned = self.invitations.store().prune(ago(IDEMPOTENCY_RETENTION), ago(OUTBOX_RETENTION)).await?;
+        let before = lanyard_core::Timestamp(now.0 - i64::try_from(OUTBOX_RETENTION.as_micros()).unwrap_or(i64::MAX));
+        report.pruned = self.invitations.store().prune_outbox(before).await?;
         Ok(report)
     }
 
