@@ -156,11 +156,6 @@ impl Replays {
         self
     }
 
-    /// How long a reply stays replayable.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Runs `run` once for (`scope`, `request_id`), `request` being the call's encoded message
     /// (its fingerprint tells a true retry from a reused id). Without an id, `run` simply runs. `run`
     /// gets the parsed id, to pass on (see [`RequestId::derive`]). `replayed` sees a stored reply
