@@ -1,26 +1,29 @@
-//! Shared building blocks of the Lanyard services: parsed domain values, callers and API keys,
-//! gRPC error details, storage and crypto helpers. Nothing here knows about any one service.
+//! The service kit: what every Lanyard service is built from. Authentication of callers, gRPC
+//! error details, the shared cache, the database and idempotency records (feature `db`),
+//! SSRF-safe outbound fetches (feature `outbound`), rate limits, tracing, transport, workers,
+//! crypto and file helpers. The values themselves live in `lanyard-types` and are re-exported
+//! here under the same paths. Nothing here knows about any one service.
 
 pub mod cache;
 pub mod caller;
-pub mod clock;
 pub mod crypto;
+#[cfg(feature = "db")]
 pub mod db;
 pub mod fs;
+#[cfg(feature = "db")]
 pub mod idempotency;
-pub mod ids;
 pub mod limit;
+#[cfg(feature = "outbound")]
 pub mod outbound;
-pub mod page;
-pub mod roles;
 pub mod status;
-pub mod stored;
 pub mod trace;
 pub mod transport;
-pub mod values;
 pub mod workers;
 
+pub use lanyard_types::{clock, ids, page, roles, stored, values};
+
 pub use caller::{ApiKeys, Authenticator, Caller};
-pub use clock::Timestamp;
-pub use ids::{ConnectionId, EventId, OrganizationId, ReservationId, UserId};
-pub use values::{DisplayName, Domain, Email, OrgSlug, Permission, RoleName, ValueError};
+pub use lanyard_types::{
+    ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
+    Timestamp, UserId, ValueError,
+};
