@@ -1,6 +1,6 @@
 # The commands the README documents. Each target is a line or two; the scripts hold the logic.
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt bench fuzz proto-lint deploy-lint ci
+.PHONY: help run test lint fmt bench fuzz deny proto-lint deploy-lint ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ bench: ## Benchmark Authorize against a no-op gRPC floor, release build (flags i
 
 fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS each (default 60; nightly, installs cargo-fuzz)
 	scripts/fuzz
+
+deny: ## cargo-deny: licenses, banned crates, duplicate versions, sources (ARGS=advisories online)
+	scripts/deny $(ARGS)
 
 proto-lint: ## buf lint (STANDARD) on proto/
 	scripts/proto-lint
