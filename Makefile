@@ -18,7 +18,9 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	cargo fmt --all
 
-bench: ## Benchmark Authorize against a no-op gRPC floor, release build (flags in BENCH_ARGS; BENCHMARKS.md)
+bench: ## Benchmark Authorize against a no-op gRPC floor, release build, checked with h2load (flags in BENCH_ARGS; BENCHMARKS.md)
+	@command -v h2load >/dev/null 2>&1 || apt-get install -y -q nghttp2-client || \
+		echo "bench: h2load could not be installed; the report says what it could not check"
 	cargo run --release --locked -p lanyard-bench -- $(BENCH_ARGS)
 
 fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS each (default 60; nightly, installs cargo-fuzz)

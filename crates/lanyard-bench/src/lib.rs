@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod floor;
 pub mod load;
 pub mod machine;
+pub mod outside;
 pub mod report;
 
 use crate::extras::Sizes;
@@ -20,7 +21,7 @@ use crate::fixture::Fixture;
 use crate::floor::Floor;
 use crate::load::Load;
 use crate::load::Outcome;
-use crate::report::{LoadShape, Ratio, Report, Round, Setup, Target};
+use crate::report::{LoadShape, Outside, Ratio, Report, Round, Setup, Target};
 
 /// The permission every call checks; each member's role grants it.
 pub const PERMISSION: &str = "members:read";
@@ -69,6 +70,7 @@ pub async fn run(options: Options, command: String, cores: usize) -> Report {
     }
     let floor_peak = median(&floor_peaks, |o| o.throughput_rps);
     let lanyard_peak = median(&lanyard_peaks, |o| o.throughput_rps);
+    let outside = outside_load(&requests[0], floor.addr, fixture.app.addr, rounds, closed).await;
 
     let floor_rate = floor_peak.throughput_rps / 2.0;
     let lanyard_rate = lanyard_peak.throughput_rps / 2.0;
@@ -125,11 +127,37 @@ pub async fn run(options: Options, command: String, cores: usize) -> Report {
             open_loop_duration_s: open.duration.as_secs_f64(),
         },
         ratio: Ratio::of(&lanyard, &floor),
+        outside: outside
+            .map(|(floor_rps, lanyard_rps)| Outside::new(floor_rps, lanyard_rps, floor_peak.throughput_rps)),
         rounds,
         floor,
         lanyard,
         extras,
     }
+}
+
+/// The same closed loop from h2load, both targets taking turns round after round: each one's median
+/// round (requests per second), or why it could not run.
+async fn outside_load(
+    request: &lanyard_proto::authz::v1::AuthorizeRequest,
+    floor: std::net::SocketAddr,
+    lanyard: std::net::SocketAddr,
+    rounds: usize,
+    closed: Load,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let h2load = outside::H2load::new(&prost::Message::encode_to_vec(request), closed.warmup, closed.duration)?;
+    let (mut floor_rps, mut lanyard_rps) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!("h2load closed loop, round {round} of {rounds}: floor, then Lanyard...");
+        for (addr, into) in [(floor, &mut floor_rps), (lanyard, &mut lanyard_rps)] {
+            let run = h2load.run(addr).await?;
+            if run.failed > 0 || run.succeeded == 0 {
+                return Err(format!("h2load saw {} failed and {} succeeded requests", run.failed, run.succeeded));
+            }
+            into.push(run.throughput_rps);
+        }
+    }
+    Ok((floor_rps, lanyard_rps))
 }
 
 /// The outcome whose `key` is the median of `outcomes` (the upper one of an even count).

@@ -18,6 +18,8 @@ pub struct Report {
     pub floor: Target,
     pub lanyard: Target,
     pub ratio: Ratio,
+    /// The same load from h2load, and whether this benchmark's own generator keeps up with it.
+    pub outside: Result<Outside, String>,
     /// Every round's figures, in the order run (`floor` and `lanyard` hold the median rounds).
     pub rounds: Vec<Round>,
     pub extras: Vec<Measurement>,
@@ -85,6 +87,48 @@ impl Ratio {
     }
 }
 
+/// The closed loop from h2load, outside this process.
+#[derive(Debug, Serialize)]
+pub struct Outside {
+    /// Each round's floor throughput (req/s), in order.
+    pub floor_rps: Vec<f64>,
+    /// Each round's Lanyard throughput (req/s), in order.
+    pub lanyard_rps: Vec<f64>,
+    /// The median round of each.
+    pub floor_median_rps: f64,
+    pub lanyard_median_rps: f64,
+    /// Lanyard's median over the floor's.
+    pub throughput_ratio: f64,
+    /// The floor this benchmark's own generator reached, over h2load's: under
+    /// [`crate::outside::TRUSTED_SHARE`], the own generator is the bottleneck and its ratios are
+    /// withheld.
+    pub own_generator_share: f64,
+}
+
+impl Outside {
+    pub fn new(floor_rps: Vec<f64>, lanyard_rps: Vec<f64>, own_floor_rps: f64) -> Self {
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (floor_median_rps, lanyard_median_rps) = (median(&floor_rps), median(&lanyard_rps));
+        Self {
+            throughput_ratio: lanyard_median_rps / floor_median_rps,
+            own_generator_share: own_floor_rps / floor_median_rps,
+            floor_rps,
+            lanyard_rps,
+            floor_median_rps,
+            lanyard_median_rps,
+        }
+    }
+
+    /// Whether the own generator reached enough of h2load's floor for its ratios to mean anything.
+    pub fn own_generator_trusted(&self) -> bool {
+        self.own_generator_share >= crate::outside::TRUSTED_SHARE
+    }
+}
+
 impl Report {
     /// The report as a table.
     pub fn to_text(&self) -> String {
@@ -132,11 +176,56 @@ impl Report {
                 others(o)
             );
         }
-        let _ = writeln!(
-            out,
-            "  {:<32}{:>11.2}x{:>12}{:>11.2}x",
-            "Lanyard / floor", self.ratio.throughput, "", self.ratio.p99
-        );
+        let trusted = self.outside.as_ref().map_or(true, Outside::own_generator_trusted);
+        if trusted {
+            let _ = writeln!(
+                out,
+                "  {:<32}{:>11.2}x{:>12}{:>11.2}x",
+                "Lanyard / floor", self.ratio.throughput, "", self.ratio.p99
+            );
+        } else {
+            let _ = writeln!(out, "  Lanyard / floor: withheld: this generator is the bottleneck (see h2load below)");
+        }
+        let _ = writeln!(out);
+        match &self.outside {
+            Ok(o) => {
+                let _ = writeln!(
+                    out,
+                    "closed loop from h2load (-c {} -m {} -t 1, same durations), req/s per round",
+                    crate::outside::CONNECTIONS,
+                    crate::outside::STREAMS
+                );
+                let rounds = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(
+                    out,
+                    "  {:<32}{:>12.0}   rounds: {}",
+                    "floor (no-op Authorize)",
+                    o.floor_median_rps,
+                    rounds(&o.floor_rps)
+                );
+                let _ = writeln!(
+                    out,
+                    "  {:<32}{:>12.0}   rounds: {}",
+                    "Lanyard Authorize",
+                    o.lanyard_median_rps,
+                    rounds(&o.lanyard_rps)
+                );
+                let _ = writeln!(out, "  {:<32}{:>11.2}x", "Lanyard / floor", o.throughput_ratio);
+                let _ = writeln!(
+                    out,
+                    "  this benchmark's own generator reached {:.2}x h2load's floor ({})",
+                    o.own_generator_share,
+                    if o.own_generator_trusted() { "trusted" } else { "the bottleneck: its ratios are withheld" }
+                );
+            }
+            Err(why) => {
+                let _ = writeln!(out, "closed loop from h2load: not measured: {why}");
+                let _ = writeln!(
+                    out,
+                    "  (this benchmark's own generator is unchecked: its ratios may be the generator's limit)"
+                );
+            }
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
