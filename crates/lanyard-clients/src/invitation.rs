@@ -7,11 +7,10 @@ use lanyard_core::transport::GrpcTransport;
 use lanyard_proto::invitation::v1 as pb;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use secrecy::SecretString;
-use tonic::body::Body;
 
 use crate::convert::{self, required};
 use crate::values::*;
-use crate::{answer, ClientError, Link, SetupError};
+use crate::{answer, ClientError, Link, LocalServer, SetupError};
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -30,26 +29,18 @@ impl std::fmt::Debug for InvitationClient {
 
 impl InvitationClient {
     /// Calls the invitation service of this process directly, without a socket.
-    pub fn in_process<S>(server: S, service_key: &SecretString) -> Result<Self, SetupError>
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        Ok(Self::over(Link::in_process(server, service_key)?))
+    pub fn in_process(server: impl LocalServer, service_key: &SecretString) -> Result<Self, SetupError> {
+        Link::in_process(server, service_key).map(Self::over)
     }
 
     /// Connects lazily to an invitation service at `url`, with a per-call timeout.
     pub fn connect_lazy(url: &str, timeout: Duration, service_key: &SecretString) -> Result<Self, SetupError> {
-        Ok(Self::over(Link::connect_lazy(url, timeout, service_key)?))
+        Link::connect_lazy(url, timeout, service_key).map(Self::over)
     }
 
     /// Calls the invitation service over any transport.
     pub fn from_transport(transport: GrpcTransport, service_key: &SecretString) -> Result<Self, SetupError> {
-        Ok(Self::over(Link::new(transport, service_key)?))
+        Link::new(transport, service_key).map(Self::over)
     }
 
     fn over(link: Link) -> Self {

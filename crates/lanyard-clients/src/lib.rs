@@ -135,6 +135,33 @@ pub enum SetupError {
     Url(#[from] tonic::transport::Error),
 }
 
+/// A service's tonic server object in this process (`XServiceServer<…>`), called without a socket.
+pub trait LocalServer:
+    tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> LocalServer for S where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The transport and the service key every call presents.
 #[derive(Clone)]
 struct Link {
@@ -148,15 +175,7 @@ impl Link {
         Ok(Self { transport, authorization })
     }
 
-    fn in_process<S>(server: S, service_key: &SecretString) -> Result<Self, SetupError>
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    fn in_process(server: impl LocalServer, service_key: &SecretString) -> Result<Self, SetupError> {
         Self::new(lanyard_core::transport::in_process(server), service_key)
     }
 

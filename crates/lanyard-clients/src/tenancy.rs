@@ -8,11 +8,10 @@ use lanyard_core::{ConnectionId, Email, OrganizationId, ReservationId, RoleName,
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use secrecy::SecretString;
-use tonic::body::Body;
 
 use crate::convert::{self, required};
 use crate::values::*;
-use crate::{answer, paginate, ClientError, Link, SetupError, PAGE_SIZE};
+use crate::{answer, paginate, ClientError, Link, LocalServer, SetupError, PAGE_SIZE};
 
 type Result<T, E = ClientError> = std::result::Result<T, E>;
 
@@ -32,27 +31,19 @@ impl std::fmt::Debug for TenancyClient {
 impl TenancyClient {
     /// Calls the tenancy service of this process directly: requests go through the same tonic
     /// server code (decoding, authentication, error details) without a socket.
-    pub fn in_process<S>(server: S, service_key: &SecretString) -> Result<Self, SetupError>
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = std::convert::Infallible>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        Ok(Self::over(Link::in_process(server, service_key)?))
+    pub fn in_process(server: impl LocalServer, service_key: &SecretString) -> Result<Self, SetupError> {
+        Link::in_process(server, service_key).map(Self::over)
     }
 
     /// Connects lazily to a tenancy service at `url` (e.g. `http://tenancy:50051`), with a
     /// per-call timeout.
     pub fn connect_lazy(url: &str, timeout: Duration, service_key: &SecretString) -> Result<Self, SetupError> {
-        Ok(Self::over(Link::connect_lazy(url, timeout, service_key)?))
+        Link::connect_lazy(url, timeout, service_key).map(Self::over)
     }
 
     /// Calls tenancy over any transport.
     pub fn from_transport(transport: GrpcTransport, service_key: &SecretString) -> Result<Self, SetupError> {
-        Ok(Self::over(Link::new(transport, service_key)?))
+        Link::new(transport, service_key).map(Self::over)
     }
 
     fn over(link: Link) -> Self {
