@@ -215,6 +215,20 @@ pub struct VerifiedIdentity {
     pub display_name: String,
 }
 
+impl VerifiedIdentity {
+    /// The identity as tenancy links it to a user when it claims a seat.
+    pub fn for_claim(&self) -> lanyard_clients::Identity {
+        lanyard_clients::Identity {
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+            email: Some(self.email.clone()),
+            email_verified: self.email_verified,
+            display_name: self.display_name.clone(),
+            connection_id: self.connection_id,
+        }
+    }
+}
+
 /// The membership an acceptance produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MembershipSummary {

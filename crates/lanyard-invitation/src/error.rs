@@ -1,5 +1,6 @@
 //! InvitationService's errors and their one mapping to the API's codes and stable reasons.
 
+use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{Backend, DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
@@ -64,8 +65,6 @@ pub enum InvitationError {
     #[error("internal error: {0}")]
     Internal(String),
 }
-
-type Result<T, E = InvitationError> = std::result::Result<T, E>;
 
 impl InvitationError {
     /// Wraps a database error, remembering the backend that classifies it.
@@ -140,20 +139,6 @@ impl InvitationError {
             Database { .. } | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
-
-    /// Classifies a tenancy status: business errors pass through, the rest is unavailability.
-    pub fn from_tenancy(status: tonic::Status) -> Self {
-        match status.code() {
-            Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::ResourceExhausted
-            | Code::OutOfRange => Self::Upstream(status),
-            _ => Self::TenancyUnavailable(status),
-        }
-    }
 }
 
 impl Retryable for InvitationError {
@@ -179,7 +164,14 @@ impl From<InvitationError> for tonic::Status {
     }
 }
 
-/// Reads a tenancy outcome, keeping the status for a caller that wants to react to its reason.
-pub(crate) fn tenancy<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
-    r.map(tonic::Response::into_inner).map_err(InvitationError::from_tenancy)
+/// A failed call to tenancy: its business errors pass through to the caller with their code,
+/// reason and details; the rest is unavailability.
+impl From<ClientError> for InvitationError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Rejected(status) => Self::Upstream(status),
+            ClientError::Failed(status) => Self::TenancyUnavailable(status),
+            ClientError::Malformed(what) => Self::Internal(format!("tenancy: {what}")),
+        }
+    }
 }

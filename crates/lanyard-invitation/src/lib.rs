@@ -1,7 +1,7 @@
 //! InvitationService: seat-reserving, single-use, expiring registration links, delivered by email
 //! through a transactional outbox. `domain` and `service` hold the rules, `store` the tables,
-//! `grpc` the adapter, `tenancy_client` the one way to TenancyService, `mailer` and `sweeper` the
-//! background workers.
+//! `grpc` the adapter, `mailer` and `sweeper` the background workers. TenancyService is called
+//! through [`lanyard_clients::TenancyClient`].
 //!
 //! # Wiring it into a process
 //!
@@ -17,7 +17,7 @@
 //! workers.shutdown().await;
 //! ```
 //!
-//! The service key given to [`TenancyClient`] must be one of TenancyService's service keys: the
+//! The service key given to the [`TenancyClient`] must be one of TenancyService's service keys: the
 //! invitation service reserves, releases and claims seats through its internal RPCs. The same
 //! [`Authenticator`] as the other services authenticates this service's callers;
 //! `AcceptInvitation` needs a service key, `PreviewInvitation` no credential (it is rate limited
@@ -57,12 +57,12 @@ pub mod mailer;
 pub mod service;
 pub mod store;
 pub mod sweeper;
-pub mod tenancy_client;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lanyard_clients::TenancyClient;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::limit::PeerLimiter;
@@ -79,7 +79,6 @@ pub use mailer::{MailTransport, Mailer, MailerConfig};
 pub use service::{Invitations, Policy};
 pub use store::InvitationStore;
 pub use sweeper::Sweeper;
-pub use tenancy_client::TenancyClient;
 
 /// Previews per peer: enough for a person opening a few links, far too few to guess one.
 pub const DEFAULT_PREVIEW_RATE_LIMIT: RateLimit = RateLimit::new(20, 20);

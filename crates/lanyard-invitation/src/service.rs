@@ -17,10 +17,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lanyard_clients::{Claimant, Organization, OrganizationStatus, ReservationState, SeatReservation, TenancyClient};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::page::Page;
-use lanyard_core::{Caller, Email, OrganizationId, Permission, ReservationId, RoleName, Timestamp, UserId};
-use lanyard_proto::tenancy::v1 as tpb;
+use lanyard_core::{Caller, Email, OrganizationId, Permission, ReservationId, RoleName, Timestamp};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
@@ -28,7 +28,6 @@ use crate::domain::*;
 use crate::error::InvitationError;
 use crate::mailer::render;
 use crate::store::{Change, Ending, InvitationStore, NewEmail};
-use crate::tenancy_client::TenancyClient;
 
 type Result<T, E = InvitationError> = std::result::Result<T, E>;
 
@@ -166,9 +165,9 @@ impl Invitations {
         })
     }
 
-    async fn live_org(&self, org: OrganizationId) -> Result<tpb::Organization> {
-        let o = self.tenancy.get_organization(org).await?;
-        if o.status != tpb::OrganizationStatus::Active as i32 {
+    async fn live_org(&self, org: OrganizationId) -> Result<Organization> {
+        let o = self.tenancy.organization(org).await?;
+        if !o.is_active() {
             return Err(InvitationError::OrganizationInactive);
         }
         Ok(o)
@@ -177,7 +176,7 @@ impl Invitations {
     async fn inviter_name(&self, caller: &Caller, org: OrganizationId) -> Result<String> {
         match caller {
             Caller::Member(p) => {
-                let member = self.tenancy.get_member(org, p.user_id).await?;
+                let member = self.tenancy.member(org, p.user_id).await?;
                 Ok(member
                     .map(|m| if m.display_name.trim().is_empty() { m.email } else { m.display_name })
                     .filter(|n| !n.is_empty())
@@ -247,9 +246,9 @@ impl Invitations {
         org: OrganizationId,
         preferred: ReservationId,
         ttl: Duration,
-    ) -> Result<(ReservationId, tpb::SeatReservation)> {
+    ) -> Result<(ReservationId, SeatReservation)> {
         let r = self.tenancy.reserve_seat(org, preferred, ttl).await?;
-        if r.state == tpb::SeatReservationState::Held as i32 {
+        if r.state == ReservationState::Held {
             return Ok((preferred, r));
         }
         let fresh = ReservationId::new();
@@ -267,7 +266,7 @@ impl Invitations {
         let ttl = self.resolve_ttl(new.ttl)?;
         let org = self.live_org(org_id).await?;
         let roles = self.check_roles(caller, org_id, new.roles).await?;
-        if roles.contains(&RoleName::owner()) && !org.owner_user_id.is_empty() {
+        if roles.contains(&RoleName::owner()) && org.owner_user_id.is_some() {
             return Err(InvitationError::OwnerExists);
         }
         if !new.waive_domain_check && !org.allowed_domains.iter().any(|d| d == new.email.domain().as_str()) {
@@ -277,17 +276,14 @@ impl Invitations {
         if let Some(existing) = self.store.pending_for(org_id, &new.email, now).await? {
             return Err(InvitationError::InvitationPending { existing: existing.to_string() });
         }
-        if self.tenancy.has_active_member(org_id, &new.email).await? {
+        if self.tenancy.member_by_email(org_id, &new.email).await?.is_some_and(|m| m.active) {
             return Err(InvitationError::MemberExists);
         }
         let inviter_display_name = self.inviter_name(caller, org_id).await?;
         let preferred = Self::reservation_id(caller, "CreateInvitation", new.request_id.as_deref());
         let (reservation_id, reservation) = self.reserve(org_id, preferred, ttl).await?;
         // The invitation expires exactly when tenancy frees its seat.
-        let expires_at = reservation
-            .expire_time
-            .map(|t| Timestamp(t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000))
-            .unwrap_or_else(|| now.plus(ttl));
+        let expires_at = reservation.expires_at.unwrap_or_else(|| now.plus(ttl));
         let token = InvitationToken::generate();
         let link = self.policy.link(&token);
         let invitation = Invitation {
@@ -375,10 +371,10 @@ impl Invitations {
     async fn release(&self, inv: &Invitation) -> Result<bool> {
         match self.tenancy.release_seat(inv.organization_id, inv.reservation_id).await {
             Ok(()) => Ok(true),
-            Err(e) if e.upstream_reason().as_deref() == Some("RESERVATION_CLAIMED") => Ok(false),
+            Err(e) if e.is("RESERVATION_CLAIMED") => Ok(false),
             // A deleted organization's reservations are already released.
-            Err(e) if e.upstream_reason().as_deref() == Some("RESERVATION_NOT_FOUND") => Ok(true),
-            Err(e) => Err(e),
+            Err(e) if e.is("RESERVATION_NOT_FOUND") => Ok(true),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -452,10 +448,7 @@ impl Invitations {
             }
             Err(e) => return Err(e),
         };
-        let expires_at = reservation
-            .expire_time
-            .map(|t| Timestamp(t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000))
-            .unwrap_or_else(|| now.plus(ttl));
+        let expires_at = reservation.expires_at.unwrap_or_else(|| now.plus(ttl));
         let token = InvitationToken::generate();
         let link = self.policy.link(&token);
         let mut updated = inv.clone();
@@ -533,9 +526,17 @@ impl Invitations {
             return Err(InvitationError::EmailMismatch);
         }
         let org = inv.organization_id;
-        let member = match self.tenancy.claim_seat(org, inv.reservation_id, identity, &inv.roles, &inv.inviter).await {
+        // Without a user id, tenancy finds, links or creates the user in the same transaction as
+        // the claim (by the invited email, checked above).
+        let claiming = identity.for_claim();
+        let claimant = match identity.user_id {
+            Some(user) => Claimant::User(user),
+            None => Claimant::Identity(&claiming),
+        };
+        let member = match self.tenancy.claim_seat(org, inv.reservation_id, claimant, &inv.roles, &inv.inviter).await {
             Ok(m) => m,
             Err(e) => {
+                let e = InvitationError::from(e);
                 return Err(match e.upstream_reason().as_deref() {
                     Some("RESERVATION_CLAIMED") => InvitationError::AlreadyAccepted,
                     Some("RESERVATION_RELEASED") => {
@@ -561,8 +562,7 @@ impl Invitations {
                 });
             }
         };
-        let user_id = UserId::parse(&member.user_id)
-            .map_err(|e| InvitationError::Internal(format!("ClaimSeat returned a bad user id: {e}")))?;
+        let user_id = member.user_id;
         let details = [
             ("user_id", user_id.to_string()),
             ("issuer", identity.issuer.clone()),
@@ -617,10 +617,10 @@ impl Invitations {
         };
         let mut revoked = 0;
         for org in orgs {
-            let deleted = match self.tenancy.get_organization(org).await {
-                Ok(o) => o.status == tpb::OrganizationStatus::Deleted as i32,
-                Err(e) if e.upstream_reason().as_deref() == Some("ORGANIZATION_NOT_FOUND") => true,
-                Err(e) => return Err(e),
+            let deleted = match self.tenancy.organization(org).await {
+                Ok(o) => o.status == OrganizationStatus::Deleted,
+                Err(e) if e.is("ORGANIZATION_NOT_FOUND") => true,
+                Err(e) => return Err(e.into()),
             };
             if !deleted {
                 continue;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
+use lanyard_clients::{InvitationClient, TenancyClient};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::{ApiKeys, Authenticator};
@@ -23,8 +24,7 @@ use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use lanyard_proto::token::v1 as pb;
 use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
-use lanyard_token::clients::{connect_lazy, in_process};
-use lanyard_token::{InvitationClient, TenancyClient, TokenConfig, UpstreamConfig};
+use lanyard_token::{TokenConfig, UpstreamConfig};
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
 use tokio::net::TcpListener;
@@ -254,21 +254,24 @@ impl TestApp {
         );
         let inv_config =
             InvitationConfig::new(db.config("invitation"), "https://app.test/invite?token={token}", secrets, mailer);
-        let inv_tenancy =
-            lanyard_invitation::TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client");
+        let inv_tenancy = TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client");
         let inv = lanyard_invitation::build(inv_config, inv_tenancy, auth.clone()).await.expect("invitation service");
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (to_tenancy, to_invitations) = if over_channel {
+        let (tenancy_client, inv_client) = if over_channel {
             let url = format!("http://{addr}");
             let timeout = Duration::from_secs(30);
-            (connect_lazy(&url, timeout).expect("channel"), connect_lazy(&url, timeout).expect("channel"))
+            (
+                TenancyClient::connect_lazy(&url, timeout, &key).expect("tenancy client"),
+                InvitationClient::connect_lazy(&url, timeout, &key).expect("invitation client"),
+            )
         } else {
-            (in_process(tenancy_server.clone()), in_process(inv.server.clone()))
+            (
+                TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client"),
+                InvitationClient::in_process(inv.server.clone(), &key).expect("invitation client"),
+            )
         };
-        let tenancy_client = TenancyClient::new(to_tenancy, &key).expect("tenancy client");
-        let inv_client = InvitationClient::new(to_invitations, &key).expect("invitation client");
         let parts =
             lanyard_token::build(config, access, tenancy_client, Some(inv_client), auth).await.expect("token service");
 

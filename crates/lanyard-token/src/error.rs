@@ -1,5 +1,6 @@
 //! TokenService's errors and their one mapping to the API's codes and stable reasons.
 
+use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{Backend, DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
@@ -98,21 +99,6 @@ impl TokenError {
         match self {
             Self::Upstream(s) => lanyard_core::status::reason_of(s),
             _ => None,
-        }
-    }
-
-    /// Classifies a status of tenancy or invitation: business errors pass through, the rest is
-    /// unavailability.
-    pub fn from_upstream(status: tonic::Status) -> Self {
-        match status.code() {
-            Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::ResourceExhausted
-            | Code::OutOfRange => Self::Upstream(status),
-            _ => Self::DependencyUnavailable(status),
         }
     }
 
@@ -221,7 +207,23 @@ impl From<TokenError> for tonic::Status {
     }
 }
 
-/// Reads a tenancy or invitation outcome.
-pub(crate) fn upstream<T>(r: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T, TokenError> {
-    r.map(tonic::Response::into_inner).map_err(TokenError::from_upstream)
+/// A failed call to tenancy or invitation: their business errors pass through to the caller with
+/// their code, reason and details; the rest is unavailability.
+impl From<ClientError> for TokenError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Rejected(status) => Self::Upstream(status),
+            ClientError::Failed(status) => Self::DependencyUnavailable(status),
+            ClientError::Malformed(what) => Self::Internal(format!("a dependency: {what}")),
+        }
+    }
+}
+
+/// A failed organization lookup: an unknown organization is [`TokenError::OrganizationNotFound`].
+pub(crate) fn organization_lookup(e: ClientError) -> TokenError {
+    if e.is("ORGANIZATION_NOT_FOUND") {
+        TokenError::OrganizationNotFound
+    } else {
+        e.into()
+    }
 }

@@ -5,8 +5,8 @@
 //!
 //! `keys` and `signing` hold the key lifecycle, `access` our access tokens, `upstream` the
 //! identity providers' ID tokens, `jose` the header rules both share, `service` the rules,
-//! `store` the tables, `grpc` and `http` the adapters, `clients` the way to tenancy and
-//! invitation.
+//! `store` the tables, `grpc` and `http` the adapters. Tenancy and invitation are called through
+//! `lanyard_clients`.
 //!
 //! # Wiring it into a process
 //!
@@ -16,9 +16,9 @@
 //! let access = config.access_tokens();
 //! let auth = Authenticator::new(api_keys).with_access_tokens(Arc::new(access.clone()));
 //! // ... build tenancy and invitation with `auth` ...
-//! let tenancy = lanyard_token::TenancyClient::new(lanyard_token::clients::in_process(tenancy_server), &service_key)?;
-//! // or: TenancyClient::new(lanyard_token::clients::connect_lazy("http://tenancy:50051", timeout)?, &service_key)?
-//! let invitations = Some(InvitationClient::new(lanyard_token::clients::in_process(invitation_server), &service_key)?);
+//! let tenancy = lanyard_clients::TenancyClient::in_process(tenancy_server, &service_key)?;
+//! // or: TenancyClient::connect_lazy("http://tenancy:50051", timeout, &service_key)?
+//! let invitations = Some(InvitationClient::in_process(invitation_server, &service_key)?);
 //! let parts = lanyard_token::build(config, access, tenancy, invitations, auth).await?; // connects, migrates, loads keys
 //! router.add_service(parts.server).add_service(parts.authz_server);
 //! axum::serve(http_listener, parts.http.clone());        // /.well-known/jwks.json, /.well-known/openid-configuration
@@ -70,7 +70,6 @@
 //!   processes, and for removed members, the authorization issue's shared state (Redis) does it.
 
 pub mod access;
-pub mod clients;
 pub mod error;
 pub mod facts;
 pub mod grpc;
@@ -86,6 +85,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 pub use lanyard_authz::Facts;
+use lanyard_clients::{InvitationClient, TenancyClient};
 use lanyard_core::caller::AccessTokenVerifier;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
@@ -98,7 +98,6 @@ use lanyard_proto::token::v1::token_service_server::TokenServiceServer;
 use tokio::sync::watch;
 
 pub use access::{AccessPrincipal, AccessTokens};
-pub use clients::{InvitationClient, TenancyClient};
 pub use error::TokenError;
 pub use grpc::{Limiters, TokenGrpc};
 pub use keys::{KeyRing, SigningAlgorithm};

@@ -1,10 +1,12 @@
 //! The token domain service: sign-in by ID token (alone or with an invitation), refresh and org
 //! switch, revocation and listing of sessions, and the key operations. It speaks domain types only.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lanyard_authz::{Authorizer, FactKey, Facts, Fallback};
+use lanyard_clients::{InvitationClient, Organization, TenancyClient};
 
 use lanyard_core::crypto::{random_token, sha256_hex};
 use lanyard_core::page::Page;
@@ -12,8 +14,7 @@ use lanyard_core::{Caller, OrganizationId, Timestamp, UserId};
 use uuid::Uuid;
 
 use crate::access::{AccessTokens, Grant};
-use crate::clients::{InvitationClient, Membership, TenancyClient};
-use crate::error::TokenError;
+use crate::error::{organization_lookup, TokenError};
 use crate::facts::{session_fact, TokenFacts};
 use crate::keys::{LoadedKey, PublicJwk, SigningAlgorithm};
 use crate::signing::KeyManager;
@@ -62,6 +63,16 @@ pub struct Issued {
     pub refresh_expires_at: Timestamp,
     pub session: Session,
     pub membership: Membership,
+}
+
+/// What the token service needs to know of a membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub organization_id: OrganizationId,
+    pub organization_slug: String,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub version: i64,
 }
 
 /// The token service.
@@ -131,6 +142,74 @@ impl Tokens {
         &self.keys
     }
 
+    // ----- what tenancy knows --------------------------------------------------------------
+
+    /// An active organization; an unknown one is [`TokenError::OrganizationNotFound`], a suspended
+    /// or deleted one [`TokenError::OrganizationInactive`].
+    async fn active_organization(&self, org: OrganizationId) -> Result<Organization> {
+        let o = self.tenancy.organization(org).await.map_err(organization_lookup)?;
+        o.is_active().then_some(o).ok_or(TokenError::OrganizationInactive)
+    }
+
+    /// An active organization by slug.
+    async fn active_organization_by_slug(&self, slug: &str) -> Result<Organization> {
+        let o = self.tenancy.organization_by_slug(slug).await.map_err(organization_lookup)?;
+        o.is_active().then_some(o).ok_or(TokenError::OrganizationInactive)
+    }
+
+    /// The enabled SSO connections of `org`.
+    async fn connections(&self, org: OrganizationId) -> Result<Vec<Connection>> {
+        Ok(self.tenancy.sso_connections(org).await?.into_iter().filter_map(Connection::enabled).collect())
+    }
+
+    /// The user a verified identity signs in to `org` as, under tenancy's identity rules; the
+    /// user is an active member of `org`. Refusals keep tenancy's reasons
+    /// (`EMAIL_DOMAIN_NOT_VERIFIED`, `EMAIL_NOT_VERIFIED`), except that no membership is
+    /// [`TokenError::NotAMember`].
+    async fn resolve_identity(&self, identity: &Identity, org: OrganizationId, dry_run: bool) -> Result<UserId> {
+        match self.tenancy.resolve_identity(&identity.into(), org, dry_run).await {
+            Ok(user) => Ok(user),
+            Err(e) if e.is("NOT_A_MEMBER") => Err(TokenError::NotAMember),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The user's active membership of the active organization `org`, with the permissions its
+    /// roles grant; [`TokenError::NotAMember`] when there is none.
+    async fn membership(&self, org: OrganizationId, user: UserId) -> Result<Membership> {
+        let o = self.active_organization(org).await?;
+        let member = self.tenancy.member(org, user).await?.filter(|m| m.active).ok_or(TokenError::NotAMember)?;
+        let permissions = self.permissions(org, &member.roles).await?;
+        Ok(Membership {
+            organization_id: org,
+            organization_slug: o.slug,
+            roles: member.roles,
+            permissions,
+            version: member.version,
+        })
+    }
+
+    /// The permissions `roles` grant in `org`: built-in ones from the shared table, custom ones
+    /// from the organization's roles (read only when a custom role is held).
+    async fn permissions(&self, org: OrganizationId, roles: &[String]) -> Result<Vec<String>> {
+        let mut granted = BTreeSet::new();
+        let mut custom = Vec::new();
+        for role in roles {
+            match lanyard_core::roles::built_in(role) {
+                Some(r) => granted.extend(r.grants.iter().map(|p| p.to_string())),
+                None => custom.push(role.as_str()),
+            }
+        }
+        if !custom.is_empty() {
+            for r in self.tenancy.roles(org).await? {
+                if custom.contains(&r.name.as_str()) {
+                    granted.extend(r.permissions);
+                }
+            }
+        }
+        Ok(granted.into_iter().collect())
+    }
+
     // ----- sign-in -------------------------------------------------------------------------
 
     /// The enabled connection of `org` whose issuer is the token's, verifying the token.
@@ -139,7 +218,7 @@ impl Tokens {
             return Err(lanyard_core::ValueError::Missing("id_token").into());
         }
         let issuer = peek_issuer(id_token).ok_or_else(|| TokenError::IdTokenInvalid("no iss claim".into()))?;
-        let connections = self.tenancy.connections(org).await?;
+        let connections = self.connections(org).await?;
         let connection: &Connection =
             connections.iter().find(|c| c.accepts_issuer(&issuer)).ok_or(TokenError::NoConnection)?;
         self.upstream.verify(id_token, connection, nonce, Timestamp::now()).await.map_err(upstream_error)
@@ -162,13 +241,13 @@ impl Tokens {
                 None => self.only_org(id_token, nonce).await?,
             },
         };
-        self.tenancy.active_organization(org).await?;
+        self.active_organization(org).await?;
         let identity = self.verify_for(id_token, org, nonce).await?;
         self.refuse_replay(&identity).await?;
         // Tenancy applies the identity rules and the membership check in one transaction, and
         // links a new identity only when both hold: a refused sign-in writes nothing.
-        let user = self.tenancy.resolve_identity(&identity, org, false).await?;
-        let membership = self.tenancy.membership(org, user).await?;
+        let user = self.resolve_identity(&identity, org, false).await?;
+        let membership = self.membership(org, user).await?;
         self.start_session(user, &identity, membership, client).await
     }
 
@@ -193,7 +272,8 @@ impl Tokens {
         }
         let mut candidates = Vec::new();
         for issuer in &issuers {
-            candidates.extend(self.tenancy.connections_by_issuer(issuer).await?);
+            let found = self.tenancy.sso_connections_by_issuer(issuer).await?;
+            candidates.extend(found.into_iter().filter_map(|c| Some((c.organization_id, Connection::enabled(c)?))));
         }
         let mut identity = None;
         let mut orgs = std::collections::BTreeSet::new();
@@ -210,7 +290,7 @@ impl Tokens {
             let connection = candidates.iter().find(|(o, c)| *o == org && c.accepts_issuer(&identity.issuer));
             let Some((_, connection)) = connection else { continue };
             let through = Identity { connection_id: connection.id, ..identity.clone() };
-            if self.tenancy.resolve_identity(&through, org, true).await.is_ok() {
+            if self.resolve_identity(&through, org, true).await.is_ok() {
                 member_of.push(org);
             }
         }
@@ -260,24 +340,20 @@ impl Tokens {
             return Err(lanyard_core::ValueError::Missing("id_token").into());
         }
         let invitations = self.invitations.as_ref().ok_or(TokenError::InvitationsUnavailable)?;
-        let preview = invitations.preview(invitation_token).await.map_err(TokenError::hide_invitation)?;
-        let org = self
-            .tenancy
-            .active_organization_by_slug(&preview.organization_slug)
-            .await
-            .map_err(TokenError::hide_invitation)?;
-        let org_id = OrganizationId::parse(&org.organization_id).map_err(|e| TokenError::Internal(e.to_string()))?;
+        let preview = invitations.preview(invitation_token).await.map_err(|e| TokenError::from(e).hide_invitation())?;
+        let org_id =
+            self.active_organization_by_slug(&preview.organization_slug).await.map_err(TokenError::hide_invitation)?.id;
         let identity = self.verify_for(id_token, org_id, nonce).await.map_err(TokenError::hide_invitation)?;
         self.refuse_replay(&identity).await?;
         // The invitation service checks the invited email against the identity's verified one,
         // and tenancy finds or creates the user and links the identity in the same transaction as
         // the seat claim, so a refused acceptance writes nothing.
-        let accepted = invitations.accept(invitation_token, &identity, request_id).await?;
-        if accepted.organization_id != org_id.to_string() {
+        let accepted = invitations.accept(invitation_token, &(&identity).into(), request_id).await?;
+        if accepted.organization_id != org_id {
             return Err(TokenError::Internal("the accepted invitation is for another organization".into()));
         }
-        let user = UserId::parse(&accepted.user_id).map_err(|e| TokenError::Internal(e.to_string()))?;
-        let membership = self.tenancy.membership(org_id, user).await?;
+        let user = accepted.user_id;
+        let membership = self.membership(org_id, user).await?;
         self.start_session(user, &identity, membership, client).await
     }
 
@@ -358,17 +434,17 @@ impl Tokens {
             return Err(TokenError::RefreshTokenExpired);
         }
         if let Some(connection) = session.connection_id {
-            if !self.tenancy.connection_live(connection).await? {
+            if !self.tenancy.sso_connection_enabled(connection).await? {
                 return Err(self.connection_gone(&session, now).await);
             }
         }
         let session_org = session.active_org_id;
         let target = org.unwrap_or(session_org);
-        let membership = self.tenancy.membership(target, session.user_id).await?;
+        let membership = self.membership(target, session.user_id).await?;
         if target != session_org {
             // The target must accept the way this session signed in: membership alone would let
             // one organization's provider sign people in to another.
-            let accepted = self.tenancy.connections(target).await?.iter().any(|c| c.accepts_issuer(&session.issuer));
+            let accepted = self.connections(target).await?.iter().any(|c| c.accepts_issuer(&session.issuer));
             if !accepted {
                 return Err(TokenError::ReauthenticationRequired);
             }
@@ -387,7 +463,7 @@ impl Tokens {
         if target != session_org {
             let details = [("from_organization_id", session_org.to_string()), ("issuer", session.issuer.clone())];
             let (actor, what) = (format!("user:{}", session.user_id), format!("session:{}", session.id));
-            self.tenancy.audit(target, &actor, "session.switched", &what, &details).await?;
+            self.tenancy.record_audit_event(target, &actor, "session.switched", &what, &details).await?;
         }
         let switched = if target == session_org { "no" } else { "yes" };
         metrics::counter!("lanyard_token_refreshes_total", "switched_org" => switched).increment(1);
@@ -442,7 +518,8 @@ impl Tokens {
         self.publish_revoked(session.id).await;
         let details = [("reason", reason.to_owned()), ("user_id", session.user_id.to_string())];
         let target = format!("session:{}", session.id);
-        if let Err(e) = self.tenancy.audit(session.active_org_id, actor, "session.revoked", &target, &details).await {
+        let audit = self.tenancy.record_audit_event(session.active_org_id, actor, "session.revoked", &target, &details);
+        if let Err(e) = audit.await {
             // The revocation stands; the token service's own event log has it too.
             tracing::warn!(error = %e, session_id = %session.id, "recording a session revocation in the audit log");
         }
@@ -487,7 +564,7 @@ impl Tokens {
                     return Err(lanyard_core::caller::Denied::WrongOrganization.into());
                 }
                 caller.require(own, "members:read")?;
-                if !self.tenancy.has_membership(own, user).await? {
+                if self.tenancy.member(own, user).await?.is_none() {
                     return Err(lanyard_core::caller::Denied::WrongOrganization.into());
                 }
                 Some(own)

@@ -98,6 +98,20 @@ pub struct Connection {
     pub tenant_id: String,
 }
 
+impl Connection {
+    /// The connection as the verifier uses it; `None` when it is disabled.
+    pub fn enabled(c: lanyard_clients::SsoConnection) -> Option<Self> {
+        c.enabled.then_some(Self {
+            id: c.id,
+            kind: c.kind,
+            issuer: c.issuer,
+            client_id: c.client_id,
+            hosted_domains: c.hosted_domains,
+            tenant_id: c.tenant_id,
+        })
+    }
+}
+
 /// An identity the connection vouches for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -115,6 +129,19 @@ pub struct Identity {
     /// Until when the token could still be accepted (its `exp`, or `iat` plus the maximum age,
     /// whichever comes first, plus the leeway): how long it must be remembered as used.
     pub replay_until: Timestamp,
+}
+
+impl From<&Identity> for lanyard_clients::Identity {
+    fn from(i: &Identity) -> Self {
+        Self {
+            issuer: i.issuer.clone(),
+            subject: i.subject.clone(),
+            email: i.email.clone(),
+            email_verified: i.email_verified,
+            display_name: i.display_name.clone(),
+            connection_id: Some(i.connection_id),
+        }
+    }
 }
 
 /// Why an ID token was refused, or could not be checked.

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lanyard_clients::{InvitationClient, TenancyClient};
 use lanyard_core::cache::Cache;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::limit::{PeerRule, RateLimit};
 use lanyard_core::{ApiKeys, Authenticator};
-use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, TenancyClient};
+use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig};
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -297,19 +298,17 @@ impl Application {
                 ServiceName::Token => {
                     let key = service_key.clone().context("the token service needs a service key")?;
                     let tenancy = match (&local_tenancy, &settings.tenancy_url) {
-                        (Some(local), _) => lanyard_token::clients::in_process(local.clone().into_server()),
-                        (None, Some(url)) => lanyard_token::clients::connect_lazy(url, Duration::from_secs(10))?,
+                        (Some(local), _) => TenancyClient::in_process(local.clone().into_server(), &key)?,
+                        (None, Some(url)) => TenancyClient::connect_lazy(url, Duration::from_secs(10), &key)?,
                         (None, None) => anyhow::bail!(
                             "the token service needs the tenancy service: run both, or set LANYARD_TENANCY_URL"
                         ),
                     };
                     let invitations = match (&local_invitation, &settings.invitation_url) {
-                        (Some(local), _) => Some(lanyard_token::clients::in_process(local.clone())),
-                        (None, Some(url)) => Some(lanyard_token::clients::connect_lazy(url, Duration::from_secs(10))?),
+                        (Some(local), _) => Some(InvitationClient::in_process(local.clone(), &key)?),
+                        (None, Some(url)) => Some(InvitationClient::connect_lazy(url, Duration::from_secs(10), &key)?),
                         (None, None) => None,
                     };
-                    let tenancy = lanyard_token::TenancyClient::new(tenancy, &key)?;
-                    let invitations = invitations.map(|t| lanyard_token::InvitationClient::new(t, &key)).transpose()?;
                     let mut config = token_config.clone().context("token settings")?;
                     config.facts = facts.clone();
                     let access = access_tokens.clone().context("token settings")?;

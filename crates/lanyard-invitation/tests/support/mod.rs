@@ -15,11 +15,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lanyard_clients::TenancyClient;
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Database;
 use lanyard_core::{ApiKeys, Authenticator, OrganizationId, Permission, RoleName, UserId};
-use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, OffsetClock, RateLimit, TenancyClient};
+use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, OffsetClock, RateLimit};
 use lanyard_proto::invitation::v1 as ipb;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as tpb;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use lanyard_clients::{paginate, PAGE_SIZE};
 use lanyard_core::OrganizationId;
 use lanyard_proto::invitation::v1 as ipb;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
@@ -469,25 +470,16 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
             print(&remote, org_json(&org), &ORG_HEADERS, vec![org_row(&org)]);
         }
         Command::Org(OrgCommand::List { all, remote }) => {
-            let mut c = connect(&remote, data_dir).await?;
-            let mut orgs = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = c
-                    .list_organizations(pb::ListOrganizationsRequest {
-                        page_size: 500,
-                        page_token: token,
-                        show_deleted: all,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                orgs.extend(page.organizations);
-                if page.next_page_token.is_empty() {
-                    break;
+            let c = connect(&remote, data_dir).await?;
+            let orgs = paginate(|page_token| {
+                let mut c = c.clone();
+                async move {
+                    let req = pb::ListOrganizationsRequest { page_size: PAGE_SIZE, page_token, show_deleted: all };
+                    let page = c.list_organizations(req).await.map_err(status_error)?.into_inner();
+                    anyhow::Ok((page.organizations, page.next_page_token))
                 }
-                token = page.next_page_token;
-            }
+            })
+            .await?;
             let value = serde_json::Value::Array(orgs.iter().map(org_json).collect());
             print(&remote, value, &ORG_HEADERS, orgs.iter().map(org_row).collect());
         }
@@ -512,25 +504,20 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
         Command::Member(MemberCommand::List { org, remote }) => {
             let mut c = connect(&remote, data_dir).await?;
             let organization_id = resolve_org(&mut c, &org).await?;
-            let mut members = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = c
-                    .list_members(pb::ListMembersRequest {
-                        organization_id: organization_id.clone(),
-                        page_size: 500,
-                        page_token: token,
-                        show_removed: false,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                members.extend(page.members);
-                if page.next_page_token.is_empty() {
-                    break;
+            let members = paginate(|page_token| {
+                let mut c = c.clone();
+                let req = pb::ListMembersRequest {
+                    organization_id: organization_id.clone(),
+                    page_size: PAGE_SIZE,
+                    page_token,
+                    show_removed: false,
+                };
+                async move {
+                    let page = c.list_members(req).await.map_err(status_error)?.into_inner();
+                    anyhow::Ok((page.members, page.next_page_token))
                 }
-                token = page.next_page_token;
-            }
+            })
+            .await?;
             let value = serde_json::Value::Array(members.iter().map(member_json).collect());
             print(&remote, value, &MEMBER_HEADERS, members.iter().map(member_row).collect());
         }
@@ -602,7 +589,7 @@ async fn run_invitation(command: InvitationCommand, data_dir: &std::path::Path) 
             print_invitation(&remote, &r.invitation.unwrap_or_default(), r.invitation_link.as_deref());
         }
         InvitationCommand::List { org, status, remote } => {
-            let (mut t, mut c) = connect_both(&remote, data_dir).await?;
+            let (mut t, c) = connect_both(&remote, data_dir).await?;
             let organization_id = resolve_org(&mut t, &org).await?;
             let status = match status.as_deref() {
                 None => ipb::InvitationStatus::Unspecified,
@@ -612,25 +599,20 @@ async fn run_invitation(command: InvitationCommand, data_dir: &std::path::Path) 
                 Some("expired") => ipb::InvitationStatus::Expired,
                 Some(other) => anyhow::bail!("unknown status {other:?}: use pending, accepted, revoked or expired"),
             };
-            let mut all = Vec::new();
-            let mut token = String::new();
-            loop {
-                let page = c
-                    .list_invitations(ipb::ListInvitationsRequest {
-                        organization_id: organization_id.clone(),
-                        status: status as i32,
-                        page_size: 500,
-                        page_token: token,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                all.extend(page.invitations);
-                if page.next_page_token.is_empty() {
-                    break;
+            let all = paginate(|page_token| {
+                let mut c = c.clone();
+                let req = ipb::ListInvitationsRequest {
+                    organization_id: organization_id.clone(),
+                    status: status as i32,
+                    page_size: PAGE_SIZE,
+                    page_token,
+                };
+                async move {
+                    let page = c.list_invitations(req).await.map_err(status_error)?.into_inner();
+                    anyhow::Ok((page.invitations, page.next_page_token))
                 }
-                token = page.next_page_token;
-            }
+            })
+            .await?;
             let value = serde_json::Value::Array(all.iter().map(|i| invitation_json(i, None)).collect());
             print(&remote, value, &INVITATION_HEADERS, all.iter().map(invitation_row).collect());
         }
