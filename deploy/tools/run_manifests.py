@@ -433,7 +433,7 @@ def main():
             if not key_files:
                 raise Failure("no operator key: neither in the test values nor generated in a data directory")
             api_key = open(key_files[0], encoding="utf-8").read().strip()
-        story.run(opts.proto_dir, endpoints, api_key, lambda: smtp.messages + eml_files(root), processes)
+        story.run(opts.proto_dir, os.path.join(root, "stubs"), endpoints, api_key, lambda: smtp.messages + eml_files(root), processes)
     except (Failure, story.StoryFailure) as e:
         print(f"FAIL: {opts.overlay}: {e}", file=sys.stderr)
         for p in processes:

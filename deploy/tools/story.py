@@ -13,7 +13,6 @@ import socket
 import socketserver
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -100,10 +99,10 @@ class SmtpSink:
         self.server.server_close()
 
 
-def load_stubs(proto_dir):
+def load_stubs(proto_dir, out):
     from grpc_tools import protoc
 
-    out = tempfile.mkdtemp(prefix="lanyard-stubs-")
+    os.makedirs(out, exist_ok=True)
     files = [os.path.join(d, f) for d, _, fs in os.walk(proto_dir) for f in fs if f.endswith(".proto")]
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     if protoc.main(["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
@@ -136,10 +135,10 @@ def step(text):
     print(f"    story: {text}")
 
 
-def run(proto_dir, endpoints, api_key, mail, processes):
+def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
     """The story. `endpoints` maps `service-name:port` to the loopback address behind it; `mail()`
     returns the emails delivered so far (to the SMTP sink, or as files)."""
-    load_stubs(proto_dir)
+    load_stubs(proto_dir, stubs_dir)
     from lanyard.authz.v1 import authz_pb2, authz_pb2_grpc
     from lanyard.invitation.v1 import invitation_pb2 as ipb, invitation_pb2_grpc
     from lanyard.tenancy.v1 import tenancy_pb2 as tpb, tenancy_pb2_grpc
