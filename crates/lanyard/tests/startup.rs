@@ -109,7 +109,7 @@ impl Drop for FreshDb {
     }
 }
 
-fn production_settings(postgres: SocketAddr, database: &str, redis: SocketAddr) -> Settings {
+fn production_settings(postgres: SocketAddr, database: &str, redis: SocketAddr, data: &std::path::Path) -> Settings {
     Settings {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: Some("127.0.0.1:0".parse().unwrap()),
@@ -121,7 +121,7 @@ fn production_settings(postgres: SocketAddr, database: &str, redis: SocketAddr) 
         service_keys: vec![SecretString::from("startup-test-service-key-")],
         encryption_key: Some(SecretString::from("XD7vZYel0VBwKRqUzj2bcw35Zsddy9z1KPsmZiCHnlU=")),
         mail_transport: Some(MailTransportKind::Files),
-        data_dir: std::env::temp_dir().join(format!("lanyard-startup-{}", uuid::Uuid::new_v4().simple())),
+        data_dir: data.to_path_buf(),
         startup_retry_seconds: 120,
         ..Settings::default()
     }
@@ -152,7 +152,8 @@ async fn start_up_waits_for_postgres_and_redis_that_answer_late() {
     // Each dependency turns the first attempts away, as a server still starting would.
     let postgres = Gate::start(POSTGRES, 3).await;
     let redis = Gate::start(REDIS, 3).await;
-    let settings = production_settings(postgres.addr, &db.0, redis.addr);
+    let data = tempfile::tempdir().unwrap();
+    let settings = production_settings(postgres.addr, &db.0, redis.addr, data.path());
     let app = Application::build(settings, &ServiceName::ALL).await.expect("start-up waits instead of failing");
     assert!(postgres.refused() >= 3 && redis.refused() >= 3, "both were retried");
     let addr = app.local_addr();
@@ -171,7 +172,8 @@ async fn start_up_waits_for_postgres_and_redis_that_answer_late() {
 async fn start_up_gives_up_after_its_budget_with_a_clear_error() {
     // Nothing is ever accepted: the error names the dependency and the setting that bounds the wait.
     let postgres = Gate::start(POSTGRES, usize::MAX).await;
-    let mut settings = production_settings(postgres.addr, "never", postgres.addr);
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = production_settings(postgres.addr, "never", postgres.addr, data.path());
     settings.startup_retry_seconds = 1;
     let error = Application::build(settings.clone(), &[ServiceName::Tenancy]).await.err().expect("gives up");
     let text = format!("{error:#}");
@@ -191,7 +193,9 @@ async fn readiness_follows_postgres_not_redis() {
     let db = FreshDb::create().await;
     let redis = Gate::start(REDIS, 0).await;
     let postgres: SocketAddr = POSTGRES.parse().unwrap();
-    let app = Application::build(production_settings(postgres, &db.0, redis.addr), &ServiceName::ALL).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let settings = production_settings(postgres, &db.0, redis.addr, data.path());
+    let app = Application::build(settings, &ServiceName::ALL).await.unwrap();
     let (addr, metrics_addr) = (app.local_addr(), app.metrics_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
