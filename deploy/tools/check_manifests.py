@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 
 SECRET_NAME = "lanyard-secrets"
-SECRET_KEYS = {"database-url", "redis-url", "operator-keys", "service-keys", "encryption-key"}
+SECRET_KEYS = {"database-url", "redis-url", "operator-keys", "service-keys", "encryption-key", "smtp-url"}
 # Settings that carry credentials: only ever from a secretKeyRef, never a literal or a ConfigMap.
 SECRET_SETTINGS = {"LANYARD_DATABASE_URL", "LANYARD_REDIS_URL", "LANYARD_OPERATOR_KEYS",
-                   "LANYARD_SERVICE_KEYS", "LANYARD_ENCRYPTION_KEY"}
+                   "LANYARD_SERVICE_KEYS", "LANYARD_ENCRYPTION_KEY", "LANYARD_SMTP_URL"}
 HEALTH_NAMES = {
     "tenancy": "lanyard.tenancy.v1.TenancyService",
     "invitation": "lanyard.invitation.v1.InvitationService",

@@ -128,6 +128,8 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
         operator_keys: vec![SecretString::from(OPERATOR_KEY)],
         service_keys: vec![SecretString::from(SERVICE_KEY)],
         encryption_key: Some(SecretString::from(base64::engine::general_purpose::STANDARD.encode([42u8; 32]))),
+        // Tests read the invitation emails as the embedded mailer's `.eml` files, on Postgres too.
+        mail_transport: Some(lanyard::settings::MailTransportKind::Files),
         database_max_connections: 10,
         shutdown_grace_seconds: 5,
         http_addr: Some("127.0.0.1:0".parse().expect("address")),

@@ -110,6 +110,18 @@ impl Database {
         migrations.run(&self.pool).await
     }
 
+    /// Whether the Postgres server of `url` accepts a connection and answers a query, without a
+    /// pool or a schema: what start-up waits for. SQLite files are always there.
+    pub async fn check_reachable(url: &str) -> Result<(), sqlx::Error> {
+        if Backend::from_url(url) != Some(Backend::Postgres) {
+            return Ok(());
+        }
+        sqlx::any::install_default_drivers();
+        let mut conn = AnyConnection::connect(url).await?;
+        conn.execute("SELECT 1").await?;
+        conn.close().await
+    }
+
     /// Answers a trivial query (for health checks).
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())

@@ -24,7 +24,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::listener::{ActivityLayer, ConnectionLimits};
-use crate::settings::Settings;
+use crate::settings::{MailTransportKind, Settings};
 use crate::telemetry::RpcTraceLayer;
 
 /// A service the binary can run.
@@ -81,7 +81,8 @@ pub struct Application {
     services: Vec<ServiceName>,
     grace: Duration,
     metrics: Option<TcpListener>,
-    probes: Vec<(ServiceName, Database, Cache)>,
+    probes: Vec<(ServiceName, Database)>,
+    cache: Cache,
     workers: Vec<lanyard_core::workers::Workers>,
     http: Option<(TcpListener, axum::Router)>,
     limits: Limits,
@@ -131,13 +132,9 @@ fn private_data_dir(settings: &Settings) -> anyhow::Result<()> {
 
 /// Opens (and migrates) the tenancy database.
 pub async fn tenancy_store(settings: &Settings) -> anyhow::Result<TenancyStore> {
-    let db = Database::connect(&DatabaseConfig {
-        url: settings.database_url_for("tenancy"),
-        schema: "tenancy".into(),
-        max_connections: settings.database_max_connections,
-    })
-    .await
-    .context("connecting to the tenancy database")?;
+    let db = Database::connect(&database_config(settings, ServiceName::Tenancy))
+        .await
+        .context("connecting to the tenancy database")?;
     let store = TenancyStore::new(db);
     store.migrate().await.context("migrating the tenancy database")?;
     Ok(store)
@@ -218,6 +215,7 @@ impl Application {
             health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::NotServing).await;
         }
         let mut probes = Vec::new();
+        wait_for_database(&settings).await?;
         let cache = shared_cache(&settings).await?;
         // Revocation facts, shared by tenancy (writer) and the token service (reader) in this
         // process, and through Redis with every other process; the subscription keeps the near
@@ -258,7 +256,7 @@ impl Application {
                 ServiceName::Tenancy => {
                     let store = tenancy_store(&settings).await?;
                     store.database().ping().await.context("the tenancy database does not answer")?;
-                    probes.push((ServiceName::Tenancy, store.database().clone(), cache.clone()));
+                    probes.push((ServiceName::Tenancy, store.database().clone()));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                     let dns = lanyard_tenancy::dns::DomainVerifier::new(&lanyard_tenancy::dns::DnsConfig {
                         servers: settings.dns_servers.clone(),
@@ -289,7 +287,7 @@ impl Application {
                     };
                     let parts = lanyard_invitation::build(invitation_config(&settings)?, tenancy, auth.clone()).await?;
                     parts.store.database().ping().await.context("the invitation database does not answer")?;
-                    probes.push((ServiceName::Invitation, parts.store.database().clone(), cache.clone()));
+                    probes.push((ServiceName::Invitation, parts.store.database().clone()));
                     workers.push(parts.spawn_workers());
                     local_invitation = Some(parts.server.clone());
                     router = router.add_service(parts.server.max_decoding_message_size(small));
@@ -314,7 +312,7 @@ impl Application {
                     let access = access_tokens.clone().context("token settings")?;
                     let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
                     parts.store.database().ping().await.context("the token database does not answer")?;
-                    probes.push((ServiceName::Token, parts.store.database().clone(), cache.clone()));
+                    probes.push((ServiceName::Token, parts.store.database().clone()));
                     workers.push(parts.spawn_workers());
                     if let Some(addr) = settings.http_addr {
                         let listener = TcpListener::bind(addr)
@@ -344,6 +342,7 @@ impl Application {
             grace: Duration::from_secs(settings.shutdown_grace_seconds),
             metrics,
             probes,
+            cache,
             workers,
             http,
             limits: Limits::new(&settings),
@@ -373,7 +372,7 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace, metrics, probes, workers, http, limits } = self;
+        let Self { listener, router, health, services, grace, metrics, probes, cache, workers, http, limits } = self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -393,8 +392,12 @@ impl Application {
             let acceptor = crate::listener::Acceptor::new(listener, "http", limits.http.clone());
             tokio::spawn(crate::listener::serve_http(acceptor, app, limits.http_header_read_timeout, stopping.clone()));
         }
-        for (service, db, cache) in probes {
-            tokio::spawn(probe_readiness(service, db, cache, health.clone(), stopping.clone()));
+        for (service, db) in probes {
+            tokio::spawn(probe_readiness(service, db, health.clone(), stopping.clone()));
+        }
+        // The in-process cache of the embedded default cannot be down.
+        if cache.redis_client().is_some() {
+            tokio::spawn(probe_cache(cache, stopping.clone()));
         }
         let signal = async move {
             shutdown.await;
@@ -424,12 +427,13 @@ impl Application {
     }
 }
 
-/// Keeps a service's readiness true to its database and cache: NOT_SERVING while either does not
-/// answer, SERVING again once both do, until shutdown starts.
+/// Keeps a service's readiness true to its database: NOT_SERVING while it does not answer,
+/// SERVING again once it does, until shutdown starts. Redis is not part of it: while Redis is down
+/// the authorizer falls back to the services of record and calls still succeed, so taking every
+/// pod out of its Service would turn a cache outage into a full one (see [`probe_cache`]).
 async fn probe_readiness(
     service: ServiceName,
     db: Database,
-    cache: Cache,
     health: HealthReporter,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -440,17 +444,42 @@ async fn probe_readiness(
             _ = stopping.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(READINESS_PROBE_INTERVAL) => {}
         }
-        let ok = tokio::time::timeout(Duration::from_secs(2), async {
-            db.ping().await.is_ok() && cache.ping().await.is_ok()
-        })
-        .await
-        .unwrap_or(false);
+        let ok = database_answers(&db).await;
         if ok != serving && !*stopping.borrow() {
             serving = ok;
             let status =
                 if ok { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
             tracing::warn!(service = service.as_str(), ready = ok, "readiness changed");
             health.set_service_status(service.grpc_name(), status).await;
+        }
+    }
+}
+
+/// Whether a service's database answers, within the probe's own deadline.
+async fn database_answers(db: &Database) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), db.ping()).await.map(|r| r.is_ok()).unwrap_or(false)
+}
+
+/// Whether the shared cache answers, within the probe's own deadline (the in-process cache always does).
+async fn cache_answers(cache: &Cache) -> bool {
+    tokio::time::timeout(Duration::from_secs(2), cache.ping()).await.map(|r| r.is_ok()).unwrap_or(false)
+}
+
+/// Exports whether Redis answers as the gauge `lanyard_redis_up` (1 or 0), checked as often as
+/// readiness, and logs each change: an alert, not a reason to stop serving.
+async fn probe_cache(cache: Cache, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let mut up = true;
+    metrics::gauge!("lanyard_redis_up").set(1.0);
+    loop {
+        tokio::select! {
+            _ = stopping.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(READINESS_PROBE_INTERVAL) => {}
+        }
+        let ok = cache_answers(&cache).await;
+        metrics::gauge!("lanyard_redis_up").set(if ok { 1.0 } else { 0.0 });
+        if ok != up {
+            up = ok;
+            tracing::warn!(redis_up = ok, "the shared cache changed state; readiness does not follow it");
         }
     }
 }
@@ -474,23 +503,85 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-/// Redis when configured (it must answer at start), else the in-process cache.
+/// Redis when configured (waited for at start, see [`retry_at_start`]), else the in-process cache.
 pub async fn shared_cache(settings: &Settings) -> anyhow::Result<Cache> {
     match &settings.redis_url {
-        Some(url) => Cache::redis(url.expose_secret(), &settings.redis_key_prefix)
+        Some(url) => {
+            retry_at_start("Redis (LANYARD_REDIS_URL)", startup_budget(settings), || {
+                Cache::redis(url.expose_secret(), &settings.redis_key_prefix)
+            })
             .await
-            .context("connecting to Redis (LANYARD_REDIS_URL)"),
+        }
         None => Ok(Cache::local(&settings.redis_key_prefix)),
+    }
+}
+
+/// Waits until the Postgres server answers (see [`retry_at_start`]); SQLite needs no waiting.
+pub async fn wait_for_database(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(url) = &settings.database_url {
+        retry_at_start("Postgres (LANYARD_DATABASE_URL)", startup_budget(settings), || {
+            Database::check_reachable(url.expose_secret())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+fn startup_budget(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.startup_retry_seconds)
+}
+
+/// The first wait between attempts at start; it doubles up to [`STARTUP_RETRY_MAX_DELAY`].
+const STARTUP_RETRY_FIRST_DELAY: Duration = Duration::from_millis(250);
+/// The longest wait between attempts at start.
+const STARTUP_RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Tries `attempt` until it succeeds or `budget` has passed, waiting with exponential backoff and
+/// logging each failure. Postgres and Redis are often not answering yet when the pods start (they
+/// are scheduled together, a failover is in progress): waiting here keeps the pod out of
+/// CrashLoopBackOff's growing delays, and the log says what is waited for.
+pub async fn retry_at_start<T, E, F, Fut>(what: &str, budget: Duration, mut attempt: F) -> anyhow::Result<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = STARTUP_RETRY_FIRST_DELAY;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match attempt().await {
+            Ok(value) => {
+                if attempts > 1 {
+                    tracing::info!(dependency = what, attempts, "reachable; starting");
+                }
+                return Ok(value);
+            }
+            Err(e) => e.to_string(),
+        };
+        let waited = started.elapsed();
+        if waited + delay > budget {
+            anyhow::bail!(
+                "{what} did not answer within {}s ({attempts} attempts; LANYARD_STARTUP_RETRY_SECONDS): {error}",
+                budget.as_secs()
+            );
+        }
+        tracing::warn!(
+            dependency = what,
+            error = %error,
+            attempt = attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            "not reachable at start; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(STARTUP_RETRY_MAX_DELAY);
     }
 }
 
 /// The token service's configuration from settings.
 pub fn token_config(settings: &Settings) -> anyhow::Result<lanyard_token::TokenConfig> {
-    let database = DatabaseConfig {
-        url: settings.database_url_for("token"),
-        schema: "token".into(),
-        max_connections: settings.database_max_connections,
-    };
+    let database = database_config(settings, ServiceName::Token);
     let mut config = lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone());
     config.upstream.allow_http_loopback = settings.allow_http_issuers;
     config.upstream.issuer_allowlist = issuer_allowlist(settings)?;
@@ -519,14 +610,11 @@ fn invitation_rate_limit(settings: &Settings) -> RateLimit {
 
 /// The invitation service's configuration from settings.
 pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig> {
-    let database = DatabaseConfig {
-        url: settings.database_url_for("invitation"),
-        schema: "invitation".into(),
-        max_connections: settings.database_max_connections,
-    };
-    let transport = match &settings.smtp_url {
-        Some(url) => MailTransport::Smtp { url: url.clone() },
-        None => {
+    let database = database_config(settings, ServiceName::Invitation);
+    let transport = match (settings.mail_transport().map_err(anyhow::Error::msg)?, &settings.smtp_url) {
+        (MailTransportKind::Smtp, Some(url)) => MailTransport::Smtp { url: url.clone() },
+        (MailTransportKind::Smtp, None) => anyhow::bail!("LANYARD_MAIL_TRANSPORT=smtp needs LANYARD_SMTP_URL"),
+        (MailTransportKind::Files, _) => {
             MailTransport::Files { dir: settings.mail_dir.clone().unwrap_or_else(|| settings.data_dir.join("mail")) }
         }
     };
@@ -541,25 +629,42 @@ pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig
     Ok(config)
 }
 
-/// Runs the migrations of the selected services and returns.
+/// Where a service keeps its tables, from settings.
+fn database_config(settings: &Settings, service: ServiceName) -> DatabaseConfig {
+    DatabaseConfig {
+        url: settings.database_url_for(service.as_str()),
+        schema: service.as_str().into(),
+        max_connections: settings.database_max_connections,
+    }
+}
+
+/// Runs the migrations of the selected services and returns. It needs the database only: no API
+/// key, no key-encryption key, no Redis (the migration Job is given nothing else).
 pub async fn migrate(settings: &Settings, services: &[ServiceName]) -> anyhow::Result<()> {
     let services: Vec<ServiceName> = if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
     private_data_dir(settings)?;
+    wait_for_database(settings).await?;
     for service in services {
+        let connect = || async {
+            Database::connect(&database_config(settings, service))
+                .await
+                .with_context(|| format!("connecting to the {} database", service.as_str()))
+        };
         match service {
             ServiceName::Tenancy => {
                 tenancy_store(settings).await?;
             }
             ServiceName::Invitation => {
-                let db = Database::connect(&invitation_config(settings)?.database).await?;
-                lanyard_invitation::InvitationStore::new(db)
+                lanyard_invitation::InvitationStore::new(connect().await?)
                     .migrate()
                     .await
                     .context("migrating the invitation database")?;
             }
             ServiceName::Token => {
-                let db = Database::connect(&token_config(settings)?.database).await?;
-                lanyard_token::TokenStore::new(db).migrate().await.context("migrating the token database")?;
+                lanyard_token::TokenStore::new(connect().await?)
+                    .migrate()
+                    .await
+                    .context("migrating the token database")?;
             }
         }
         tracing::info!(service = service.as_str(), "migrated");

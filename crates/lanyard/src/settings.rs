@@ -18,6 +18,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// How invitation emails leave the invitation service.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransportKind {
+    /// Through the SMTP server of `LANYARD_SMTP_URL`.
+    Smtp,
+    /// As `.eml` files in the mail directory: nobody receives them unless someone collects them.
+    Files,
+}
+
 /// Every setting of the `lanyard` binary.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,14 +62,15 @@ pub struct Settings {
     pub max_sso_connections_per_org: u32,
     /// Pool size per service database.
     pub database_max_connections: u32,
+    /// How long start-up waits, retrying with backoff, for Postgres and Redis to answer before
+    /// the process gives up, in seconds (`LANYARD_STARTUP_RETRY_SECONDS`).
+    pub startup_retry_seconds: u64,
     /// How long in-flight RPCs may take to finish after SIGTERM, in seconds.
     pub shutdown_grace_seconds: u64,
     /// Address of the tenancy service, when it runs in another process (`LANYARD_TENANCY_URL`).
     pub tenancy_url: Option<String>,
-    /// Address of the invitation service, when it runs in another process.
+    /// Address of the invitation service, when it runs in another process (`LANYARD_INVITATION_URL`).
     pub invitation_url: Option<String>,
-    /// Address of the token service, when it runs in another process.
-    pub token_url: Option<String>,
     /// Prometheus metrics address (`LANYARD_METRICS_ADDR`), when enabled.
     pub metrics_addr: Option<SocketAddr>,
     /// The token service's HTTP address for `/.well-known/jwks.json` and
@@ -76,6 +87,9 @@ pub struct Settings {
     /// `smtp://user:pass@host:587?tls=required`, `smtps://...` or `smtp://host:25`; unset means the
     /// embedded default: `.eml` files in `mail_dir` (`LANYARD_SMTP_URL`).
     pub smtp_url: Option<SecretString>,
+    /// How invitation emails leave (`LANYARD_MAIL_TRANSPORT`): unset means SMTP when `smtp_url`
+    /// is set, else files in the embedded default; with a database URL, files must be asked for.
+    pub mail_transport: Option<MailTransportKind>,
     /// The `From` of invitation emails (`LANYARD_MAIL_FROM`).
     pub mail_from: String,
     /// Where the embedded default writes `.eml` files; default `<data_dir>/mail` (`LANYARD_MAIL_DIR`).
@@ -154,16 +168,17 @@ impl Default for Settings {
             sso_issuer_allowlist: Vec::new(),
             max_sso_connections_per_org: lanyard_tenancy::service::DEFAULT_MAX_SSO_CONNECTIONS,
             database_max_connections: 10,
+            startup_retry_seconds: 60,
             shutdown_grace_seconds: 20,
             tenancy_url: None,
             invitation_url: None,
-            token_url: None,
             metrics_addr: None,
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 50052))),
             token_issuer: "http://127.0.0.1:50052".to_owned(),
             config_file: None,
             invitation_link_template: "http://localhost:3000/invite?token={token}".to_owned(),
             smtp_url: None,
+            mail_transport: None,
             mail_from: "Lanyard <no-reply@lanyard.localhost>".to_owned(),
             mail_dir: None,
             dns_servers: Vec::new(),
@@ -195,6 +210,11 @@ impl Default for Settings {
 const NOT_SETTINGS: [&str; 5] =
     ["LANYARD_ENDPOINT", "LANYARD_API_KEY", "LANYARD_TOOLS_DIR", "LANYARD_DEPLOY_CACHE", "LANYARD_RENDER_DIR"];
 
+/// The secret settings: each may instead be read from the file that `LANYARD_<NAME>_FILE` names
+/// (as Kubernetes mounts a Secret), never both.
+const SECRET_KEYS: [&str; 6] =
+    ["DATABASE_URL", "REDIS_URL", "OPERATOR_KEYS", "SERVICE_KEYS", "ENCRYPTION_KEY", "SMTP_URL"];
+
 /// The environment variables read as comma-separated lists.
 const LIST_KEYS: [&str; 4] = ["operator_keys", "service_keys", "dns_servers", "sso_issuer_allowlist"];
 
@@ -209,12 +229,13 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, config::ConfigError> {
-        let env: std::collections::HashMap<String, String> = env
+        let mut env: std::collections::HashMap<String, String> = env
             .into_iter()
             .filter(|(k, _)| {
                 k.starts_with("LANYARD_") && !k.starts_with("LANYARD_TEST_") && !NOT_SETTINGS.contains(&k.as_str())
             })
             .collect();
+        secrets_from_files(&mut env)?;
         let file = file.map(Path::to_path_buf).or_else(|| env.get("LANYARD_CONFIG_FILE").map(PathBuf::from));
         let mut builder = config::Config::builder();
         if let Some(path) = &file {
@@ -230,6 +251,27 @@ impl Settings {
         Ok(settings)
     }
 
+    /// How invitation emails leave: explicit, or SMTP when configured, or files in the embedded
+    /// default. With a database URL and no SMTP server, files must be asked for: emails written
+    /// into a pod's scratch directory would otherwise be lost without anyone noticing.
+    pub fn mail_transport(&self) -> Result<MailTransportKind, String> {
+        match (self.mail_transport, &self.smtp_url) {
+            (Some(MailTransportKind::Smtp), None) => {
+                Err("LANYARD_MAIL_TRANSPORT=smtp needs LANYARD_SMTP_URL (or LANYARD_SMTP_URL_FILE)".into())
+            }
+            (Some(MailTransportKind::Files), Some(_)) => {
+                Err("LANYARD_MAIL_TRANSPORT=files and LANYARD_SMTP_URL contradict each other: unset one".into())
+            }
+            (Some(kind), _) => Ok(kind),
+            (None, Some(_)) => Ok(MailTransportKind::Smtp),
+            (None, None) if self.is_embedded() => Ok(MailTransportKind::Files),
+            (None, None) => Err("with LANYARD_DATABASE_URL, invitation emails need LANYARD_SMTP_URL (or \
+                                 LANYARD_SMTP_URL_FILE); set LANYARD_MAIL_TRANSPORT=files to write them as \
+                                 .eml files instead"
+                .into()),
+        }
+    }
+
     /// Whether this runs on the embedded default (SQLite, no server installed).
     pub fn is_embedded(&self) -> bool {
         self.database_url.is_none()
@@ -242,6 +284,26 @@ impl Settings {
             None => format!("sqlite://{}?mode=rwc", self.data_dir.join(format!("{service}.db")).display()),
         }
     }
+}
+
+/// Replaces each `LANYARD_<SECRET>_FILE` by `LANYARD_<SECRET>` holding the file's content (one
+/// trailing line break removed, as `echo` and editors leave one).
+fn secrets_from_files(env: &mut std::collections::HashMap<String, String>) -> Result<(), config::ConfigError> {
+    for name in SECRET_KEYS {
+        let var = format!("LANYARD_{name}");
+        let Some(path) = env.remove(&format!("{var}_FILE")) else { continue };
+        if env.contains_key(&var) {
+            return Err(config::ConfigError::Message(format!("{var} and {var}_FILE are both set: set one")));
+        }
+        let content = std::fs::read_to_string(&path)
+            .map_err(|e| config::ConfigError::Message(format!("{var}_FILE: reading {path}: {e}")))?;
+        let content = content.strip_suffix('\n').map(|c| c.strip_suffix('\r').unwrap_or(c)).unwrap_or(&content);
+        if content.is_empty() {
+            return Err(config::ConfigError::Message(format!("{var}_FILE: {path} is empty")));
+        }
+        env.insert(var, content.to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -371,5 +433,79 @@ mod tests {
         assert_eq!(s.listen_addr.port(), 7001);
         assert_eq!(s.data_dir, PathBuf::from("/var/lib/lanyard"));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_read_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("database-url");
+        std::fs::write(&url, "postgres://u:hunter2@db/x\n").unwrap();
+        let keys = dir.path().join("operator-keys");
+        std::fs::write(&keys, "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb").unwrap();
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_DATABASE_URL_FILE", url.to_str().unwrap()),
+                ("LANYARD_OPERATOR_KEYS_FILE", keys.to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database_url_for("tenancy"), "postgres://u:hunter2@db/x");
+        assert_eq!(s.operator_keys.len(), 2);
+        assert_eq!(s.operator_keys[1].expose_secret(), "bbbbbbbbbbbbbbbb");
+    }
+
+    #[test]
+    fn a_secret_set_twice_or_from_a_missing_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("encryption-key");
+        std::fs::write(&key, "c2VjcmV0").unwrap();
+        let both = Settings::load_from(
+            None,
+            env(&[("LANYARD_ENCRYPTION_KEY", "c2VjcmV0"), ("LANYARD_ENCRYPTION_KEY_FILE", key.to_str().unwrap())]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("LANYARD_ENCRYPTION_KEY and LANYARD_ENCRYPTION_KEY_FILE"), "{both}");
+        let missing = dir.path().join("nothing-here");
+        let err = Settings::load_from(None, env(&[("LANYARD_SMTP_URL_FILE", missing.to_str().unwrap())]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LANYARD_SMTP_URL_FILE"), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        assert!(Settings::load_from(None, env(&[("LANYARD_REDIS_URL_FILE", empty.to_str().unwrap())])).is_err());
+        // Only secret settings have a file form.
+        assert!(Settings::load_from(None, env(&[("LANYARD_LISTEN_ADDR_FILE", key.to_str().unwrap())])).is_err());
+    }
+
+    #[test]
+    fn production_mail_needs_smtp_or_an_explicit_files_transport() {
+        let embedded = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(embedded.mail_transport(), Ok(MailTransportKind::Files));
+        let db = ("LANYARD_DATABASE_URL", "postgres://u@db/x");
+        let err = Settings::load_from(None, env(&[db])).unwrap().mail_transport().unwrap_err();
+        assert!(err.contains("LANYARD_MAIL_TRANSPORT=files"), "{err}");
+        let files = Settings::load_from(None, env(&[db, ("LANYARD_MAIL_TRANSPORT", "files")])).unwrap();
+        assert_eq!(files.mail_transport(), Ok(MailTransportKind::Files));
+        let smtp = Settings::load_from(None, env(&[db, ("LANYARD_SMTP_URL", "smtp://mail:25")])).unwrap();
+        assert_eq!(smtp.mail_transport(), Ok(MailTransportKind::Smtp));
+        let contradiction = Settings::load_from(
+            None,
+            env(&[("LANYARD_SMTP_URL", "smtp://mail:25"), ("LANYARD_MAIL_TRANSPORT", "files")]),
+        )
+        .unwrap();
+        assert!(contradiction.mail_transport().is_err());
+        let smtp_without_url = Settings::load_from(None, env(&[("LANYARD_MAIL_TRANSPORT", "smtp")])).unwrap();
+        assert!(smtp_without_url.mail_transport().is_err());
+        assert!(Settings::load_from(None, env(&[("LANYARD_MAIL_TRANSPORT", "pigeon")])).is_err());
+    }
+
+    #[test]
+    fn settings_nothing_reads_are_refused() {
+        // The token service's address was never read by any service: setting it is a mistake.
+        assert!(Settings::load_from(None, env(&[("LANYARD_TOKEN_URL", "http://lanyard-token:50051")])).is_err());
+        let s = Settings::load_from(None, env(&[("LANYARD_STARTUP_RETRY_SECONDS", "5")])).unwrap();
+        assert_eq!(s.startup_retry_seconds, 5);
     }
 }

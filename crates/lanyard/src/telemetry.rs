@@ -134,6 +134,10 @@ fn describe_metrics() {
     );
     metrics::describe_counter!("lanyard_database_errors_total", "Database errors, by service and kind.");
     metrics::describe_gauge!("lanyard_org_seats", "Seats of an organization by state (limit, active, reserved).");
+    metrics::describe_gauge!(
+        "lanyard_redis_up",
+        "Whether the shared cache (Redis) answered its last check: 1 or 0. Readiness does not follow it."
+    );
 }
 
 /// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown` completes.
