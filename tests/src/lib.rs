@@ -363,26 +363,7 @@ pub fn assert_error<T: std::fmt::Debug>(
     status
 }
 
-/// Runs an async test body against one backend: `backend_tests!(name);` makes `name::sqlite` and
-/// `name::postgres`.
-#[macro_export]
-macro_rules! backend_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name(lanyard_core::db::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name(lanyard_core::db::Backend::Postgres).await
-                }
-            }
-        )*
-    };
-}
+pub use lanyard_testkit::backend_tests;
 
 /// A migrated tenancy store on a fresh database, without a server (for the storage conformance
 /// suite). Keep the guard alive for as long as the store is used.

@@ -18,7 +18,7 @@ fn ts(t: &Option<prost_types::Timestamp>) -> Timestamp {
     Timestamp(t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
 }
 
-on_both_backends!(
+backend_tests!(
     the_whole_story,
     the_whole_story_over_a_channel,
     preview_is_no_oracle,

@@ -53,12 +53,8 @@ pub fn init_logs() {
     });
 }
 
-/// Which database backs a test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+/// Which database backs a test: the backends the services run on.
+pub use lanyard_core::db::Backend;
 
 /// The Postgres server tests use.
 pub fn postgres_admin_url() -> String {
@@ -243,8 +239,7 @@ impl TestApp {
             timeout: Duration::from_secs(2),
         })
         .expect("DNS resolver");
-        let tenancy =
-            Tenancy::new(store, secrets.clone(), verifier).allow_http_issuers(true).with_facts(config.facts.clone());
+        let tenancy = Tenancy::new(store, secrets.clone(), verifier, config.facts.clone()).allow_http_issuers(true);
         let tenancy_server = TenancyGrpc::new(tenancy, auth.clone()).into_server();
         let key = SecretString::from(SERVICE_KEY.to_owned());
 

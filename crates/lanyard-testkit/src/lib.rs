@@ -8,3 +8,36 @@
 pub mod app;
 pub mod dns;
 pub mod idp;
+
+/// Runs an async test body on SQLite and on Postgres: the one way every test crate does it.
+///
+/// `backend_tests!(a, b)` calls the functions `a(Backend)` and `b(Backend)` in `a::sqlite`,
+/// `a::postgres`, ...; `backend_tests!(name, body)` calls `body(Backend)` in `name::sqlite` and
+/// `name::postgres`. The Postgres variant runs when a server answers; when none does it fails
+/// under `CI=true` and says it was skipped otherwise ([`app::postgres_available`]).
+#[macro_export]
+macro_rules! backend_tests {
+    ($name:ident => $body:path) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                $body($crate::app::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if $crate::app::postgres_available(concat!(module_path!(), "::postgres")).await {
+                    $body($crate::app::Backend::Postgres).await;
+                }
+            }
+        }
+    };
+    ($($name:ident),+ $(,)?) => {
+        $(
+            $crate::backend_tests!($name => super::$name);
+        )+
+    };
+}

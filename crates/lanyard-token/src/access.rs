@@ -50,7 +50,8 @@ impl AccessTokens {
     }
 
     /// From now on, member callers are checked with `authorizer` (sessions, memberships and
-    /// organizations), not just by signature.
+    /// organizations). Until it is bound, every member call is refused `UNAVAILABLE`: the process
+    /// serves only after the token service is built, so this is a guard, not a state callers see.
     pub fn bind_authorizer(&self, authorizer: Authorizer) {
         let _ = self.authorizer.set(authorizer);
     }
@@ -145,7 +146,9 @@ impl AccessTokenVerifier for AccessTokens {
                 }
                 p
             }
-            None => Arc::new(AccessTokens::verify(self, token, Timestamp::now()).map_err(|_| AuthError::Invalid)?),
+            // Not bound yet (the token service is still being built): a signature alone says
+            // nothing about removals, so no member call is answered until revocations can be checked.
+            None => return Err(AuthError::Unavailable),
         };
         Ok(MemberPrincipal {
             user_id: p.user_id,

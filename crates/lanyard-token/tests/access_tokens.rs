@@ -215,7 +215,7 @@ async fn access_token_attacks(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(forged_access_tokens_are_refused, access_token_attacks);
+backend_tests!(forged_access_tokens_are_refused => access_token_attacks);
 
 async fn jwks_everywhere(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -267,7 +267,7 @@ async fn jwks_everywhere(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(jwks_over_grpc_and_http, jwks_everywhere);
+backend_tests!(jwks_over_grpc_and_http => jwks_everywhere);
 
 /// Private keys are sealed at rest: the stored form holds no key material in the clear, and a
 /// restarted service (same key-encryption key) signs with the same keys.
@@ -363,4 +363,4 @@ async fn authorize_decisions(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(authorize_answers_with_a_reason, authorize_decisions);
+backend_tests!(authorize_answers_with_a_reason => authorize_decisions);

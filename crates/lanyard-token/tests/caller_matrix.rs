@@ -652,4 +652,4 @@ async fn matrix(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(access_tokens_as_callers, matrix);
+backend_tests!(access_tokens_as_callers => matrix);

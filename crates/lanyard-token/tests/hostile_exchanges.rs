@@ -171,7 +171,7 @@ async fn unknown_and_real_invitations_answer_alike(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(valid_and_unknown_invitation_tokens_answer_alike, unknown_and_real_invitations_answer_alike);
+backend_tests!(valid_and_unknown_invitation_tokens_answer_alike => unknown_and_real_invitations_answer_alike);
 
 /// The same ES256 token with `s` replaced by `n - s`: it still verifies mathematically.
 fn high_s_twin(token: &str) -> String {
@@ -295,7 +295,7 @@ async fn replay(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(an_id_token_is_exchanged_once, replay);
+backend_tests!(an_id_token_is_exchanged_once => replay);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_id_tokens_and_missing_nonces_are_refused() {
@@ -371,4 +371,4 @@ async fn concurrent_replays(backend: Backend) {
     assert_eq!(sessions_of(&app, &user).await, ROUNDS, "one session per ID token");
 }
 
-backend_tests!(concurrent_exchanges_of_one_id_token_make_one_session, concurrent_replays);
+backend_tests!(concurrent_exchanges_of_one_id_token_make_one_session => concurrent_replays);

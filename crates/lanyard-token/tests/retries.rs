@@ -67,7 +67,7 @@ async fn concurrent_refresh_retries(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(concurrent_refresh_retries_rotate_once, concurrent_refresh_retries);
+backend_tests!(concurrent_refresh_retries_rotate_once => concurrent_refresh_retries);
 
 /// A lost reply may be fetched again, but not once its refresh token was used: that replay is a
 /// reuse, and the family dies.
@@ -86,7 +86,7 @@ async fn replay_after_use(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(a_replay_after_the_token_was_used_is_reuse, replay_after_use);
+backend_tests!(a_replay_after_the_token_was_used_is_reuse => replay_after_use);
 
 async fn sessions(db: &TestDb) -> i64 {
     let pool = lanyard_core::db::Database::connect(&db.config("token")).await.expect("token database");
@@ -171,7 +171,7 @@ async fn reused_ids(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(an_id_reused_for_another_request_is_refused, reused_ids);
+backend_tests!(an_id_reused_for_another_request_is_refused => reused_ids);
 
 /// Concurrent retries of one AddMember: one member, one seat, the same reply for all.
 async fn concurrent_add_member(backend: Backend) {
@@ -217,7 +217,7 @@ async fn concurrent_add_member(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(concurrent_add_member_retries_add_once, concurrent_add_member);
+backend_tests!(concurrent_add_member_retries_add_once => concurrent_add_member);
 
 /// Two people who both pick `request_id = "1"` accept their own invitations: the token service
 /// forwards an id derived from each caller's credential, not the caller's own id under its service
@@ -273,7 +273,7 @@ async fn same_id_two_people(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(two_people_with_the_same_request_id_both_accept, same_id_two_people);
+backend_tests!(two_people_with_the_same_request_id_both_accept => same_id_two_people);
 
 /// A stored reply of CreateInvitation holds the invitation link: it is sealed at rest.
 async fn sealed_replies(backend: Backend) {
@@ -304,4 +304,4 @@ async fn sealed_replies(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(replies_holding_links_are_sealed, sealed_replies);
+backend_tests!(replies_holding_links_are_sealed => sealed_replies);

@@ -72,7 +72,7 @@ async fn refresh_rotation(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(reusing_a_refresh_token_revokes_its_family, refresh_rotation);
+backend_tests!(reusing_a_refresh_token_revokes_its_family => refresh_rotation);
 
 async fn refresh_race(backend: Backend) {
     let w = world(backend).await;
@@ -100,7 +100,7 @@ async fn refresh_race(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(concurrent_refreshes_of_one_token_one_wins, refresh_race);
+backend_tests!(concurrent_refreshes_of_one_token_one_wins => refresh_race);
 
 async fn switching(backend: Backend) {
     let w = world(backend).await;
@@ -130,7 +130,7 @@ async fn switching(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(switching_organizations, switching);
+backend_tests!(switching_organizations => switching);
 
 async fn listing_and_revoking(backend: Backend) {
     let w = world(backend).await;
@@ -237,7 +237,7 @@ async fn listing_and_revoking(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(listing_and_revoking_sessions, listing_and_revoking);
+backend_tests!(listing_and_revoking_sessions => listing_and_revoking);
 
 async fn bad_inputs(backend: Backend) {
     let w = world(backend).await;
@@ -339,7 +339,7 @@ async fn bad_inputs(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(malformed_inputs_are_refused, bad_inputs);
+backend_tests!(malformed_inputs_are_refused => bad_inputs);
 
 async fn replay(backend: Backend) {
     let w = world(backend).await;
@@ -385,7 +385,7 @@ async fn replay(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(a_retry_with_the_same_request_id_replays, replay);
+backend_tests!(a_retry_with_the_same_request_id_replays => replay);
 
 async fn deleted_org(backend: Backend) {
     let w = world(backend).await;
@@ -406,7 +406,7 @@ async fn deleted_org(backend: Backend) {
     w.app.stop().await;
 }
 
-backend_tests!(a_deleted_organization_signs_nobody_in, deleted_org);
+backend_tests!(a_deleted_organization_signs_nobody_in => deleted_org);
 
 /// Without `organization_id`, a first sign-in goes to the person's only organization among those
 /// whose connections accept the token and whose identity rules take it (beta has not verified
@@ -435,4 +435,4 @@ async fn first_sign_in_without_an_organization(backend: Backend) {
     assert_eq!(again.active_organization.unwrap().organization_id, beta);
 }
 
-backend_tests!(first_sign_in_defaults, first_sign_in_without_an_organization);
+backend_tests!(first_sign_in_defaults => first_sign_in_without_an_organization);

@@ -230,7 +230,7 @@ async fn story(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(customer_story, story);
+backend_tests!(customer_story => story);
 
 /// The same sign-in, with the token service reaching tenancy and invitation over TCP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,7 +182,7 @@ async fn google_attacks(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(google_workspace_tokens_are_checked, google_attacks);
+backend_tests!(google_workspace_tokens_are_checked => google_attacks);
 
 async fn azure_and_okta(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -232,7 +232,7 @@ async fn azure_and_okta(backend: Backend) {
     app.stop().await;
 }
 
-backend_tests!(entra_id_and_okta_tokens_are_checked, azure_and_okta);
+backend_tests!(entra_id_and_okta_tokens_are_checked => azure_and_okta);
 
 /// Unknown kids do not make Lanyard hammer the provider: one fetch per `min_refetch_interval`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,12 +263,10 @@ impl Application {
                         timeout: std::time::Duration::from_millis(settings.dns_timeout_ms),
                     })
                     .context("setting up the DNS resolver")?;
-                    let tenancy = Tenancy::new(store, secret_box(&settings)?, dns)
+                    let tenancy = Tenancy::new(store, secret_box(&settings)?, dns, facts.clone())
                         .allow_http_issuers(settings.allow_http_issuers)
                         .issuer_allowlist(issuer_allowlist(&settings)?)
-                        .max_sso_connections(settings.max_sso_connections_per_org)
-                        .with_cache(cache.clone())
-                        .with_facts(facts.clone());
+                        .max_sso_connections(settings.max_sso_connections_per_org);
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
                     local_tenancy = Some(grpc.clone());
                     router = router.add_service(

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lanyard_authz::Facts;
 use lanyard_clients::TenancyClient;
+use lanyard_core::cache::Cache;
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Database;
@@ -33,7 +35,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use lanyard_testkit::app::{init_logs, KEK};
-pub use lanyard_testkit::app::{postgres_available, Backend, TestDb, OPERATOR_KEY, SERVICE_KEY};
+pub use lanyard_testkit::app::{Backend, TestDb, OPERATOR_KEY, SERVICE_KEY};
 
 /// The link template of every test server.
 pub const LINK: &str = "https://app.example.com/invite?token={token}";
@@ -185,7 +187,10 @@ impl TestApp {
             timeout: Duration::from_millis(200),
         })
         .expect("DNS resolver");
-        let tenancy_grpc = TenancyGrpc::new(Tenancy::new(store, secrets.clone(), dns), auth.clone());
+        let tenancy_grpc = TenancyGrpc::new(
+            Tenancy::new(store, secrets.clone(), dns, Facts::new(Cache::local("lanyard"))),
+            auth.clone(),
+        );
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -476,24 +481,4 @@ pub fn accept_req(token: &str, user: &str, email: &str, verified: bool) -> ipb::
     }
 }
 
-/// Runs an async test body on SQLite and, when available, on Postgres.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn sqlite() {
-                    super::$name($crate::support::Backend::Sqlite).await
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn postgres() {
-                    if $crate::support::postgres_available(stringify!($name)).await {
-                        super::$name($crate::support::Backend::Postgres).await
-                    }
-                }
-            }
-        )*
-    };
-}
+pub use lanyard_testkit::backend_tests;

@@ -95,9 +95,11 @@ pub struct Tenancy {
 
 impl Tenancy {
     /// Builds the service over its store; `secrets` seals SSO client secrets, `dns` checks
-    /// domain challenges.
-    pub fn new(store: TenancyStore, secrets: SecretBox, dns: DomainVerifier) -> Self {
-        let cache = Cache::local("lanyard");
+    /// domain challenges, and membership and organization changes are published to `facts`
+    /// (shared with the token service's authorizer in the same process, and through Redis with
+    /// every other process). Seat usage is cached in the facts' shared cache. Nothing is defaulted:
+    /// a caller that wants the in-process cache says so by building `facts` over it.
+    pub fn new(store: TenancyStore, secrets: SecretBox, dns: DomainVerifier, facts: Facts) -> Self {
         Self {
             store,
             secrets,
@@ -105,16 +107,9 @@ impl Tenancy {
             allow_http_issuers: false,
             issuer_allowlist: IssuerAllowlist::default(),
             max_sso_connections: DEFAULT_MAX_SSO_CONNECTIONS,
-            facts: Facts::new(cache.clone()),
-            cache,
+            cache: facts.cache().clone(),
+            facts,
         }
-    }
-
-    /// Publishes membership and organization changes to `facts` (shared with the token service's
-    /// authorizer in the same process, and through Redis with every other process).
-    pub fn with_facts(mut self, facts: Facts) -> Self {
-        self.facts = facts;
-        self
     }
 
     /// Records changed revocation facts before the change returns, so no authorization anywhere
@@ -142,12 +137,6 @@ impl Tenancy {
         };
         let fact = Versioned { version: org.updated_at.0, value: state.into() };
         self.publish([(FactKey::Organization(org.id), fact)]).await;
-    }
-
-    /// Caches seat usage in `cache` (Redis in production), written through on every seat change.
-    pub fn with_cache(mut self, cache: Cache) -> Self {
-        self.cache = cache;
-        self
     }
 
     /// The cache (for readiness checks).

@@ -11,25 +11,4 @@
 pub use lanyard_testkit::app::*;
 pub use lanyard_testkit::idp;
 
-/// Runs a test body on SQLite and on Postgres: `backend_tests!(name, body)` defines
-/// `name::sqlite` and `name::postgres`.
-#[macro_export]
-macro_rules! backend_tests {
-    ($name:ident, $body:path) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $body(support::Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if support::postgres_available(concat!(stringify!($name), "::postgres")).await {
-                    $body(support::Backend::Postgres).await;
-                }
-            }
-        }
-    };
-}
+pub use lanyard_testkit::backend_tests;
