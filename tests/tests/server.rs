@@ -1,7 +1,8 @@
 //! The server around the services: gRPC health, reflection, unimplemented services, shutdown.
 
+use lanyard::ServiceName;
 use lanyard_core::db::Backend;
-use lanyard_tests::{backend_tests, spawn_app};
+use lanyard_tests::{backend_tests, spawn_app, spawn_services};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -22,13 +23,14 @@ async fn health_reports_each_service(backend: Backend) {
     app.stop().await;
 }
 
-async fn reflection_lists_the_api(backend: Backend) {
+/// The services reflection lists on a process running `services`.
+async fn listed(backend: Backend, services: &[ServiceName]) -> Vec<String> {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-    let app = spawn_app(backend).await;
+    let app = spawn_services(backend, services, |_| {}).await;
     let mut client = ServerReflectionClient::new(app.channel());
     let request = ServerReflectionRequest {
         host: String::new(),
@@ -39,15 +41,29 @@ async fn reflection_lists_the_api(backend: Backend) {
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection response {response:?}");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+async fn reflection_lists_the_api(backend: Backend) {
+    let all = [
         "lanyard.tenancy.v1.TenancyService",
         "lanyard.invitation.v1.InvitationService",
         "lanyard.token.v1.TokenService",
         "lanyard.authz.v1.AuthorizationService",
         "grpc.health.v1.Health",
-    ] {
+    ];
+    let names = listed(backend, &ServiceName::ALL).await;
+    for expected in all {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    // A process of a split deployment lists what it serves, and nothing it would answer
+    // UNIMPLEMENTED.
+    let names = listed(backend, &[ServiceName::Tenancy]).await;
+    for expected in ["lanyard.tenancy.v1.TenancyService", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    for absent in &all[1..4] {
+        assert!(!names.iter().any(|n| n == absent), "{absent} listed by a tenancy-only process: {names:?}");
     }
 }
 

@@ -59,6 +59,16 @@ impl ServiceName {
             Self::Token => "lanyard.token.v1.TokenService",
         }
     }
+
+    /// Every gRPC service this one mounts (the token service also answers authorization), as
+    /// reflection lists them.
+    pub fn grpc_names(self) -> &'static [&'static str] {
+        match self {
+            Self::Tenancy => &["lanyard.tenancy.v1.TenancyService"],
+            Self::Invitation => &["lanyard.invitation.v1.InvitationService"],
+            Self::Token => &["lanyard.token.v1.TokenService", "lanyard.authz.v1.AuthorizationService"],
+        }
+    }
 }
 
 /// File names in the data directory of the embedded default.
@@ -198,9 +208,18 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen_addr))?;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(lanyard_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection lists what this process serves, not every service the descriptors hold: a
+        // client of a split deployment sees where each call goes.
+        let reflection = services
+            .iter()
+            .flat_map(|s| s.grpc_names())
+            .fold(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(lanyard_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .with_service_name("grpc.health.v1.Health"),
+                |builder, name| builder.with_service_name(*name),
+            )
             .build_v1()
             .context("building gRPC reflection")?;
         let metrics = match settings.metrics_addr {

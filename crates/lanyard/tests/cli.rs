@@ -509,3 +509,50 @@ fn loose_modes_left_by_an_older_version_are_tightened_at_start() {
     let (loose, _) = loose_paths(&data);
     assert!(loose.is_empty(), "readable by others:\n{}", loose.join("\n"));
 }
+
+#[test]
+fn an_https_endpoint_gets_no_key_in_cleartext() {
+    let data = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let key = "lny_a_key_that_must_not_travel_in_cleartext";
+    for endpoint in [endpoint.clone(), endpoint.replacen("https", "HTTPS", 1)] {
+        let out = Command::new(BIN)
+            .args(["org", "list", "--endpoint", &endpoint, "--api-key", key])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("LANYARD_DATA_DIR", data.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "an https endpoint was used: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Nothing connected, so nothing (the key least of all) was sent.
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the CLI connected to the https endpoint: {other:?}"),
+    }
+}
+
+#[test]
+fn health_answers_for_the_server_and_each_service() {
+    let data = tempfile::tempdir().unwrap();
+    let health = |endpoint: &str, service: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command.args(["health", "--endpoint", endpoint, "--timeout-ms", "5000"]);
+        if let Some(service) = service {
+            command.args(["--service", service]);
+        }
+        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).output().unwrap()
+    };
+    // Nothing listens: not healthy, and said so.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let out = health(&closed, None);
+    assert!(!out.status.success(), "{out:?}");
+    let (_server, endpoint) = serve(data.path());
+    for service in [None, Some("tenancy"), Some("invitation"), Some("token")] {
+        let out = health(&endpoint, service);
+        assert_eq!(stdout(&out).trim(), "SERVING", "{service:?}");
+    }
+}

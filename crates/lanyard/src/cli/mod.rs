@@ -63,6 +63,38 @@ pub enum Command {
     /// Manage invitations.
     #[command(subcommand)]
     Invitation(InvitationCommand),
+    /// Ask a server's gRPC health service whether it serves (no key needed): exit 0 when it
+    /// answers SERVING, 1 otherwise. For a container HEALTHCHECK or a script waiting for start-up.
+    Health {
+        /// The service to ask about; empty for the whole server.
+        #[arg(long, value_enum)]
+        service: Option<ServiceName>,
+        /// The server's gRPC address.
+        #[arg(long, env = "LANYARD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+}
+
+/// `lanyard health`: the server's (or one service's) gRPC health status.
+async fn health(service: Option<ServiceName>, endpoint: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let ask = async {
+        let channel = Channel::from_shared(endpoint.to_owned()).context("invalid --endpoint")?.connect().await?;
+        let request =
+            tonic_health::pb::HealthCheckRequest { service: service.map(|s| s.grpc_name()).unwrap_or("").into() };
+        anyhow::Ok(tonic_health::pb::health_client::HealthClient::new(channel).check(request).await?.into_inner())
+    };
+    let answer = tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("{endpoint} did not answer within {} ms", timeout.as_millis()))?
+        .with_context(|| format!("asking {endpoint} for its health"))?;
+    let status = ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown);
+    println!("{}", status.as_str_name());
+    anyhow::ensure!(status == ServingStatus::Serving, "{endpoint} is not serving");
+    Ok(())
 }
 
 /// `lanyard invitation ...`
@@ -330,6 +362,15 @@ async fn channel(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<
             },
         )?,
     };
+    // This build speaks plaintext gRPC only: an `https://` endpoint would get the key in
+    // cleartext from a client its operator believes encrypted. Refused before any connection.
+    if remote.endpoint.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://")) {
+        anyhow::bail!(
+            "{} asks for TLS, which this build of the CLI does not speak: refusing to send the API key in \
+             cleartext (use an http:// endpoint over a trusted network or a port-forward)",
+            remote.endpoint
+        );
+    }
     let channel = Channel::from_shared(remote.endpoint.clone())
         .context("invalid --endpoint")?
         .connect()
@@ -559,6 +600,9 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
         }
         Command::Invitation(command) => run_invitation(command, data_dir).await?,
         Command::Domain(command) => run_domain(command, data_dir).await?,
+        Command::Health { service, endpoint, timeout_ms } => {
+            health(service, &endpoint, std::time::Duration::from_millis(timeout_ms)).await?
+        }
         Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
     }
     Ok(())
