@@ -158,3 +158,18 @@ impl AccessTokenVerifier for AccessTokens {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Before the token service's authorizer is bound, a member call is refused as unavailable:
+    /// a signature alone cannot say whether the member was removed since.
+    #[tokio::test]
+    async fn unbound_verifier_answers_unavailable() {
+        let access = AccessTokens::new(KeyRing::default(), "iss".into(), "lanyard".into(), Duration::from_secs(60));
+        for token in ["a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.sig", ""] {
+            assert_eq!(AccessTokenVerifier::verify(&access, token).await, Err(AuthError::Unavailable));
+        }
+    }
+}
