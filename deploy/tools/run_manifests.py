@@ -350,7 +350,7 @@ BREAKAGES = {
         e for e in container_env(docs, "lanyard-token") if e["name"] == "LANYARD_TENANCY_URL").update(
         value="http://lanyard-tenancy:50052"),
     "dead-setting": lambda docs, values: container_env(docs, "lanyard-tenancy").append(
-        {"name": "LANYARD_TOKEN_URL", "value": "http://lanyard-token:50051"}),
+        {"name": "LANYARD_TOKEN_ENDPOINT", "value": "http://lanyard-token:50051"}),
     "probe-on-wrong-service": lambda docs, values: find(docs, "Deployment", "lanyard-token")["spec"]["template"][
         "spec"]["containers"][0]["readinessProbe"]["grpc"].update(service="lanyard.tenancy.v1.TenancyService"),
 }

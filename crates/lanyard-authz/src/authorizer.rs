@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lanyard_core::cache::Versioned;
+use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
+
 use lanyard_core::status::Problem;
 use lanyard_core::{OrganizationId, Permission, Timestamp};
 use lanyard_proto::authz::v1 as apb;
@@ -188,6 +190,15 @@ impl Authorizer {
         }
     }
 
+    /// The principal of `token` when the token is allowed (signature, expiry, and every
+    /// revocation fact: session, membership, organization, connection), as a service
+    /// authenticating a member caller needs it: `Invalid` when any check denies it,
+    /// `Unavailable` when the facts cannot be read (never allowed).
+    pub async fn allowed_principal(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let outcome = self.check(token, None, &[]).await.map_err(|_| AuthError::Unavailable)?;
+        outcome.principal.filter(|_| outcome.token == Decision::Allowed).ok_or(AuthError::Invalid)
+    }
+
     /// The token's principal, from the verified-token cache or by verifying it.
     async fn verified(&self, token: &str, now: Timestamp) -> Result<Arc<Principal>, Decision> {
         let inner = &self.inner;
@@ -326,5 +337,15 @@ pub fn principal_to_pb(p: &Principal) -> apb::Principal {
         session_id: p.session_id.to_string(),
         membership_version: p.membership_version,
         expire_time: Some(p.expires_at.to_proto()),
+    }
+}
+
+/// Member callers authenticated by the full check: a service that embeds this crate, or a Lanyard
+/// process that does not run the token service, accepts Lanyard access tokens this way, so a
+/// token stops working for every RPC the moment its member is removed.
+#[async_trait::async_trait]
+impl AccessTokenVerifier for Authorizer {
+    async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
+        Ok(self.allowed_principal(token).await?.as_member())
     }
 }

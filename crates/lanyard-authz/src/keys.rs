@@ -63,14 +63,20 @@ impl JwksKeys {
     /// Fetches the set at `url` (`https://auth.example.com/.well-known/jwks.json`) once, so a
     /// service that starts while the token service is down fails early.
     pub async fn fetch(url: &str) -> Result<Self, JwksError> {
+        let keys = Self::lazy(url)?;
+        keys.load().await?;
+        Ok(keys)
+    }
+
+    /// The set at `url`, fetched when a token first names a key: for a process that may start
+    /// before the token service does (the first tokens wait for that fetch).
+    pub fn lazy(url: &str) -> Result<Self, JwksError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| JwksError(e.to_string()))?;
-        let keys = Self { url: url.to_owned(), http, fetched: Arc::default(), fetching: Arc::default() };
-        keys.load().await?;
-        Ok(keys)
+        Ok(Self { url: url.to_owned(), http, fetched: Arc::default(), fetching: Arc::default() })
     }
 
     async fn load(&self) -> Result<(), JwksError> {

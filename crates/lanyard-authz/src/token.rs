@@ -60,6 +60,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The member caller this token speaks for.
+    pub fn as_member(&self) -> lanyard_core::caller::MemberPrincipal {
+        lanyard_core::caller::MemberPrincipal {
+            user_id: self.user_id,
+            organization_id: self.organization_id,
+            roles: self.roles.clone(),
+            permissions: self.permissions.clone(),
+        }
+    }
+
     /// Whether the token's roles grant `wanted`.
     pub fn grants(&self, wanted: &Permission) -> bool {
         self.permissions.iter().any(|g| g.grants(wanted))

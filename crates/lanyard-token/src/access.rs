@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use lanyard_authz::{Audience, Authorizer, Decision};
+use lanyard_authz::{Audience, Authorizer};
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
 use lanyard_core::{ConnectionId, OrganizationId, Timestamp, UserId};
 use uuid::Uuid;
@@ -137,25 +137,15 @@ impl AccessTokens {
 #[async_trait::async_trait]
 impl AccessTokenVerifier for AccessTokens {
     async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
-        let p = match self.authorizer.get() {
-            Some(authorizer) => {
-                let outcome = authorizer.check(token, None, &[]).await.map_err(|_| AuthError::Unavailable)?;
-                let p = outcome.principal.filter(|_| outcome.token == Decision::Allowed).ok_or(AuthError::Invalid)?;
-                if self.is_revoked(&p.session_id) {
-                    return Err(AuthError::Invalid);
-                }
-                p
-            }
-            // Not bound yet (the token service is still being built): a signature alone says
-            // nothing about removals, so no member call is answered until revocations can be checked.
-            None => return Err(AuthError::Unavailable),
-        };
-        Ok(MemberPrincipal {
-            user_id: p.user_id,
-            organization_id: p.organization_id,
-            roles: p.roles.clone(),
-            permissions: p.permissions.clone(),
-        })
+        // Not bound yet (the token service is still being built): a signature alone says nothing
+        // about removals, so no member call is answered until revocations can be checked.
+        let authorizer = self.authorizer.get().ok_or(AuthError::Unavailable)?;
+        let p = authorizer.allowed_principal(token).await?;
+        // Sessions revoked in this process are refused before their fact reaches every cache.
+        if self.is_revoked(&p.session_id) {
+            return Err(AuthError::Invalid);
+        }
+        Ok(p.as_member())
     }
 }
 

@@ -188,7 +188,7 @@ impl TokenConfig {
             database,
             secrets,
             issuer: issuer.into(),
-            audience: "lanyard".into(),
+            audience: ACCESS_TOKEN_AUDIENCE.into(),
             signing_algorithm: SigningAlgorithm::Es256,
             lifetimes: Lifetimes::default(),
             rotation_interval: Duration::from_secs(30 * 24 * 3600),
@@ -207,6 +207,9 @@ impl TokenConfig {
         AccessTokens::new(KeyRing::default(), self.issuer.clone(), self.audience.clone(), self.lifetimes.access)
     }
 }
+
+/// `aud` of Lanyard's access tokens.
+pub const ACCESS_TOKEN_AUDIENCE: &str = "lanyard";
 
 /// The built service.
 pub struct TokenParts {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lanyard_authz::{Authorizer, Facts};
 use lanyard_clients::{InvitationClient, TenancyClient};
 use lanyard_core::cache::Cache;
 use lanyard_core::crypto::SecretBox;
@@ -125,6 +126,36 @@ impl Limits {
             http_header_read_timeout: Duration::from_millis(settings.http_header_read_timeout_ms),
         }
     }
+}
+
+/// In a process without the token service: the verifier for Lanyard access tokens, from the
+/// token service's published keys, the revocation facts this process shares (Redis), and the token
+/// service's `BatchAuthorize` when they cannot be read. None without `LANYARD_TOKEN_URL`.
+fn remote_member_verifier(settings: &Settings, facts: &Facts) -> anyhow::Result<Option<Authorizer>> {
+    let (url, jwks) = match (&settings.token_url, &settings.token_jwks_url) {
+        (None, None) => return Ok(None),
+        (Some(url), Some(jwks)) => (url, jwks),
+        _ => anyhow::bail!(
+            "LANYARD_TOKEN_URL and LANYARD_TOKEN_JWKS_URL go together: set both for a process that accepts access \
+             tokens without running the token service, or neither"
+        ),
+    };
+    if settings.redis_url.is_none() {
+        anyhow::bail!(
+            "LANYARD_TOKEN_URL needs LANYARD_REDIS_URL: removals and revoked sessions reach this process only \
+             through Redis, and without them an access token would outlive its member here"
+        );
+    }
+    let keys = lanyard_authz::JwksKeys::lazy(jwks).map_err(|e| anyhow::anyhow!("LANYARD_TOKEN_JWKS_URL: {e}"))?;
+    let channel = tonic::transport::Channel::from_shared(url.clone()).context("LANYARD_TOKEN_URL")?.connect_lazy();
+    let audience = lanyard_authz::Audience {
+        issuer: settings.token_issuer.clone(),
+        audience: lanyard_token::ACCESS_TOKEN_AUDIENCE.to_owned(),
+    };
+    let fallback = lanyard_authz::Fallback::Remote(
+        lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient::new(channel),
+    );
+    Ok(Some(Authorizer::new(Arc::new(keys), audience, facts.clone(), fallback)))
 }
 
 /// How often a service's database is probed for readiness.
@@ -252,6 +283,9 @@ impl Application {
         let access_tokens = token_config.as_ref().map(|c| c.access_tokens());
         if let Some(access) = &access_tokens {
             auth = auth.with_access_tokens(Arc::new(access.clone()));
+        } else if let Some(remote) = remote_member_verifier(&settings, &facts)? {
+            // Split deployment: member callers are checked as the token service checks them.
+            auth = auth.with_access_tokens(Arc::new(remote));
         }
         let mut local_invitation = None;
         let mut http = None;

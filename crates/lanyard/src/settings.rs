@@ -71,6 +71,14 @@ pub struct Settings {
     pub tenancy_url: Option<String>,
     /// Address of the invitation service, when it runs in another process (`LANYARD_INVITATION_URL`).
     pub invitation_url: Option<String>,
+    /// gRPC address of the token service, when it runs in another process (`LANYARD_TOKEN_URL`).
+    /// With `token_jwks_url`, this process accepts Lanyard access tokens as member callers, with
+    /// the same checks as the token service (its `BatchAuthorize` answers when the revocation
+    /// facts cannot be read here).
+    pub token_url: Option<String>,
+    /// The token service's published keys (`LANYARD_TOKEN_JWKS_URL`,
+    /// `http://lanyard-token:8080/.well-known/jwks.json`), fetched when a token first names a key.
+    pub token_jwks_url: Option<String>,
     /// Prometheus metrics address (`LANYARD_METRICS_ADDR`), when enabled.
     pub metrics_addr: Option<SocketAddr>,
     /// The token service's HTTP address for `/.well-known/jwks.json` and
@@ -172,6 +180,8 @@ impl Default for Settings {
             shutdown_grace_seconds: 20,
             tenancy_url: None,
             invitation_url: None,
+            token_url: None,
+            token_jwks_url: None,
             metrics_addr: None,
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 50052))),
             token_issuer: "http://127.0.0.1:50052".to_owned(),
@@ -503,8 +513,8 @@ mod tests {
 
     #[test]
     fn settings_nothing_reads_are_refused() {
-        // The token service's address was never read by any service: setting it is a mistake.
-        assert!(Settings::load_from(None, env(&[("LANYARD_TOKEN_URL", "http://lanyard-token:50051")])).is_err());
+        // No setting has this name: a typo or a setting from another version is a mistake.
+        assert!(Settings::load_from(None, env(&[("LANYARD_TOKEN_ENDPOINT", "http://lanyard-token:50051")])).is_err());
         let s = Settings::load_from(None, env(&[("LANYARD_STARTUP_RETRY_SECONDS", "5")])).unwrap();
         assert_eq!(s.startup_retry_seconds, 5);
     }
