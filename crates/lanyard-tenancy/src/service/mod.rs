@@ -89,7 +89,7 @@ pub struct Tenancy {
     allow_http_issuers: bool,
     issuer_allowlist: IssuerAllowlist,
     max_sso_connections: u32,
-    cache: Cache,
+    /// Revocation facts; their shared cache also holds the seat-usage cache.
     facts: Facts,
 }
 
@@ -107,7 +107,6 @@ impl Tenancy {
             allow_http_issuers: false,
             issuer_allowlist: IssuerAllowlist::default(),
             max_sso_connections: DEFAULT_MAX_SSO_CONNECTIONS,
-            cache: facts.cache().clone(),
             facts,
         }
     }
@@ -141,7 +140,7 @@ impl Tenancy {
 
     /// The cache (for readiness checks).
     pub fn cache(&self) -> &Cache {
-        &self.cache
+        self.facts.cache()
     }
 
     /// Accepts `http://` issuers on loopback (local development and tests only).
@@ -189,7 +188,7 @@ impl Tenancy {
         let u = snapshot.usage;
         let value =
             Versioned { version: snapshot.epoch, value: format!("{}:{}:{}", u.seat_limit, u.active, u.reserved) };
-        if let Err(e) = self.cache.set_if_newer(&seat_key(u.organization_id), &value, ttl).await {
+        if let Err(e) = self.facts.cache().set_if_newer(&seat_key(u.organization_id), &value, ttl).await {
             metrics::counter!("lanyard_cache_errors_total", "service" => "tenancy").increment(1);
             tracing::warn!(error = %e, "writing seat usage to the cache");
         }
@@ -198,7 +197,7 @@ impl Tenancy {
     /// Seat usage from the cache, or from the database (refilling the cache) when it misses or
     /// fails.
     async fn cached_seat_usage(&self, org: OrganizationId) -> Result<SeatUsage> {
-        match self.cache.get(&seat_key(org)).await {
+        match self.facts.cache().get(&seat_key(org)).await {
             Ok(Some(v)) => {
                 let parts: Vec<u32> = v.value.split(':').filter_map(|p| p.parse().ok()).collect();
                 if let [seat_limit, active, reserved] = parts[..] {
