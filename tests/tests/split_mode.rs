@@ -85,6 +85,27 @@ async fn member_callers_in_a_split_deployment_with_redis(backend: Backend) {
     let as_admin = format!("Bearer {}", session.access_token);
     tenancy.client_with(Some(&as_admin)).add_member(colleague).await.expect("the admin adds a colleague");
 
+    // Held to its own organization: another organization's members and writes are refused there,
+    // and nothing is written.
+    let other = sso::org(&tenancy, &idp).await;
+    let before = tenancy.snapshot().await;
+    assert_error(
+        list_members(&tenancy, &session.access_token, &other).await,
+        Code::PermissionDenied,
+        "WRONG_ORGANIZATION",
+    );
+    let intruder = pb::AddMemberRequest {
+        organization_id: other.clone(),
+        email: format!("intruder@{}", sso::DOMAIN),
+        ..Default::default()
+    };
+    assert_error(
+        tenancy.client_with(Some(&as_admin)).add_member(intruder).await,
+        Code::PermissionDenied,
+        "WRONG_ORGANIZATION",
+    );
+    assert_eq!(tenancy.snapshot().await, before, "a refused call wrote something");
+
     // A token with its signature changed, and a token of another issuer's keys, are refused.
     let mut forged = session.access_token.clone();
     let last = forged.pop().unwrap();
