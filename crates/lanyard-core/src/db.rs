@@ -3,6 +3,8 @@
 //! the backend-specific parts (connection setup, migrations, error codes) live here.
 
 use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,6 +13,21 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::AnyConnection;
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
+
+/// A transaction on a service's database.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// The transaction one attempt of [`Database::transaction`] works in. Its second lifetime is the
+/// caller's: that the transaction's borrow cannot outlive it is what lets the work borrow the
+/// caller's values (the bound `std::thread::scope` relies on too).
+pub struct Open<'t, 'env> {
+    /// The transaction.
+    pub tx: &'t mut Tx,
+    env: PhantomData<&'t &'env ()>,
+}
+
+/// The future of one attempt of [`Database::transaction`].
+pub type Work<'t, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 't>>;
 
 /// Which database a pool talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +88,7 @@ impl Database {
             let mut conn = AnyConnection::connect(&config.url).await?;
             // Two services starting at once may race to create it; the loser sees it exist.
             if let Err(e) = conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await {
-                if classify(backend, &e) != DbErrorKind::UniqueViolation {
+                if classify(&e) != DbErrorKind::UniqueViolation {
                     return Err(e);
                 }
             }
@@ -120,6 +137,33 @@ impl Database {
         let mut conn = AnyConnection::connect(url).await?;
         conn.execute("SELECT 1").await?;
         conn.close().await
+    }
+
+    /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back when it
+    /// returns an error, and run again from the start (up to [`MAX_ATTEMPTS`] times, backing off
+    /// with jitter) when the database says it lost a race. Errors convert with `?`: database
+    /// errors become the service's error through its `From<sqlx::Error>`.
+    ///
+    /// `work` may run more than once, so it must not consume what it captures.
+    pub async fn transaction<'env, T, E, F>(&self, mut work: F) -> Result<T, E>
+    where
+        E: From<sqlx::Error> + Retryable,
+        F: for<'t> FnMut(Open<'t, 'env>) -> Work<'t, T, E>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let attempt = async {
+                let mut tx = self.pool.begin().await?;
+                let value = work(Open { tx: &mut tx, env: PhantomData }).await?;
+                tx.commit().await?;
+                Ok::<T, E>(value)
+            };
+            match attempt.await {
+                Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => back_off(tries).await,
+                other => return other,
+            }
+        }
     }
 
     /// Answers a trivial query (for health checks).
@@ -179,37 +223,30 @@ impl DbErrorKind {
     }
 }
 
-/// Classifies an error by the backend's own error codes.
-pub fn classify(backend: Backend, error: &sqlx::Error) -> DbErrorKind {
+/// Classifies an error by the database's own error code. Postgres answers with a five-character
+/// SQLSTATE and SQLite with its numeric extended result code (at most four digits), so one table
+/// serves both without knowing which backend produced the error.
+pub fn classify(error: &sqlx::Error) -> DbErrorKind {
     let Some(db) = error.as_database_error() else {
         return match error {
             sqlx::Error::PoolTimedOut => DbErrorKind::Retryable,
             _ => DbErrorKind::Other,
         };
     };
-    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-    match backend {
-        Backend::Postgres => classify_postgres(&code),
-        Backend::Sqlite => classify_sqlite(&code),
-    }
+    classify_code(&db.code().unwrap_or_default())
 }
 
-fn classify_postgres(sqlstate: &str) -> DbErrorKind {
-    match sqlstate {
+fn classify_code(code: &str) -> DbErrorKind {
+    match code {
+        // Postgres: unique_violation, foreign_key_violation, serialization_failure,
+        // deadlock_detected, lock_not_available.
         "23505" => DbErrorKind::UniqueViolation,
         "23503" => DbErrorKind::ForeignKeyViolation,
         "40001" | "40P01" | "55P03" => DbErrorKind::Retryable,
-        _ => DbErrorKind::Other,
-    }
-}
-
-fn classify_sqlite(extended_code: &str) -> DbErrorKind {
-    match extended_code {
-        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY
+        // SQLite: SQLITE_CONSTRAINT_UNIQUE and _PRIMARYKEY, SQLITE_CONSTRAINT_FOREIGNKEY, and
+        // SQLITE_BUSY, SQLITE_LOCKED with their extended forms (BUSY_SNAPSHOT = 517, ...).
         "2067" | "1555" => DbErrorKind::UniqueViolation,
-        // SQLITE_CONSTRAINT_FOREIGNKEY
         "787" => DbErrorKind::ForeignKeyViolation,
-        // SQLITE_BUSY, SQLITE_LOCKED and their extended forms (BUSY_SNAPSHOT = 517, ...)
         "5" | "6" | "261" | "262" | "517" | "773" => DbErrorKind::Retryable,
         _ => DbErrorKind::Other,
     }
@@ -224,27 +261,12 @@ pub trait Retryable {
 /// How many times a transaction is attempted before its error is returned.
 pub const MAX_ATTEMPTS: u32 = 8;
 
-/// Runs `attempt` until it succeeds, fails for good, or [`MAX_ATTEMPTS`] are spent, backing off
-/// with jitter between attempts. The one place where lost races are retried.
-pub async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
-where
-    E: Retryable,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match attempt().await {
-            Err(e) if e.is_retryable() && tries < MAX_ATTEMPTS => {
-                let base = 5u64 << tries.min(6);
-                let jitter = rand::random::<u64>() % base;
-                tracing::debug!(tries, "retrying a transaction that lost a race");
-                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-            }
-            other => return other,
-        }
-    }
+/// Waits before attempt `tries + 1`: exponential with jitter, so racing writers spread out.
+async fn back_off(tries: u32) {
+    let base = 5u64 << tries.min(6);
+    let jitter = rand::random::<u64>() % base;
+    tracing::debug!(tries, "retrying a transaction that lost a race");
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
 }
 
 #[cfg(test)]
@@ -253,11 +275,11 @@ mod tests {
 
     #[test]
     fn classifies_codes() {
-        assert_eq!(classify_postgres("23505"), DbErrorKind::UniqueViolation);
-        assert_eq!(classify_postgres("40001"), DbErrorKind::Retryable);
-        assert_eq!(classify_sqlite("2067"), DbErrorKind::UniqueViolation);
-        assert_eq!(classify_sqlite("517"), DbErrorKind::Retryable);
-        assert_eq!(classify_sqlite("1"), DbErrorKind::Other);
+        assert_eq!(classify_code("23505"), DbErrorKind::UniqueViolation);
+        assert_eq!(classify_code("40001"), DbErrorKind::Retryable);
+        assert_eq!(classify_code("2067"), DbErrorKind::UniqueViolation);
+        assert_eq!(classify_code("517"), DbErrorKind::Retryable);
+        assert_eq!(classify_code("1"), DbErrorKind::Other);
         assert_eq!(Backend::from_url("postgres://x/y"), Some(Backend::Postgres));
         assert_eq!(Backend::from_url("sqlite://x.db"), Some(Backend::Sqlite));
         assert_eq!(Backend::from_url("mysql://x"), None);
@@ -273,7 +295,7 @@ mod tests {
         sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY)").execute(&db.pool).await.unwrap();
         sqlx::query("INSERT INTO t VALUES ($1)").bind("a").execute(&db.pool).await.unwrap();
         let err = sqlx::query("INSERT INTO t VALUES ($1)").bind("a").execute(&db.pool).await.unwrap_err();
-        assert_eq!(classify(db.backend, &err), DbErrorKind::UniqueViolation);
+        assert_eq!(classify(&err), DbErrorKind::UniqueViolation);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

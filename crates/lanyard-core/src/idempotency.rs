@@ -24,7 +24,7 @@ use tonic::Code;
 
 use crate::clock::Timestamp;
 use crate::crypto::{sha256_hex, SecretBox};
-use crate::db::{classify, Backend, Database, DbErrorKind};
+use crate::db::{classify, Database, DbErrorKind};
 use crate::status::Problem;
 use crate::values::ValueError;
 
@@ -86,14 +86,8 @@ pub enum ReplayError {
     #[error("a call with this request_id is still running; retry")]
     InProgress,
     /// The record could not be read or written.
-    #[error("idempotency record: {source}")]
-    Store {
-        /// Which database classifies the error.
-        backend: Backend,
-        /// The error.
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("idempotency record: {0}")]
+    Store(#[from] sqlx::Error),
     /// A stored reply could not be opened or decoded.
     #[error("stored reply unreadable: {0}")]
     Corrupt(String),
@@ -102,7 +96,7 @@ pub enum ReplayError {
 impl ReplayError {
     /// Whether the record's database lost a race or was busy.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Store { backend, source } if classify(*backend, source) == DbErrorKind::Retryable)
+        matches!(self, Self::Store(source) if classify(source) == DbErrorKind::Retryable)
     }
 
     /// The API form.
@@ -112,10 +106,10 @@ impl ReplayError {
             Self::Reused => Problem::new(Code::FailedPrecondition, "REQUEST_ID_REUSED", self.to_string())
                 .with_precondition("REQUEST_ID", "request_id", "a retry must repeat the first request exactly"),
             Self::InProgress => Problem::new(Code::Aborted, "REQUEST_IN_PROGRESS", self.to_string()),
-            Self::Store { .. } if self.is_retryable() => {
+            Self::Store(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
-            Self::Store { .. } | Self::Corrupt(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Self::Store(_) | Self::Corrupt(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }
@@ -220,8 +214,7 @@ impl Replays {
         .bind(now.0)
         .bind(fingerprint)
         .execute(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         if taken.rows_affected() == 1 {
             return Ok(Found::Run);
         }
@@ -231,17 +224,12 @@ impl Replays {
         .bind(scope)
         .bind(id.as_str())
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         // Dropped in between by a call that failed: try to take it again.
         let Some(row) = row else { return Ok(Found::Pending) };
         use sqlx::Row;
-        let (response, created_at, stored, done): (String, i64, String, i64) = (
-            row.try_get(0).map_err(self.err())?,
-            row.try_get(1).map_err(self.err())?,
-            row.try_get(2).map_err(self.err())?,
-            row.try_get(3).map_err(self.err())?,
-        );
+        let (response, created_at, stored, done): (String, i64, String, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
         let age = Duration::from_micros(u64::try_from(now.0 - created_at).unwrap_or(0));
         let stale = if done == 1 { age >= self.window } else { age >= PENDING_LEASE };
         if stale {
@@ -256,8 +244,7 @@ impl Replays {
             .bind(id.as_str())
             .bind(created_at)
             .execute(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
             return Ok(if took.rows_affected() == 1 { Found::Run } else { Found::Pending });
         }
         // Records written before fingerprints were kept hold none, and match any request.
@@ -287,8 +274,7 @@ impl Replays {
             .bind(scope)
             .bind(id.as_str())
             .execute(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(())
     }
 
@@ -297,8 +283,7 @@ impl Replays {
             .bind(scope)
             .bind(id.as_str())
             .execute(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(())
     }
 
@@ -326,14 +311,8 @@ impl Replays {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(now.0.saturating_sub(window))
             .execute(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(done.rows_affected())
-    }
-
-    fn err(&self) -> impl Fn(sqlx::Error) -> ReplayError {
-        let backend = self.db.backend;
-        move |source| ReplayError::Store { backend, source }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
-use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
 use lanyard_core::status::Problem;
 use lanyard_core::ValueError;
@@ -57,7 +57,7 @@ pub enum InvitationError {
     #[error("the tenancy service failed: {0}")]
     TenancyUnavailable(tonic::Status),
     #[error("database error")]
-    Database { backend: Backend, source: sqlx::Error },
+    Database(#[from] sqlx::Error),
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error(transparent)]
@@ -67,15 +67,10 @@ pub enum InvitationError {
 }
 
 impl InvitationError {
-    /// Wraps a database error, remembering the backend that classifies it.
-    pub fn db(backend: Backend) -> impl Fn(sqlx::Error) -> Self {
-        move |source| Self::Database { backend, source }
-    }
-
     /// The database error's meaning, if this is one.
     pub fn db_kind(&self) -> Option<DbErrorKind> {
         match self {
-            Self::Database { backend, source } => Some(lanyard_core::db::classify(*backend, source)),
+            Self::Database(source) => Some(lanyard_core::db::classify(source)),
             _ => None,
         }
     }
@@ -133,10 +128,10 @@ impl InvitationError {
                 Problem::new(Code::Unavailable, "TENANCY_UNAVAILABLE", "the tenancy service is unavailable; retry")
             }
             Replay(e) => e.to_problem(),
-            Database { .. } if self.is_retryable() => {
+            Database(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
-            Database { .. } | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Database(_) | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }

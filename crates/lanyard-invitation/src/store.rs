@@ -6,17 +6,17 @@
 
 use std::collections::BTreeMap;
 
-use lanyard_core::db::{retry, Backend, Database, DbErrorKind};
+use lanyard_core::db::{Database, DbErrorKind};
 use lanyard_core::page::Page;
 use lanyard_core::{Email, EventId, OrganizationId, ReservationId, RoleName, Timestamp, UserId};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::domain::*;
 use crate::error::InvitationError;
 
 type Result<T, E = InvitationError> = std::result::Result<T, E>;
-type Tx = Transaction<'static, Any>;
+use lanyard_core::db::{Open, Tx, Work};
 
 /// The migrations, for both backends.
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -95,28 +95,18 @@ impl InvitationStore {
         &self.db
     }
 
-    fn backend(&self) -> Backend {
-        self.db.backend
-    }
-
-    fn err(&self) -> impl Fn(sqlx::Error) -> InvitationError {
-        InvitationError::db(self.backend())
-    }
-
-    async fn begin(&self) -> Result<Tx> {
-        self.db.pool.begin().await.map_err(self.err())
-    }
-
-    async fn commit(&self, tx: Tx) -> Result<()> {
-        tx.commit().await.map_err(self.err())
+    /// One transaction (see [`Database::transaction`]): `?` turns database errors into InvitationErrors.
+    async fn transaction<'env, T>(
+        &self,
+        work: impl for<'t> FnMut(Open<'t, 'env>) -> Work<'t, T, InvitationError>,
+    ) -> Result<T> {
+        self.db.transaction(work).await
     }
 
     fn invitation_from_row(&self, row: &AnyRow) -> Result<Invitation> {
-        let get_s = |c: &str| -> Result<String> { row.try_get::<String, _>(c).map_err(self.err()) };
-        let get_os = |c: &str| -> Result<Option<String>> { row.try_get::<Option<String>, _>(c).map_err(self.err()) };
-        let get_ot = |c: &str| -> Result<Option<Timestamp>> {
-            Ok(row.try_get::<Option<i64>, _>(c).map_err(self.err())?.map(Timestamp))
-        };
+        let get_s = |c: &str| -> Result<String> { Ok(row.try_get::<String, _>(c)?) };
+        let get_os = |c: &str| -> Result<Option<String>> { Ok(row.try_get::<Option<String>, _>(c)?) };
+        let get_ot = |c: &str| -> Result<Option<Timestamp>> { Ok(row.try_get::<Option<i64>, _>(c)?.map(Timestamp)) };
         let id = get_s("id")?;
         let org = get_s("org_id")?;
         let email = get_s("email")?;
@@ -135,8 +125,8 @@ impl InvitationStore {
             organization_slug: get_s("org_slug")?,
             organization_display_name: get_s("org_display_name")?,
             reservation_id: ReservationId::parse(&reservation).map_err(|_| corrupt("reservation id", &reservation))?,
-            created_at: Timestamp(row.try_get("created_at").map_err(self.err())?),
-            expires_at: Timestamp(row.try_get("expires_at").map_err(self.err())?),
+            created_at: Timestamp(row.try_get("created_at")?),
+            expires_at: Timestamp(row.try_get("expires_at")?),
             accepted_at: get_ot("accepted_at")?,
             accepted_user_id: accepted_user
                 .as_deref()
@@ -160,21 +150,20 @@ impl InvitationStore {
         email: Option<&NewEmail>,
         change: &Change,
     ) -> Result<()> {
-        retry(|| async move {
-            let mut tx = self.begin().await?;
+        let created = self.transaction(|open| Box::pin(async move {
+ let tx = open.tx;
             let stale = sqlx::query(
                 "SELECT id FROM invitations WHERE org_id = $1 AND email = $2 AND status = 'pending' AND expires_at <= $3",
             )
             .bind(invitation.organization_id.to_string())
             .bind(invitation.email.as_str())
             .bind(change.at.0)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(self.err())?;
+            .fetch_all(&mut **tx)
+            .await?;
             for row in stale {
-                let id: String = row.try_get("id").map_err(self.err())?;
+                let id: String = row.try_get("id")?;
                 let id = InvitationId::parse(&id).map_err(|_| corrupt("invitation id", &id))?;
-                self.end_in(&mut tx, invitation.organization_id, id, Ending::Expired, change, &[]).await?;
+                self.end_in(tx, invitation.organization_id, id, Ending::Expired, change, &[]).await?;
             }
             let inserted = sqlx::query(&format!(
                 "INSERT INTO invitations ({INVITATION_COLUMNS}, token_hash, updated_at)
@@ -193,23 +182,20 @@ impl InvitationStore {
             .bind(invitation.expires_at.0)
             .bind(invitation.delivery.as_str())
             .bind(token_hash)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await;
             if let Err(e) = inserted {
-                if lanyard_core::db::classify(self.backend(), &e) == DbErrorKind::UniqueViolation {
-                    drop(tx);
-                    let existing = self.pending_for(invitation.organization_id, &invitation.email, change.at).await?;
-                    return Err(InvitationError::InvitationPending {
-                        existing: existing.map(|i| i.to_string()).unwrap_or_default(),
-                    });
+                if lanyard_core::db::classify(&e) == DbErrorKind::UniqueViolation {
+                    // Named once the transaction has rolled back, below.
+                    return Err(InvitationError::InvitationPending { existing: String::new() });
                 }
-                return Err(self.err()(e));
+                return Err(e.into());
             }
             if let Some(email) = email {
-                self.queue_email(&mut tx, invitation, email, change.at).await?;
+                self.queue_email(tx, invitation, email, change.at).await?;
             }
             let roles: Vec<&str> = invitation.roles.iter().map(|r| r.as_str()).collect();
-            self.event(&mut tx, invitation.organization_id, invitation.id, change, "invitation.created", &[
+            self.event(tx, invitation.organization_id, invitation.id, change, "invitation.created", &[
                 ("email", invitation.email.to_string()),
                 ("roles", roles.join(",")),
                 ("expires_at", invitation.expires_at.to_rfc3339()),
@@ -217,9 +203,16 @@ impl InvitationStore {
                 ("delivery", invitation.delivery.as_str().to_owned()),
             ])
             .await?;
-            self.commit(tx).await
-        })
-        .await?;
+            Ok(())
+        }))
+        .await;
+        if let Err(InvitationError::InvitationPending { .. }) = created {
+            let existing = self.pending_for(invitation.organization_id, &invitation.email, change.at).await?;
+            return Err(InvitationError::InvitationPending {
+                existing: existing.map(|i| i.to_string()).unwrap_or_default(),
+            });
+        }
+        created?;
         committed("invitation.created");
         Ok(())
     }
@@ -238,10 +231,9 @@ impl InvitationStore {
         .bind(email.as_str())
         .bind(now.0)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         row.map(|r| {
-            let id: String = r.try_get("id").map_err(self.err())?;
+            let id: String = r.try_get("id")?;
             InvitationId::parse(&id).map_err(|_| corrupt("invitation id", &id))
         })
         .transpose()
@@ -253,8 +245,7 @@ impl InvitationStore {
             .bind(id.to_string())
             .bind(org.to_string())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.map(|r| self.invitation_from_row(&r)).transpose()
     }
 
@@ -263,8 +254,7 @@ impl InvitationStore {
         let row = sqlx::query(&format!("SELECT {INVITATION_COLUMNS} FROM invitations WHERE token_hash = $1"))
             .bind(hash)
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.map(|r| self.invitation_from_row(&r)).transpose()
     }
 
@@ -273,8 +263,7 @@ impl InvitationStore {
         let row = sqlx::query("SELECT invitation_id FROM superseded_tokens WHERE token_hash = $1")
             .bind(hash)
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(row.is_some())
     }
 
@@ -303,8 +292,7 @@ impl InvitationStore {
         .bind(page.fetch_limit())
         .bind(now.0)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let rows = rows.iter().map(|r| self.invitation_from_row(r)).collect::<Result<Vec<_>>>()?;
         Ok(page.finish(rows, |i| i.id.to_string()))
     }
@@ -319,9 +307,10 @@ impl InvitationStore {
         change: &Change,
         details: &[(&str, String)],
     ) -> Result<bool> {
-        retry(|| async move {
-            let mut tx = self.begin().await?;
-            let done = sqlx::query(
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let done = sqlx::query(
                 "UPDATE invitations SET status = 'accepted', accepted_at = $3, accepted_user_id = $4, updated_at = $3
                  WHERE id = $1 AND org_id = $2 AND status = 'pending'",
             )
@@ -329,16 +318,15 @@ impl InvitationStore {
             .bind(org.to_string())
             .bind(change.at.0)
             .bind(user.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            self.cancel_queued(&mut tx, id, change.at).await?;
-            self.event(&mut tx, org, id, change, "invitation.accepted", details).await?;
-            self.commit(tx).await?;
-            Ok(true)
+            .execute(&mut **tx)
+            .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                self.cancel_queued(tx, id, change.at).await?;
+                self.event(tx, org, id, change, "invitation.accepted", details).await?;
+                Ok(true)
+            })
         })
         .await
         .inspect(|&accepted| {
@@ -357,11 +345,12 @@ impl InvitationStore {
         change: &Change,
         details: &[(&str, String)],
     ) -> Result<bool> {
-        retry(|| async move {
-            let mut tx = self.begin().await?;
-            let ended = self.end_in(&mut tx, org, id, ending, change, details).await?;
-            self.commit(tx).await?;
-            Ok(ended)
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let ended = self.end_in(tx, org, id, ending, change, details).await?;
+                Ok(ended)
+            })
         })
         .await
         .inspect(|&ended| {
@@ -397,8 +386,7 @@ impl InvitationStore {
         .bind(revoked_at)
         .bind(change.at.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())?;
+        .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
@@ -422,68 +410,65 @@ impl InvitationStore {
         change: &Change,
     ) -> Result<bool> {
         let delivery = if email.is_some() { Delivery::Queued } else { Delivery::NotSent };
-        retry(|| async move {
-            let mut tx = self.begin().await?;
-            let old_hash: Option<String> = match old_token_hash {
-                Some(h) => Some(h.to_owned()),
-                None => sqlx::query("SELECT token_hash FROM invitations WHERE id = $1")
-                    .bind(invitation.id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(self.err())?
-                    .map(|r| r.try_get::<String, _>("token_hash"))
-                    .transpose()
-                    .map_err(self.err())?,
-            };
-            let done = sqlx::query(
-                "UPDATE invitations SET token_hash = $3, reservation_id = $4, expires_at = $5, email_delivery = $6,
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let old_hash: Option<String> = match old_token_hash {
+                    Some(h) => Some(h.to_owned()),
+                    None => sqlx::query("SELECT token_hash FROM invitations WHERE id = $1")
+                        .bind(invitation.id.to_string())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.try_get::<String, _>("token_hash"))
+                        .transpose()?,
+                };
+                let done = sqlx::query(
+                    "UPDATE invitations SET token_hash = $3, reservation_id = $4, expires_at = $5, email_delivery = $6,
                         email_error = NULL, updated_at = $7
                  WHERE id = $1 AND status = 'pending' AND reservation_id = $2",
-            )
-            .bind(invitation.id.to_string())
-            .bind(invitation.reservation_id.to_string())
-            .bind(new_token_hash)
-            .bind(new_reservation.to_string())
-            .bind(new_expires_at.0)
-            .bind(delivery.as_str())
-            .bind(change.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            if done.rows_affected() == 0 {
-                return Ok(false);
-            }
-            if let Some(old) = old_hash {
-                sqlx::query(
-                    "INSERT INTO superseded_tokens (token_hash, invitation_id, superseded_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (token_hash) DO NOTHING",
                 )
-                .bind(old)
                 .bind(invitation.id.to_string())
+                .bind(invitation.reservation_id.to_string())
+                .bind(new_token_hash)
+                .bind(new_reservation.to_string())
+                .bind(new_expires_at.0)
+                .bind(delivery.as_str())
                 .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            }
-            self.cancel_queued(&mut tx, invitation.id, change.at).await?;
-            if let Some(email) = email {
-                self.queue_email(&mut tx, invitation, email, change.at).await?;
-            }
-            self.event(
-                &mut tx,
-                invitation.organization_id,
-                invitation.id,
-                change,
-                "invitation.resent",
-                &[
-                    ("expires_at", new_expires_at.to_rfc3339()),
-                    ("reservation_id", new_reservation.to_string()),
-                    ("delivery", delivery.as_str().to_owned()),
-                ],
-            )
-            .await?;
-            self.commit(tx).await?;
-            Ok(true)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if let Some(old) = old_hash {
+                    sqlx::query(
+                        "INSERT INTO superseded_tokens (token_hash, invitation_id, superseded_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (token_hash) DO NOTHING",
+                    )
+                    .bind(old)
+                    .bind(invitation.id.to_string())
+                    .bind(change.at.0)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                self.cancel_queued(tx, invitation.id, change.at).await?;
+                if let Some(email) = email {
+                    self.queue_email(tx, invitation, email, change.at).await?;
+                }
+                self.event(
+                    tx,
+                    invitation.organization_id,
+                    invitation.id,
+                    change,
+                    "invitation.resent",
+                    &[
+                        ("expires_at", new_expires_at.to_rfc3339()),
+                        ("reservation_id", new_reservation.to_string()),
+                        ("delivery", delivery.as_str().to_owned()),
+                    ],
+                )
+                .await?;
+                Ok(true)
+            })
         })
         .await
         .inspect(|&replaced| {
@@ -502,8 +487,7 @@ impl InvitationStore {
         .bind(now.0)
         .bind(limit)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         rows.iter().map(|r| self.invitation_from_row(r)).collect()
     }
 
@@ -515,11 +499,10 @@ impl InvitationStore {
         .bind(after)
         .bind(limit)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         rows.iter()
             .map(|r| {
-                let id: String = r.try_get("org_id").map_err(self.err())?;
+                let id: String = r.try_get("org_id")?;
                 OrganizationId::parse(&id).map_err(|_| corrupt("organization id", &id))
             })
             .collect()
@@ -532,8 +515,7 @@ impl InvitationStore {
         ))
         .bind(org.to_string())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         rows.iter().map(|r| self.invitation_from_row(r)).collect()
     }
 
@@ -561,9 +543,8 @@ impl InvitationStore {
         .bind(to_json(&details))
         .bind(change.at.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())
-        .map(|_| ())
+        .await?;
+        Ok(())
     }
 
     /// A page of an organization's invitation events, newest first.
@@ -583,13 +564,12 @@ impl InvitationStore {
         .bind(page.after.clone().unwrap_or_default())
         .bind(page.fetch_limit())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let (rows, next) = page.finish(rows, |r| r.try_get::<String, _>("id").unwrap_or_default());
         let events = rows
             .iter()
             .map(|r| {
-                let s = |c: &str| r.try_get::<String, _>(c).map_err(self.err());
+                let s = |c: &str| r.try_get::<String, _>(c);
                 let (id, inv) = (s("id")?, s("invitation_id")?);
                 Ok(InvitationEvent {
                     id: id.parse().map_err(|_| corrupt("event id", &id))?,
@@ -598,7 +578,7 @@ impl InvitationStore {
                     actor: s("actor")?,
                     action: s("action")?,
                     details: serde_json::from_str(&s("details")?).unwrap_or_default(),
-                    created_at: Timestamp(r.try_get("created_at").map_err(self.err())?),
+                    created_at: Timestamp(r.try_get("created_at")?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -620,9 +600,8 @@ impl InvitationStore {
         .bind(&email.sealed_message)
         .bind(now.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())
-        .map(|_| ())
+        .await?;
+        Ok(())
     }
 
     /// Cancels an invitation's queued emails: a revoked, expired, accepted or resent invitation's
@@ -635,9 +614,8 @@ impl InvitationStore {
         .bind(invitation.to_string())
         .bind(now.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())
-        .map(|_| ())
+        .await?;
+        Ok(())
     }
 
     /// How many messages wait for delivery (queued, due or not).
@@ -646,7 +624,7 @@ impl InvitationStore {
             .fetch_one(&self.db.pool)
             .await
             .and_then(|r| sqlx::Row::try_get::<i64, _>(&r, "n"))
-            .map_err(InvitationError::db(self.db.backend))
+            .map_err(InvitationError::from)
     }
 
     /// Claims the next due message for `lease`: no other worker takes it until the lease ends,
@@ -666,15 +644,14 @@ impl InvitationStore {
         .bind(now.0)
         .bind(lease_until.0)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         row.map(|r| {
             Ok(OutboxMessage {
-                id: r.try_get("id").map_err(self.err())?,
-                invitation_id: r.try_get("invitation_id").map_err(self.err())?,
-                recipient: r.try_get("recipient").map_err(self.err())?,
-                sealed_message: r.try_get("sealed_message").map_err(self.err())?,
-                attempts: u32::try_from(r.try_get::<i64, _>("attempts").map_err(self.err())?).unwrap_or(u32::MAX),
+                id: r.try_get("id")?,
+                invitation_id: r.try_get("invitation_id")?,
+                recipient: r.try_get("recipient")?,
+                sealed_message: r.try_get("sealed_message")?,
+                attempts: u32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
             })
         })
         .transpose()
@@ -709,39 +686,39 @@ impl InvitationStore {
         next: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<()> {
-        retry(|| async move {
-            let mut tx = self.begin().await?;
-            let done = sqlx::query(
-                "UPDATE email_outbox SET status = $2, last_error = $3, locked_until = NULL, updated_at = $4,
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let done = sqlx::query(
+                    "UPDATE email_outbox SET status = $2, last_error = $3, locked_until = NULL, updated_at = $4,
                         next_attempt_at = COALESCE($5, next_attempt_at),
                         sent_at = CASE WHEN $2 = 'sent' THEN $4 ELSE sent_at END,
                         sealed_message = CASE WHEN $2 = 'queued' THEN sealed_message ELSE NULL END
                  WHERE id = $1 AND status = 'queued'",
-            )
-            .bind(&message.id)
-            .bind(status)
-            .bind(error)
-            .bind(now.0)
-            .bind(next.map(|t| t.0))
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            if done.rows_affected() == 1 {
-                // The invitation shows its latest email's state: queued while retrying (with the
-                // last error), then sent or failed.
-                sqlx::query(
-                    "UPDATE invitations SET email_delivery = $2, email_error = $3, updated_at = $4
-                     WHERE id = $1 AND email_delivery = 'queued'",
                 )
-                .bind(&message.invitation_id)
+                .bind(&message.id)
                 .bind(status)
                 .bind(error)
                 .bind(now.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            }
-            self.commit(tx).await
+                .bind(next.map(|t| t.0))
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() == 1 {
+                    // The invitation shows its latest email's state: queued while retrying (with the
+                    // last error), then sent or failed.
+                    sqlx::query(
+                        "UPDATE invitations SET email_delivery = $2, email_error = $3, updated_at = $4
+                     WHERE id = $1 AND email_delivery = 'queued'",
+                    )
+                    .bind(&message.invitation_id)
+                    .bind(status)
+                    .bind(error)
+                    .bind(now.0)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            })
         })
         .await
     }
@@ -754,8 +731,7 @@ impl InvitationStore {
         let outbox = sqlx::query("DELETE FROM email_outbox WHERE status IN ('sent', 'cancelled') AND updated_at < $1")
             .bind(before.0)
             .execute(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(outbox.rows_affected())
     }
 }

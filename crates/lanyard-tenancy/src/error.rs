@@ -1,7 +1,7 @@
 //! TenancyService's errors and their one mapping to the API's codes and stable reasons.
 
 use lanyard_core::caller::{AuthError, Denied};
-use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
 use lanyard_core::status::Problem;
 use lanyard_core::ValueError;
@@ -91,7 +91,7 @@ pub enum TenancyError {
     #[error("the email's domain is not verified for this organization, so its identity provider cannot vouch for it")]
     EmailDomainNotVerified,
     #[error("database error")]
-    Database { backend: Backend, source: sqlx::Error },
+    Database(#[from] sqlx::Error),
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error(transparent)]
@@ -101,15 +101,10 @@ pub enum TenancyError {
 }
 
 impl TenancyError {
-    /// Wraps a database error, remembering the backend that classifies it.
-    pub fn db(backend: Backend) -> impl Fn(sqlx::Error) -> Self {
-        move |source| Self::Database { backend, source }
-    }
-
     /// The database error's meaning, if this is one.
     pub fn db_kind(&self) -> Option<DbErrorKind> {
         match self {
-            Self::Database { backend, source } => Some(lanyard_core::db::classify(*backend, source)),
+            Self::Database(source) => Some(lanyard_core::db::classify(source)),
             _ => None,
         }
     }
@@ -199,10 +194,10 @@ impl TenancyError {
             EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
             EmailDomainNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED", msg),
             Replay(e) => e.to_problem(),
-            Database { .. } if self.is_retryable() => {
+            Database(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
-            Database { .. } | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Database(_) | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }

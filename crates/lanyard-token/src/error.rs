@@ -2,7 +2,7 @@
 
 use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
-use lanyard_core::db::{Backend, DbErrorKind, Retryable};
+use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
 use lanyard_core::status::Problem;
 use lanyard_core::ValueError;
@@ -71,7 +71,7 @@ pub enum TokenError {
     #[error("a dependency failed: {0}")]
     DependencyUnavailable(tonic::Status),
     #[error("database error")]
-    Database { backend: Backend, source: sqlx::Error },
+    Database(#[from] sqlx::Error),
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error(transparent)]
@@ -81,15 +81,10 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// Wraps a database error, remembering the backend that classifies it.
-    pub fn db(backend: Backend) -> impl Fn(sqlx::Error) -> Self {
-        move |source| Self::Database { backend, source }
-    }
-
     /// The database error's meaning, if this is one.
     pub fn db_kind(&self) -> Option<DbErrorKind> {
         match self {
-            Self::Database { backend, source } => Some(lanyard_core::db::classify(*backend, source)),
+            Self::Database(source) => Some(lanyard_core::db::classify(source)),
             _ => None,
         }
     }
@@ -172,10 +167,10 @@ impl TokenError {
                 Problem::new(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", "a dependency is unavailable; retry")
             }
             Replay(e) => e.to_problem(),
-            Database { .. } if self.is_retryable() => {
+            Database(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
-            Database { .. } | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Database(_) | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use lanyard_core::crypto::SecretBox;
-use lanyard_core::db::{retry, Database};
+use lanyard_core::db::Database;
 use lanyard_core::page::Page;
 use lanyard_core::{ConnectionId, OrganizationId, Timestamp, UserId};
 use sqlx::any::AnyRow;
@@ -87,7 +87,7 @@ pub struct TokenStore {
     db: Database,
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
+use lanyard_core::db::{Open, Tx, Work};
 
 fn key_context(kid: &str) -> String {
     format!("signing_key:{kid}")
@@ -109,12 +109,12 @@ impl TokenStore {
         self.db.migrate(&MIGRATIONS).await
     }
 
-    fn err(&self) -> impl Fn(sqlx::Error) -> TokenError {
-        TokenError::db(self.db.backend)
-    }
-
-    async fn begin(&self) -> Result<Tx> {
-        self.db.pool.begin().await.map_err(self.err())
+    /// One transaction (see [`Database::transaction`]): `?` turns database errors into TokenErrors.
+    async fn transaction<'env, T>(
+        &self,
+        work: impl for<'t> FnMut(Open<'t, 'env>) -> Work<'t, T, TokenError>,
+    ) -> Result<T> {
+        self.db.transaction(work).await
     }
 
     // ----- signing keys --------------------------------------------------------------------
@@ -125,11 +125,10 @@ impl TokenStore {
             "SELECT kid, algorithm, private_key, state, created_at, publish_until FROM signing_keys ORDER BY created_at",
         )
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         rows.iter()
             .map(|row| {
-                let get = |c: &str| row.try_get::<String, _>(c).map_err(self.err());
+                let get = |c: &str| row.try_get::<String, _>(c);
                 let kid = get("kid")?;
                 let alg = SigningAlgorithm::parse(&get("algorithm")?)
                     .ok_or_else(|| TokenError::Internal(format!("key {kid}: unknown algorithm")))?;
@@ -138,8 +137,8 @@ impl TokenStore {
                     .open(&sealed, &key_context(&kid))
                     .map_err(|e| TokenError::Internal(format!("key {kid}: {e}")))?;
                 let der = STANDARD.decode(opened).map_err(|e| TokenError::Internal(format!("key {kid}: {e}")))?;
-                let created_at = Timestamp(row.try_get::<i64, _>("created_at").map_err(self.err())?);
-                let publish_until = row.try_get::<Option<i64>, _>("publish_until").map_err(self.err())?.map(Timestamp);
+                let created_at = Timestamp(row.try_get::<i64, _>("created_at")?);
+                let publish_until = row.try_get::<Option<i64>, _>("publish_until")?.map(Timestamp);
                 LoadedKey::load(
                     kid,
                     alg,
@@ -175,8 +174,7 @@ impl TokenStore {
         .bind(now.0)
         .bind((state == KeyState::Active).then_some(now.0))
         .execute(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         Ok(())
     }
 
@@ -184,13 +182,9 @@ impl TokenStore {
     pub async fn active_key(&self) -> Result<Option<(String, Timestamp)>> {
         let row = sqlx::query("SELECT kid, activated_at FROM signing_keys WHERE state = 'active'")
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.map(|r| {
-            Ok((
-                r.try_get::<String, _>("kid").map_err(self.err())?,
-                Timestamp(r.try_get::<Option<i64>, _>("activated_at").map_err(self.err())?.unwrap_or(0)),
-            ))
+            Ok((r.try_get::<String, _>("kid")?, Timestamp(r.try_get::<Option<i64>, _>("activated_at")?.unwrap_or(0))))
         })
         .transpose()
     }
@@ -204,51 +198,44 @@ impl TokenStore {
         publish_until: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
-        retry(|| async move {
-            let mut tx = self.begin().await?;
-            let current: Option<String> = sqlx::query("SELECT kid FROM signing_keys WHERE state = 'active'")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(self.err())?
-                .map(|r| r.try_get::<String, _>("kid"))
-                .transpose()
-                .map_err(self.err())?;
-            if current.as_deref() != expected_active {
-                tx.rollback().await.map_err(self.err())?;
-                return Ok(false);
-            }
-            let next: Option<String> =
-                sqlx::query("SELECT kid FROM signing_keys WHERE state = 'next' ORDER BY created_at LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(self.err())?
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let current: Option<String> = sqlx::query("SELECT kid FROM signing_keys WHERE state = 'active'")
+                    .fetch_optional(&mut **tx)
+                    .await?
                     .map(|r| r.try_get::<String, _>("kid"))
-                    .transpose()
-                    .map_err(self.err())?;
-            let Some(next) = next else {
-                tx.rollback().await.map_err(self.err())?;
-                return Ok(false);
-            };
-            if let Some(active) = &current {
-                sqlx::query(
-                    "UPDATE signing_keys SET state = 'retired', retired_at = $2, publish_until = $3
+                    .transpose()?;
+                if current.as_deref() != expected_active {
+                    return Ok(false);
+                }
+                let next: Option<String> =
+                    sqlx::query("SELECT kid FROM signing_keys WHERE state = 'next' ORDER BY created_at LIMIT 1")
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|r| r.try_get::<String, _>("kid"))
+                        .transpose()?;
+                let Some(next) = next else {
+                    return Ok(false);
+                };
+                if let Some(active) = &current {
+                    sqlx::query(
+                        "UPDATE signing_keys SET state = 'retired', retired_at = $2, publish_until = $3
                      WHERE kid = $1 AND state = 'active'",
-                )
-                .bind(active)
-                .bind(now.0)
-                .bind(publish_until.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            }
-            sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $2 WHERE kid = $1")
-                .bind(&next)
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            tx.commit().await.map_err(self.err())?;
-            Ok(true)
+                    )
+                    .bind(active)
+                    .bind(now.0)
+                    .bind(publish_until.0)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                sqlx::query("UPDATE signing_keys SET state = 'active', activated_at = $2 WHERE kid = $1")
+                    .bind(&next)
+                    .bind(now.0)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(true)
+            })
         })
         .await
     }
@@ -257,9 +244,8 @@ impl TokenStore {
     pub async fn oldest_next(&self) -> Result<Option<Timestamp>> {
         let row = sqlx::query("SELECT created_at FROM signing_keys WHERE state = 'next' ORDER BY created_at LIMIT 1")
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
-        row.map(|r| r.try_get::<i64, _>("created_at").map(Timestamp).map_err(self.err())).transpose()
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("created_at").map(Timestamp)).transpose()?)
     }
 
     /// Number of keys in the `next` state.
@@ -268,7 +254,7 @@ impl TokenStore {
             .fetch_one(&self.db.pool)
             .await
             .and_then(|r| r.try_get::<i64, _>("n"))
-            .map_err(self.err())
+            .map_err(TokenError::from)
     }
 
     /// Deletes retired keys that left the JWKS before `before`.
@@ -278,14 +264,14 @@ impl TokenStore {
             .execute(&self.db.pool)
             .await
             .map(|r| r.rows_affected())
-            .map_err(self.err())
+            .map_err(TokenError::from)
     }
 
     // ----- sessions ------------------------------------------------------------------------
 
     fn session_of(&self, row: &AnyRow) -> Result<Session> {
-        let get = |c: &str| row.try_get::<String, _>(c).map_err(self.err());
-        let opt = |c: &str| row.try_get::<Option<i64>, _>(c).map_err(self.err()).map(|v| v.map(Timestamp));
+        let get = |c: &str| row.try_get::<String, _>(c);
+        let opt = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.map(Timestamp));
         let parse = |c: &str| -> Result<Uuid> {
             Uuid::parse_str(&get(c)?).map_err(|e| TokenError::Internal(format!("stored {c}: {e}")))
         };
@@ -297,16 +283,15 @@ impl TokenStore {
             issuer: get("issuer")?,
             subject: get("subject")?,
             connection_id: row
-                .try_get::<Option<String>, _>("connection_id")
-                .map_err(self.err())?
+                .try_get::<Option<String>, _>("connection_id")?
                 .map(|c| ConnectionId::parse(&c).map_err(|e| TokenError::Internal(e.to_string())))
                 .transpose()?,
-            created_at: Timestamp(row.try_get::<i64, _>("created_at").map_err(self.err())?),
-            expires_at: Timestamp(row.try_get::<i64, _>("expires_at").map_err(self.err())?),
+            created_at: Timestamp(row.try_get::<i64, _>("created_at")?),
+            expires_at: Timestamp(row.try_get::<i64, _>("expires_at")?),
             revoked_at: opt("revoked_at")?,
             last_refresh_at: opt("last_refresh_at")?,
-            user_agent: row.try_get::<Option<String>, _>("user_agent").map_err(self.err())?,
-            ip_address: row.try_get::<Option<String>, _>("ip_address").map_err(self.err())?,
+            user_agent: row.try_get::<Option<String>, _>("user_agent")?,
+            ip_address: row.try_get::<Option<String>, _>("ip_address")?,
         })
     }
 
@@ -322,65 +307,65 @@ impl TokenStore {
         now: Timestamp,
     ) -> Result<Session> {
         let id = Uuid::now_v7();
-        let mut tx = self.begin().await?;
-        // First, so that a replayed ID token writes nothing: the primary key decides between two
-        // exchanges of one token, whichever backend and however close together.
-        let used = sqlx::query("INSERT INTO used_id_tokens (token_hash, issuer, expires_at) VALUES ($1, $2, $3)")
-            .bind(&new.id_token.hash)
+        self.transaction(|open| Box::pin(async move {
+ let tx = open.tx;
+            // First, so that a replayed ID token writes nothing: the primary key decides between two
+            // exchanges of one token, whichever backend and however close together.
+            let used = sqlx::query("INSERT INTO used_id_tokens (token_hash, issuer, expires_at) VALUES ($1, $2, $3)")
+                .bind(&new.id_token.hash)
+                .bind(&new.issuer)
+                .bind(new.id_token.until.0)
+                .execute(&mut **tx)
+                .await;
+            match used {
+                Err(e) if lanyard_core::db::classify(&e) == lanyard_core::db::DbErrorKind::UniqueViolation => {
+                    return Err(TokenError::IdTokenReplayed);
+                }
+                other => other?,
+            };
+            sqlx::query(
+                "INSERT INTO sessions
+                   (id, user_id, active_org_id, issuer, subject, created_at, expires_at, user_agent, ip_address, connection_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id.to_string())
+            .bind(new.user_id.to_string())
+            .bind(new.org.to_string())
             .bind(&new.issuer)
-            .bind(new.id_token.until.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err());
-        match used {
-            Err(e) if e.db_kind() == Some(lanyard_core::db::DbErrorKind::UniqueViolation) => {
-                return Err(TokenError::IdTokenReplayed);
-            }
-            other => other?,
-        };
-        sqlx::query(
-            "INSERT INTO sessions
-               (id, user_id, active_org_id, issuer, subject, created_at, expires_at, user_agent, ip_address, connection_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(id.to_string())
-        .bind(new.user_id.to_string())
-        .bind(new.org.to_string())
-        .bind(&new.issuer)
-        .bind(&new.subject)
-        .bind(now.0)
-        .bind(new.expires_at.0)
-        .bind(new.user_agent.clone())
-        .bind(new.ip_address.clone())
-        .bind(new.connection_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(self.err())?;
-        insert_refresh(&mut tx, refresh_hash, id, refresh_expires, now).await.map_err(self.err())?;
-        insert_event(
-            &mut tx,
-            &Event {
-                org: Some(new.org),
-                actor: &format!("user:{}", new.user_id),
-                action: "session.created",
-                target: format!("session:{id}"),
-                details: BTreeMap::from([
-                    ("issuer", new.issuer.clone()),
-                    ("connection_id", new.connection_id.to_string()),
-                ]),
-            },
-            now,
-        )
-        .await
-        .map_err(self.err())?;
-        tx.commit().await.map_err(self.err())?;
+            .bind(&new.subject)
+            .bind(now.0)
+            .bind(new.expires_at.0)
+            .bind(new.user_agent.clone())
+            .bind(new.ip_address.clone())
+            .bind(new.connection_id.to_string())
+            .execute(&mut **tx)
+            .await?;
+            insert_refresh(tx, refresh_hash, id, refresh_expires, now).await?;
+            insert_event(
+                tx,
+                &Event {
+                    org: Some(new.org),
+                    actor: &format!("user:{}", new.user_id),
+                    action: "session.created",
+                    target: format!("session:{id}"),
+                    details: BTreeMap::from([
+                        ("issuer", new.issuer.clone()),
+                        ("connection_id", new.connection_id.to_string()),
+                    ]),
+                },
+                now,
+            )
+            .await?;
+            Ok(())
+        }))
+        .await?;
         self.session(id).await?.ok_or(TokenError::SessionNotFound)
     }
 
     /// One session.
     pub async fn session(&self, id: Uuid) -> Result<Option<Session>> {
         let sql = format!("SELECT {} FROM sessions WHERE id = $1", Self::SESSION_COLUMNS);
-        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.db.pool).await.map_err(self.err())?;
+        let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.db.pool).await?;
         row.as_ref().map(|r| self.session_of(r)).transpose()
     }
 
@@ -392,10 +377,9 @@ impl TokenStore {
         .bind(issuer)
         .bind(subject)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         row.map(|r| {
-            let s = r.try_get::<String, _>("active_org_id").map_err(self.err())?;
+            let s = r.try_get::<String, _>("active_org_id")?;
             OrganizationId::parse(&s).map_err(|e| TokenError::Internal(e.to_string()))
         })
         .transpose()
@@ -421,8 +405,7 @@ impl TokenStore {
             .bind(page.after.clone().unwrap_or_default())
             .bind(page.fetch_limit())
             .fetch_all(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         let sessions = rows.iter().map(|r| self.session_of(r)).collect::<Result<Vec<_>>>()?;
         Ok(page.finish(sessions, |s| s.id.to_string()))
     }
@@ -435,33 +418,42 @@ impl TokenStore {
         if session.revoked_at.is_some() {
             return Ok(Some(session));
         }
-        let mut tx = self.begin().await?;
-        let done =
-            sqlx::query("UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
+        let session = &session;
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let done = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+                )
                 .bind(id.to_string())
                 .bind(now.0)
                 .bind(reason)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?
+                .execute(&mut **tx)
+                .await?
                 .rows_affected();
-        if done == 1 {
-            let action = if reason == "refresh_token_reused" { "refresh_token.reused" } else { "session.revoked" };
-            insert_event(
-                &mut tx,
-                &Event {
-                    org: Some(session.active_org_id),
-                    actor,
-                    action,
-                    target: format!("session:{id}"),
-                    details: BTreeMap::from([("reason", reason.to_owned()), ("user_id", session.user_id.to_string())]),
-                },
-                now,
-            )
-            .await
-            .map_err(self.err())?;
-        }
-        tx.commit().await.map_err(self.err())?;
+                if done == 1 {
+                    let action =
+                        if reason == "refresh_token_reused" { "refresh_token.reused" } else { "session.revoked" };
+                    insert_event(
+                        tx,
+                        &Event {
+                            org: Some(session.active_org_id),
+                            actor,
+                            action,
+                            target: format!("session:{id}"),
+                            details: BTreeMap::from([
+                                ("reason", reason.to_owned()),
+                                ("user_id", session.user_id.to_string()),
+                            ]),
+                        },
+                        now,
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
         self.session(id).await
     }
 
@@ -472,14 +464,13 @@ impl TokenStore {
         let row = sqlx::query("SELECT session_id, expires_at, used_at FROM refresh_tokens WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.map(|r| {
-            let sid = r.try_get::<String, _>("session_id").map_err(self.err())?;
+            let sid = r.try_get::<String, _>("session_id")?;
             Ok(RefreshRecord {
                 session_id: Uuid::parse_str(&sid).map_err(|e| TokenError::Internal(e.to_string()))?,
-                expires_at: Timestamp(r.try_get::<i64, _>("expires_at").map_err(self.err())?),
-                used_at: r.try_get::<Option<i64>, _>("used_at").map_err(self.err())?.map(Timestamp),
+                expires_at: Timestamp(r.try_get::<i64, _>("expires_at")?),
+                used_at: r.try_get::<Option<i64>, _>("used_at")?.map(Timestamp),
             })
         })
         .transpose()
@@ -497,40 +488,37 @@ impl TokenStore {
         new_expires: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
-        retry(|| async move {
-            let mut tx = self.begin().await?;
-            let used = sqlx::query(
-                "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1 AND session_id = $3 AND used_at IS NULL",
-            )
-            .bind(old)
-            .bind(now.0)
-            .bind(session.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?
-            .rows_affected();
-            if used != 1 {
-                tx.rollback().await.map_err(self.err())?;
-                return Ok(false);
-            }
-            let live = sqlx::query(
-                "UPDATE sessions SET active_org_id = $2, last_refresh_at = $3 WHERE id = $1 AND revoked_at IS NULL",
-            )
-            .bind(session.to_string())
-            .bind(org.to_string())
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?
-            .rows_affected();
-            if live != 1 {
-                // Revoked meanwhile: keep the token unused and the session as it is.
-                tx.rollback().await.map_err(self.err())?;
-                return Err(TokenError::SessionRevoked);
-            }
-            insert_refresh(&mut tx, new, session, new_expires, now).await.map_err(self.err())?;
-            tx.commit().await.map_err(self.err())?;
-            Ok(true)
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let used = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1 AND session_id = $3 AND used_at IS NULL",
+                )
+                .bind(old)
+                .bind(now.0)
+                .bind(session.to_string())
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if used != 1 {
+                    return Ok(false);
+                }
+                let live = sqlx::query(
+                    "UPDATE sessions SET active_org_id = $2, last_refresh_at = $3 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(session.to_string())
+                .bind(org.to_string())
+                .bind(now.0)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if live != 1 {
+                    // Revoked meanwhile: keep the token unused and the session as it is.
+                    return Err(TokenError::SessionRevoked);
+                }
+                insert_refresh(tx, new, session, new_expires, now).await?;
+                Ok(true)
+            })
         })
         .await
     }
@@ -541,8 +529,7 @@ impl TokenStore {
         let row = sqlx::query("SELECT 1 FROM used_id_tokens WHERE token_hash = $1")
             .bind(hash)
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(row.is_some())
     }
 
@@ -553,16 +540,14 @@ impl TokenStore {
             .execute(&self.db.pool)
             .await
             .map(|r| r.rows_affected())
-            .map_err(self.err())
+            .map_err(TokenError::from)
     }
 
     // ----- events --------------------------------------------------------------------------
 
     /// Appends an event outside any other change.
     pub async fn record(&self, event: &Event<'_>, now: Timestamp) -> Result<()> {
-        let mut tx = self.begin().await?;
-        insert_event(&mut tx, event, now).await.map_err(self.err())?;
-        tx.commit().await.map_err(self.err())
+        self.transaction(|open| Box::pin(async move { Ok(insert_event(open.tx, event, now).await?) })).await
     }
 
     /// The newest events of an organization (for tests and operators), newest first.
@@ -573,16 +558,8 @@ impl TokenStore {
         .bind(org.to_string())
         .bind(limit)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>("action").map_err(self.err())?,
-                    r.try_get::<String, _>("target").map_err(self.err())?,
-                ))
-            })
-            .collect()
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get::<String, _>("action")?, r.try_get::<String, _>("target")?))).collect()
     }
 }
 

@@ -19,20 +19,18 @@ impl TenancyStore {
         .bind(action.unwrap_or_default())
         .bind(page.fetch_limit())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let events = rows
             .iter()
             .map(|r| {
-                let e = self.err();
                 Ok(AuditEvent {
-                    id: parse_id(&r.try_get::<String, _>("id").map_err(&e)?)?,
+                    id: parse_id(&r.try_get::<String, _>("id")?)?,
                     organization_id: org,
-                    actor: r.try_get("actor").map_err(&e)?,
-                    action: r.try_get("action").map_err(&e)?,
-                    target: r.try_get("target").map_err(&e)?,
-                    details: json_map(&r.try_get::<String, _>("details").map_err(&e)?),
-                    created_at: Timestamp(r.try_get("created_at").map_err(&e)?),
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    details: json_map(&r.try_get::<String, _>("details")?),
+                    created_at: Timestamp(r.try_get("created_at")?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -42,7 +40,6 @@ impl TenancyStore {
 
 pub(super) async fn audit(
     tx: &mut Tx,
-    backend: Backend,
     org: OrganizationId,
     change: &Change,
     action: &str,
@@ -62,7 +59,6 @@ pub(super) async fn audit(
     .bind(to_json(&details))
     .bind(change.at.0)
     .execute(&mut **tx)
-    .await
-    .map_err(TenancyError::db(backend))
-    .map(|_| ())
+    .await?;
+    Ok(())
 }

@@ -15,15 +15,14 @@ impl TenancyStore {
         let id = ConnectionId::new();
         let sealed = new.client_secret.as_deref().map(|s| secrets.seal(s, &format!("sso:{id}")));
         let sealed = &sealed;
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, org).await?.require_not_deleted()?;
+        self.transaction(|open| Box::pin(async move {
+ let tx = open.tx;
+            self.lock_org(tx, org).await?.require_not_deleted()?;
             // Counted under the organization's lock, so concurrent creations cannot pass the cap.
             let existing = sqlx::query("SELECT COUNT(*) AS n FROM sso_connections WHERE org_id = $1")
                 .bind(org.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(self.err())?;
+                .fetch_one(&mut **tx)
+                .await?;
             if stored(existing.try_get::<i64, _>("n"))? >= i64::from(max_connections) {
                 return Err(TenancyError::ConnectionsExhausted { limit: max_connections });
             }
@@ -42,16 +41,15 @@ impl TenancyStore {
             .bind(to_json(&domains))
             .bind(&new.tenant_id)
             .bind(change.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            audit(&mut tx, self.backend(), org, change, "connection.created", &format!("connection:{id}"), &[
+            .execute(&mut **tx)
+            .await?;
+            audit(tx, org, change, "connection.created", &format!("connection:{id}"), &[
                 ("kind", new.kind.as_str().to_owned()),
                 ("issuer", new.issuer.clone()),
             ])
             .await?;
-            self.commit(tx).await
-        })
+            Ok(())
+        }))
         .await?;
         self.get_sso_connection(org, id).await?.ok_or(TenancyError::ConnectionNotFound)
     }
@@ -62,8 +60,7 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(id.to_string())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.as_ref().map(connection_from_row).transpose()
     }
 
@@ -78,10 +75,9 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(id.to_string())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?
+            .await?
             .ok_or(TenancyError::ConnectionNotFound)?;
-        let sealed: Option<String> = row.try_get("client_secret_sealed").map_err(self.err())?;
+        let sealed: Option<String> = row.try_get("client_secret_sealed")?;
         sealed
             .map(|s| secrets.open(&s, &format!("sso:{id}")).map_err(|e| TenancyError::Internal(e.to_string())))
             .transpose()
@@ -97,8 +93,7 @@ impl TenancyStore {
         )
         .bind(issuer)
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         rows.iter().map(connection_from_row).collect()
     }
 
@@ -109,28 +104,28 @@ impl TenancyStore {
             .bind(page.after.clone().unwrap_or_default())
             .bind(page.fetch_limit())
             .fetch_all(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         let conns = rows.iter().map(connection_from_row).collect::<Result<Vec<_>>>()?;
         Ok(page.finish(conns, |c| c.id.to_string()))
     }
 
     /// Deletes an SSO connection.
     pub async fn delete_sso_connection(&self, org: OrganizationId, id: ConnectionId, change: &Change) -> Result<()> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, org).await?;
-            let done = sqlx::query("DELETE FROM sso_connections WHERE org_id = $1 AND id = $2")
-                .bind(org.to_string())
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            if done.rows_affected() == 0 {
-                return Err(TenancyError::ConnectionNotFound);
-            }
-            audit(&mut tx, self.backend(), org, change, "connection.deleted", &format!("connection:{id}"), &[]).await?;
-            self.commit(tx).await
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, org).await?;
+                let done = sqlx::query("DELETE FROM sso_connections WHERE org_id = $1 AND id = $2")
+                    .bind(org.to_string())
+                    .bind(id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(TenancyError::ConnectionNotFound);
+                }
+                audit(tx, org, change, "connection.deleted", &format!("connection:{id}"), &[]).await?;
+                Ok(())
+            })
         })
         .await
     }

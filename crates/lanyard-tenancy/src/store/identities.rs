@@ -9,8 +9,7 @@ impl TenancyStore {
             .bind(issuer)
             .bind(subject)
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.map(|r| parse_id(&stored(r.try_get::<String, _>("user_id"))?)).transpose()
     }
 
@@ -27,8 +26,7 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(connection.to_string())
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(self.err())?
+            .await?
             .ok_or(TenancyError::ConnectionNotFound)?;
         let stored_issuer: String = stored(row.try_get("issuer"))?;
         let enabled = stored(row.try_get::<i64, _>("enabled"))? != 0;
@@ -43,8 +41,7 @@ impl TenancyStore {
             .bind(user.to_string())
             .bind(change.at.0)
             .execute(&mut **tx)
-            .await
-            .map_err(self.err())?;
+            .await?;
         Ok(())
     }
 
@@ -68,11 +65,9 @@ impl TenancyStore {
         .bind(link.connection.to_string())
         .bind(change.at.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())?;
+        .await?;
         audit(
             tx,
-            self.backend(),
             org,
             change,
             "identity.linked",
@@ -120,21 +115,20 @@ impl TenancyStore {
         dry_run: bool,
         change: &Change,
     ) -> Result<ResolvedIdentity> {
-        let (user, link) = retrying(|| async move {
-            let mut tx = self.begin().await?;
+        let (user, link) = self.transaction(|open| Box::pin(async move {
+ let tx = open.tx;
             let status = sqlx::query("SELECT status FROM organizations WHERE id = $1")
                 .bind(org.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(self.err())?
+                .fetch_optional(&mut **tx)
+                .await?
                 .ok_or(TenancyError::OrganizationNotFound)?;
             match OrgStatus::from_db(&stored(status.try_get::<String, _>("status"))?)? {
                 OrgStatus::Active => {}
                 OrgStatus::Suspended => return Err(TenancyError::OrganizationSuspended),
                 OrgStatus::Deleted => return Err(TenancyError::OrganizationDeleted),
             }
-            self.require_connection(&mut tx, org, identity.connection_id, &identity.issuer).await?;
-            let (user, link) = match self.linked_user(&mut tx, &identity.issuer, &identity.subject).await? {
+            self.require_connection(tx, org, identity.connection_id, &identity.issuer).await?;
+            let (user, link) = match self.linked_user(tx, &identity.issuer, &identity.subject).await? {
                 Some(user) => (user, false),
                 None => {
                     let email = identity
@@ -147,17 +141,15 @@ impl TenancyStore {
                     )
                     .bind(org.to_string())
                     .bind(email.domain().as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
+                    .fetch_optional(&mut **tx)
+                    .await?;
                     if verified.is_none() {
                         return Err(TenancyError::EmailDomainNotVerified);
                     }
                     let row = sqlx::query("SELECT id FROM users WHERE primary_email = $1")
                         .bind(email.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(self.err())?
+                        .fetch_optional(&mut **tx)
+                        .await?
                         // Nobody with this email exists, so nobody with it is a member.
                         .ok_or(TenancyError::MemberNotFound)?;
                     (parse_id(&stored(row.try_get::<String, _>("id"))?)?, true)
@@ -166,22 +158,19 @@ impl TenancyStore {
             let member = sqlx::query("SELECT 1 AS one FROM memberships WHERE org_id = $1 AND user_id = $2 AND status = 'active'")
                 .bind(org.to_string())
                 .bind(user.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(self.err())?;
+                .fetch_optional(&mut **tx)
+                .await?;
             if member.is_none() {
                 return Err(TenancyError::MemberNotFound);
             }
             if link && !dry_run {
                 let l = Link { issuer: &identity.issuer, subject: &identity.subject, connection: identity.connection_id, user };
-                self.link_identity(&mut tx, org, &l, "verified_domain", change).await?;
-                self.mark_email_verified(&mut tx, user, change).await?;
-                self.commit(tx).await?;
+                self.link_identity(tx, org, &l, "verified_domain", change).await?;
+                self.mark_email_verified(tx, user, change).await?;
             } else {
-                tx.rollback().await.map_err(self.err())?;
             }
             Ok((user, link))
-        })
+        }))
         .await?;
         let user = self.get_user(user).await?.ok_or(TenancyError::UserNotFound)?;
         Ok(ResolvedIdentity { user, user_created: false, identity_linked: link })
@@ -193,8 +182,7 @@ impl TenancyStore {
         let row = sqlx::query(&format!("{CONN_SELECT} WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.as_ref().map(connection_from_row).transpose()
     }
 
@@ -207,10 +195,12 @@ impl TenancyStore {
         details: &[(&str, String)],
         change: &Change,
     ) -> Result<()> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            audit(&mut tx, self.backend(), org, change, action, target, details).await?;
-            self.commit(tx).await
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                audit(tx, org, change, action, target, details).await?;
+                Ok(())
+            })
         })
         .await
     }

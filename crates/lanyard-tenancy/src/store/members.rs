@@ -13,28 +13,29 @@ impl TenancyStore {
         enforce_domains: bool,
         change: &Change,
     ) -> Result<(Member, bool)> {
-        let (user, created) = retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, org).await?;
-            lock.require_active()?;
-            if enforce_domains {
-                let allowed =
-                    sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
-                        .bind(org.to_string())
-                        .bind(email.domain().as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(self.err())?;
-                if allowed.is_none() {
-                    return Err(TenancyError::EmailDomainNotAllowed);
-                }
-            }
-            let (user, created) = self.upsert_user_by_email(&mut tx, email, display_name, change).await?;
-            self.activate_membership(&mut tx, &lock, user, roles, &change.actor, change).await?;
-            self.commit(tx).await?;
-            Ok((user, created))
-        })
-        .await?;
+        let (user, created) = self
+            .transaction(|open| {
+                Box::pin(async move {
+                    let tx = open.tx;
+                    let lock = self.lock_org(tx, org).await?;
+                    lock.require_active()?;
+                    if enforce_domains {
+                        let allowed =
+                            sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
+                                .bind(org.to_string())
+                                .bind(email.domain().as_str())
+                                .fetch_optional(&mut **tx)
+                                .await?;
+                        if allowed.is_none() {
+                            return Err(TenancyError::EmailDomainNotAllowed);
+                        }
+                    }
+                    let (user, created) = self.upsert_user_by_email(tx, email, display_name, change).await?;
+                    self.activate_membership(tx, &lock, user, roles, &change.actor, change).await?;
+                    Ok((user, created))
+                })
+            })
+            .await?;
         let member = self.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)?;
         Ok((member, created))
     }
@@ -55,14 +56,12 @@ impl TenancyStore {
         .bind(display_name)
         .bind(change.at.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let row = sqlx::query("SELECT id FROM users WHERE primary_email = $1")
             .bind(email.as_str())
             .fetch_one(&mut **tx)
-            .await
-            .map_err(self.err())?;
-        let id: String = row.try_get("id").map_err(self.err())?;
+            .await?;
+        let id: String = row.try_get("id")?;
         Ok((parse_id(&id)?, inserted.rows_affected() == 1))
     }
 
@@ -70,8 +69,7 @@ impl TenancyStore {
         sqlx::query("SELECT id FROM users WHERE id = $1")
             .bind(user.to_string())
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(self.err())?
+            .await?
             .map(|_| ())
             .ok_or(TenancyError::UserNotFound)
     }
@@ -85,8 +83,7 @@ impl TenancyStore {
                 .bind(org.to_string())
                 .bind(role.as_str())
                 .fetch_optional(&mut **tx)
-                .await
-                .map_err(self.err())?;
+                .await?;
             if found.is_none() {
                 return Err(TenancyError::RoleNotFound(role.to_string()));
             }
@@ -115,13 +112,12 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(user.to_string())
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(self.err())?;
+            .await?;
         let version = match &existing {
-            Some(row) if row.try_get::<String, _>("status").map_err(self.err())? == "active" => {
+            Some(row) if row.try_get::<String, _>("status")? == "active" => {
                 return Err(TenancyError::MemberExists);
             }
-            Some(row) => row.try_get::<i64, _>("version").map_err(self.err())? + 1,
+            Some(row) => row.try_get::<i64, _>("version")? + 1,
             None => 1,
         };
         // A claimed reservation already moved from "reserved" to this membership inside this
@@ -144,20 +140,17 @@ impl TenancyStore {
         .bind(invited_by)
         .bind(change.at.0)
         .execute(&mut **tx)
-        .await
-        .map_err(self.err())?;
+        .await?;
         self.replace_roles(tx, org, user, roles).await?;
         if wants_owner {
             sqlx::query("UPDATE organizations SET owner_user_id = $2 WHERE id = $1")
                 .bind(org.to_string())
                 .bind(user.to_string())
                 .execute(&mut **tx)
-                .await
-                .map_err(self.err())?;
+                .await?;
         }
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        audit(tx, self.backend(), org, change, "member.added", &format!("user:{user}"), &[("roles", names.join(","))])
-            .await
+        audit(tx, org, change, "member.added", &format!("user:{user}"), &[("roles", names.join(","))]).await
     }
 
     pub(super) async fn replace_roles(
@@ -171,16 +164,14 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(user.to_string())
             .execute(&mut **tx)
-            .await
-            .map_err(self.err())?;
+            .await?;
         for role in roles {
             sqlx::query("INSERT INTO membership_roles (org_id, user_id, role) VALUES ($1, $2, $3)")
                 .bind(org.to_string())
                 .bind(user.to_string())
                 .bind(role.as_str())
                 .execute(&mut **tx)
-                .await
-                .map_err(self.err())?;
+                .await?;
         }
         Ok(())
     }
@@ -196,8 +187,7 @@ impl TenancyStore {
         .bind(org.to_string())
         .bind(role.as_str())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         rows.iter()
             .map(|r| {
                 let user: String = stored(r.try_get("user_id"))?;
@@ -211,8 +201,7 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(user.to_string())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let mut member = member_from_row(&row)?;
         member.roles = self.roles_of(org, user).await?;
@@ -224,10 +213,9 @@ impl TenancyStore {
         let row = sqlx::query("SELECT id FROM users WHERE primary_email = $1")
             .bind(email.as_str())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         match row {
-            Some(row) => self.get_member(org, parse_id(&row.try_get::<String, _>("id").map_err(self.err())?)?).await,
+            Some(row) => self.get_member(org, parse_id(&row.try_get::<String, _>("id")?)?).await,
             None => Ok(None),
         }
     }
@@ -237,9 +225,8 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(user.to_string())
             .fetch_all(&self.db.pool)
-            .await
-            .map_err(self.err())?;
-        rows.iter().map(|r| role_from(r.try_get("role").map_err(self.err())?)).collect()
+            .await?;
+        rows.iter().map(|r| role_from(r.try_get("role")?)).collect()
     }
 
     /// A page of members in the order they joined.
@@ -268,8 +255,7 @@ impl TenancyStore {
         .bind(after_user)
         .bind(page.fetch_limit())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let mut members = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut m = member_from_row(row)?;
@@ -288,34 +274,28 @@ impl TenancyStore {
         roles: &[RoleName],
         change: &Change,
     ) -> Result<Member> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, org).await?;
-            lock.require_not_deleted()?;
-            self.require_active_member(&mut tx, org, user).await?;
-            let is_owner = lock.owner == Some(user);
-            let wants_owner = roles.contains(&RoleName::owner());
-            if is_owner && !wants_owner {
-                return Err(TenancyError::OwnerProtected);
-            }
-            if wants_owner && !is_owner {
-                return Err(TenancyError::OwnerExists);
-            }
-            self.validate_roles(&mut tx, org, roles).await?;
-            self.bump_version(&mut tx, org, user, change).await?;
-            self.replace_roles(&mut tx, org, user, roles).await?;
-            let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            audit(
-                &mut tx,
-                self.backend(),
-                org,
-                change,
-                "member.roles_updated",
-                &format!("user:{user}"),
-                &[("roles", names.join(","))],
-            )
-            .await?;
-            self.commit(tx).await
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let lock = self.lock_org(tx, org).await?;
+                lock.require_not_deleted()?;
+                self.require_active_member(tx, org, user).await?;
+                let is_owner = lock.owner == Some(user);
+                let wants_owner = roles.contains(&RoleName::owner());
+                if is_owner && !wants_owner {
+                    return Err(TenancyError::OwnerProtected);
+                }
+                if wants_owner && !is_owner {
+                    return Err(TenancyError::OwnerExists);
+                }
+                self.validate_roles(tx, org, roles).await?;
+                self.bump_version(tx, org, user, change).await?;
+                self.replace_roles(tx, org, user, roles).await?;
+                let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                audit(tx, org, change, "member.roles_updated", &format!("user:{user}"), &[("roles", names.join(","))])
+                    .await?;
+                Ok(())
+            })
         })
         .await?;
         self.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)
@@ -326,10 +306,9 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(user.to_string())
             .fetch_optional(&mut **tx)
-            .await
-            .map_err(self.err())?;
+            .await?;
         match row {
-            Some(r) if r.try_get::<String, _>("status").map_err(self.err())? == "active" => Ok(()),
+            Some(r) if r.try_get::<String, _>("status")? == "active" => Ok(()),
             _ => Err(TenancyError::MemberNotFound),
         }
     }
@@ -346,46 +325,46 @@ impl TenancyStore {
             .bind(user.to_string())
             .bind(change.at.0)
             .execute(&mut **tx)
-            .await
-            .map_err(self.err())
-            .map(|_| ())
+            .await?;
+        Ok(())
     }
 
     /// Removes a member: frees the seat, bumps the version. The owner cannot be removed.
     pub async fn remove_member(&self, org: OrganizationId, user: UserId, change: &Change) -> Result<Member> {
-        let before = retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, org).await?;
-            self.require_active_member(&mut tx, org, user).await?;
-            if lock.owner == Some(user) {
-                return Err(TenancyError::OwnerProtected);
-            }
-            let roles = {
-                let rows =
-                    sqlx::query("SELECT role FROM membership_roles WHERE org_id = $1 AND user_id = $2 ORDER BY role")
+        let before = self
+            .transaction(|open| {
+                Box::pin(async move {
+                    let tx = open.tx;
+                    let lock = self.lock_org(tx, org).await?;
+                    self.require_active_member(tx, org, user).await?;
+                    if lock.owner == Some(user) {
+                        return Err(TenancyError::OwnerProtected);
+                    }
+                    let roles = {
+                        let rows = sqlx::query(
+                            "SELECT role FROM membership_roles WHERE org_id = $1 AND user_id = $2 ORDER BY role",
+                        )
                         .bind(org.to_string())
                         .bind(user.to_string())
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(self.err())?;
-                rows.iter().map(|r| role_from(r.try_get("role").map_err(self.err())?)).collect::<Result<Vec<_>>>()?
-            };
-            sqlx::query(
-                "UPDATE memberships SET status = 'removed', version = version + 1, updated_at = $3
+                        .fetch_all(&mut **tx)
+                        .await?;
+                        rows.iter().map(|r| role_from(r.try_get("role")?)).collect::<Result<Vec<_>>>()?
+                    };
+                    sqlx::query(
+                        "UPDATE memberships SET status = 'removed', version = version + 1, updated_at = $3
                  WHERE org_id = $1 AND user_id = $2",
-            )
-            .bind(org.to_string())
-            .bind(user.to_string())
-            .bind(change.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            self.replace_roles(&mut tx, org, user, &[]).await?;
-            audit(&mut tx, self.backend(), org, change, "member.removed", &format!("user:{user}"), &[]).await?;
-            self.commit(tx).await?;
-            Ok(roles)
-        })
-        .await?;
+                    )
+                    .bind(org.to_string())
+                    .bind(user.to_string())
+                    .bind(change.at.0)
+                    .execute(&mut **tx)
+                    .await?;
+                    self.replace_roles(tx, org, user, &[]).await?;
+                    audit(tx, org, change, "member.removed", &format!("user:{user}"), &[]).await?;
+                    Ok(roles)
+                })
+            })
+            .await?;
         let mut member = self.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)?;
         // The roles it held until now, for the caller's records.
         member.roles = before;
@@ -399,42 +378,42 @@ impl TenancyStore {
         new_owner: UserId,
         change: &Change,
     ) -> Result<(Organization, Member, Option<Member>)> {
-        let previous = retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, org).await?;
-            lock.require_active()?;
-            self.require_active_member(&mut tx, org, new_owner).await?;
-            if lock.owner == Some(new_owner) {
-                return Ok(None);
-            }
-            if let Some(prev) = lock.owner {
-                self.bump_version(&mut tx, org, prev, change).await?;
-                self.replace_roles(&mut tx, org, prev, &[RoleName::admin()]).await?;
-            }
-            self.bump_version(&mut tx, org, new_owner, change).await?;
-            self.replace_roles(&mut tx, org, new_owner, &[RoleName::owner()]).await?;
-            sqlx::query("UPDATE organizations SET owner_user_id = $2, updated_at = $3 WHERE id = $1")
-                .bind(org.to_string())
-                .bind(new_owner.to_string())
-                .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            let prev_text = lock.owner.map(|p| p.to_string()).unwrap_or_default();
-            audit(
-                &mut tx,
-                self.backend(),
-                org,
-                change,
-                "ownership.transferred",
-                &format!("user:{new_owner}"),
-                &[("previous_owner", prev_text)],
-            )
+        let previous = self
+            .transaction(|open| {
+                Box::pin(async move {
+                    let tx = open.tx;
+                    let lock = self.lock_org(tx, org).await?;
+                    lock.require_active()?;
+                    self.require_active_member(tx, org, new_owner).await?;
+                    if lock.owner == Some(new_owner) {
+                        return Ok(None);
+                    }
+                    if let Some(prev) = lock.owner {
+                        self.bump_version(tx, org, prev, change).await?;
+                        self.replace_roles(tx, org, prev, &[RoleName::admin()]).await?;
+                    }
+                    self.bump_version(tx, org, new_owner, change).await?;
+                    self.replace_roles(tx, org, new_owner, &[RoleName::owner()]).await?;
+                    sqlx::query("UPDATE organizations SET owner_user_id = $2, updated_at = $3 WHERE id = $1")
+                        .bind(org.to_string())
+                        .bind(new_owner.to_string())
+                        .bind(change.at.0)
+                        .execute(&mut **tx)
+                        .await?;
+                    let prev_text = lock.owner.map(|p| p.to_string()).unwrap_or_default();
+                    audit(
+                        tx,
+                        org,
+                        change,
+                        "ownership.transferred",
+                        &format!("user:{new_owner}"),
+                        &[("previous_owner", prev_text)],
+                    )
+                    .await?;
+                    Ok(lock.owner)
+                })
+            })
             .await?;
-            self.commit(tx).await?;
-            Ok(lock.owner)
-        })
-        .await?;
         let orga = self.get_organization(org).await?.ok_or(TenancyError::OrganizationNotFound)?;
         let new_member = self.get_member(org, new_owner).await?.ok_or(TenancyError::MemberNotFound)?;
         let prev_member = match previous {
@@ -458,11 +437,10 @@ impl TenancyStore {
         .bind(page.after.clone().unwrap_or_default())
         .bind(page.fetch_limit())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let mut out = Vec::new();
         for row in &rows {
-            let org: OrganizationId = parse_id(&row.try_get::<String, _>("org_id").map_err(self.err())?)?;
+            let org: OrganizationId = parse_id(&row.try_get::<String, _>("org_id")?)?;
             let (Some(o), Some(m)) = (self.get_organization(org).await?, self.get_member(org, user).await?) else {
                 continue;
             };
@@ -477,8 +455,7 @@ impl TenancyStore {
             sqlx::query("SELECT id, primary_email, email_verified, display_name, created_at FROM users WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&self.db.pool)
-                .await
-                .map_err(self.err())?;
+                .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 }

@@ -7,14 +7,14 @@
 use std::collections::BTreeMap;
 
 use lanyard_core::crypto::SecretBox;
-use lanyard_core::db::{retry, Backend, Database, DbErrorKind};
+use lanyard_core::db::{Database, DbErrorKind};
 use lanyard_core::page::Page;
 use lanyard_core::{
     ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
     Timestamp, UserId,
 };
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::domain::*;
 use crate::error::TenancyError;
@@ -36,7 +36,7 @@ use rows::*;
 const DOMAIN_CHALLENGE_BYTES: usize = 32;
 
 type Result<T, E = TenancyError> = std::result::Result<T, E>;
-type Tx = Transaction<'static, Any>;
+use lanyard_core::db::{Open, Tx, Work};
 
 /// The most custom roles one organization may define.
 pub const MAX_CUSTOM_ROLES: u64 = 100;
@@ -107,15 +107,6 @@ impl OrgLock {
     }
 }
 
-/// Retries a transaction that lost a race (see [`lanyard_core::db::retry`]).
-async fn retrying<T, F, Fut>(attempt: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    retry(attempt).await
-}
-
 fn parse_id<T: std::str::FromStr>(s: &str) -> Result<T> {
     s.parse().map_err(|_| TenancyError::Internal(format!("stored id {s:?} is not a UUID")))
 }
@@ -148,29 +139,21 @@ impl TenancyStore {
         &self.db
     }
 
-    fn backend(&self) -> Backend {
-        self.db.backend
-    }
-
-    fn err(&self) -> impl Fn(sqlx::Error) -> TenancyError {
-        TenancyError::db(self.backend())
-    }
-
-    async fn begin(&self) -> Result<Tx> {
-        self.db.pool.begin().await.map_err(self.err())
-    }
-
-    async fn commit(&self, tx: Tx) -> Result<()> {
-        tx.commit().await.map_err(self.err())
+    /// One transaction (see [`Database::transaction`]): `?` turns database errors into TenancyErrors.
+    async fn transaction<'env, T>(
+        &self,
+        work: impl for<'t> FnMut(Open<'t, 'env>) -> Work<'t, T, TenancyError>,
+    ) -> Result<T> {
+        self.db.transaction(work).await
     }
 
     /// Maps a unique violation to `conflict`, anything else to a database error.
     fn unique_or(&self, conflict: TenancyError) -> impl FnOnce(sqlx::Error) -> TenancyError + '_ {
         move |e| {
-            if lanyard_core::db::classify(self.backend(), &e) == DbErrorKind::UniqueViolation {
+            if lanyard_core::db::classify(&e) == DbErrorKind::UniqueViolation {
                 conflict
             } else {
-                TenancyError::db(self.backend())(e)
+                TenancyError::from(e)
             }
         }
     }

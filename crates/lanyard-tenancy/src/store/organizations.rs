@@ -6,8 +6,8 @@ impl TenancyStore {
     /// Creates an organization (and its owner's membership, when an owner email is given).
     pub async fn create_organization(&self, new: &NewOrganization, change: &Change) -> Result<Organization> {
         let id = OrganizationId::new();
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
+        self.transaction(|open| Box::pin(async move {
+ let tx = open.tx;
             sqlx::query(
                 "INSERT INTO organizations (id, slug, display_name, seat_limit, metadata, status, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, 'active', $6, $6)",
@@ -18,28 +18,27 @@ impl TenancyStore {
             .bind(i64::from(new.seat_limit))
             .bind(to_json(&new.metadata))
             .bind(change.at.0)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(self.unique_or(TenancyError::SlugTaken))?;
             for domain in &new.allowed_domains {
-                self.insert_domain(&mut tx, id, domain, change).await?;
+                self.insert_domain(tx, id, domain, change).await?;
             }
             let domains: Vec<&str> = new.allowed_domains.iter().map(|d| d.as_str()).collect();
-            audit(&mut tx, self.backend(), id, change, "organization.created", &format!("organization:{id}"), &[
+            audit(tx, id, change, "organization.created", &format!("organization:{id}"), &[
                 ("slug", new.slug.to_string()),
                 ("seat_limit", new.seat_limit.to_string()),
                 ("allowed_domains", domains.join(",")),
             ])
             .await?;
             if let Some(email) = &new.owner_email {
-                let lock = self.lock_org(&mut tx, id).await?;
-                let (user_id, _) = self.upsert_user_by_email(&mut tx, email, "", change).await?;
-                self.activate_membership(&mut tx, &lock, user_id, &[RoleName::owner()], &change.actor, change)
+                let lock = self.lock_org(tx, id).await?;
+                let (user_id, _) = self.upsert_user_by_email(tx, email, "", change).await?;
+                self.activate_membership(tx, &lock, user_id, &[RoleName::owner()], &change.actor, change)
                     .await?;
             }
-            self.commit(tx).await?;
             Ok(())
-        })
+        }))
         .await?;
         self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)
     }
@@ -49,8 +48,7 @@ impl TenancyStore {
         let row = sqlx::query(&format!("{ORG_SELECT} WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         self.org_with_domains(row).await
     }
 
@@ -59,8 +57,7 @@ impl TenancyStore {
         let row = sqlx::query(&format!("{ORG_SELECT} WHERE slug = $1"))
             .bind(slug.as_str())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         self.org_with_domains(row).await
     }
 
@@ -81,8 +78,7 @@ impl TenancyStore {
         let rows = sqlx::query(&format!("{DOMAIN_SELECT} WHERE org_id = $1 ORDER BY domain"))
             .bind(id.to_string())
             .fetch_all(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         rows.iter().map(domain_from_row).collect()
     }
 
@@ -92,8 +88,7 @@ impl TenancyStore {
             .bind(id.to_string())
             .bind(domain.as_str())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.as_ref().map(domain_from_row).transpose()
     }
 
@@ -106,8 +101,7 @@ impl TenancyStore {
         let row = sqlx::query("SELECT org_id FROM organization_domains WHERE domain = $1 AND state = 'verified'")
             .bind(domain.as_str())
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.map(|r| parse_id(&stored(r.try_get::<String, _>("org_id"))?)).transpose()
     }
 
@@ -141,8 +135,7 @@ impl TenancyStore {
         .bind(i64::from(show_deleted))
         .bind(page.fetch_limit())
         .fetch_all(&self.db.pool)
-        .await
-        .map_err(self.err())?;
+        .await?;
         let (rows, next) = page.finish(rows, |r| r.try_get::<String, _>("id").unwrap_or_default());
         let mut orgs = Vec::with_capacity(rows.len());
         for row in rows {
@@ -160,60 +153,56 @@ impl TenancyStore {
         patch: &OrganizationPatch,
         change: &Change,
     ) -> Result<Organization> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, id).await?;
-            lock.require_not_deleted()?;
-            let mut details = Vec::new();
-            if let Some(limit) = patch.seat_limit {
-                let usage = self.count_seats(&mut tx, &lock, change.at).await?;
-                if limit < usage.used() {
-                    return Err(TenancyError::SeatLimitBelowUsage { requested: limit, used: usage.used() });
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let lock = self.lock_org(tx, id).await?;
+                lock.require_not_deleted()?;
+                let mut details = Vec::new();
+                if let Some(limit) = patch.seat_limit {
+                    let usage = self.count_seats(tx, &lock, change.at).await?;
+                    if limit < usage.used() {
+                        return Err(TenancyError::SeatLimitBelowUsage { requested: limit, used: usage.used() });
+                    }
+                    sqlx::query("UPDATE organizations SET seat_limit = $2 WHERE id = $1")
+                        .bind(id.to_string())
+                        .bind(i64::from(limit))
+                        .execute(&mut **tx)
+                        .await?;
+                    details.push(("seat_limit", limit.to_string()));
                 }
-                sqlx::query("UPDATE organizations SET seat_limit = $2 WHERE id = $1")
+                if let Some(name) = &patch.display_name {
+                    sqlx::query("UPDATE organizations SET display_name = $2 WHERE id = $1")
+                        .bind(id.to_string())
+                        .bind(name.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                    details.push(("display_name", name.to_string()));
+                }
+                if let Some(metadata) = &patch.metadata {
+                    sqlx::query("UPDATE organizations SET metadata = $2 WHERE id = $1")
+                        .bind(id.to_string())
+                        .bind(to_json(metadata))
+                        .execute(&mut **tx)
+                        .await?;
+                    details.push(("metadata", "replaced".to_owned()));
+                }
+                if let Some(status) = patch.status {
+                    sqlx::query("UPDATE organizations SET status = $2 WHERE id = $1")
+                        .bind(id.to_string())
+                        .bind(status.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                    details.push(("status", status.as_str().to_owned()));
+                }
+                sqlx::query("UPDATE organizations SET updated_at = $2 WHERE id = $1")
                     .bind(id.to_string())
-                    .bind(i64::from(limit))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-                details.push(("seat_limit", limit.to_string()));
-            }
-            if let Some(name) = &patch.display_name {
-                sqlx::query("UPDATE organizations SET display_name = $2 WHERE id = $1")
-                    .bind(id.to_string())
-                    .bind(name.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-                details.push(("display_name", name.to_string()));
-            }
-            if let Some(metadata) = &patch.metadata {
-                sqlx::query("UPDATE organizations SET metadata = $2 WHERE id = $1")
-                    .bind(id.to_string())
-                    .bind(to_json(metadata))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-                details.push(("metadata", "replaced".to_owned()));
-            }
-            if let Some(status) = patch.status {
-                sqlx::query("UPDATE organizations SET status = $2 WHERE id = $1")
-                    .bind(id.to_string())
-                    .bind(status.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-                details.push(("status", status.as_str().to_owned()));
-            }
-            sqlx::query("UPDATE organizations SET updated_at = $2 WHERE id = $1")
-                .bind(id.to_string())
-                .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            audit(&mut tx, self.backend(), id, change, "organization.updated", &format!("organization:{id}"), &details)
-                .await?;
-            self.commit(tx).await
+                    .bind(change.at.0)
+                    .execute(&mut **tx)
+                    .await?;
+                audit(tx, id, change, "organization.updated", &format!("organization:{id}"), &details).await?;
+                Ok(())
+            })
         })
         .await?;
         self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)
@@ -221,31 +210,29 @@ impl TenancyStore {
 
     /// Soft-deletes an organization and frees its held seats. Deleting twice is not an error.
     pub async fn delete_organization(&self, id: OrganizationId, change: &Change) -> Result<Organization> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, id).await?;
+        self.transaction(|open| Box::pin(async move {
+ let tx = open.tx;
+            let lock = self.lock_org(tx, id).await?;
             if lock.status != OrgStatus::Deleted {
                 sqlx::query(
                     "UPDATE organizations SET status = 'deleted', deleted_at = $2, updated_at = $2 WHERE id = $1",
                 )
                 .bind(id.to_string())
                 .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
+                .execute(&mut **tx)
+                .await?;
                 sqlx::query(
                     "UPDATE seat_reservations SET state = 'released', updated_at = $2 WHERE org_id = $1 AND state = 'held'",
                 )
                 .bind(id.to_string())
                 .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-                audit(&mut tx, self.backend(), id, change, "organization.deleted", &format!("organization:{id}"), &[])
+                .execute(&mut **tx)
+                .await?;
+                audit(tx, id, change, "organization.deleted", &format!("organization:{id}"), &[])
                     .await?;
             }
-            self.commit(tx).await
-        })
+            Ok(())
+        }))
         .await?;
         self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)
     }
@@ -261,45 +248,45 @@ impl TenancyStore {
         allow_verified_elsewhere: bool,
         change: &Change,
     ) -> Result<(Organization, OrgDomain)> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, id).await?.require_not_deleted()?;
-            let existing = sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
-                .bind(id.to_string())
-                .bind(domain.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            if existing.is_some() {
-                return tx.rollback().await.map_err(self.err());
-            }
-            let owner = self.verified_owner(&mut tx, domain).await?;
-            if owner.is_some_and(|o| o != id) && !allow_verified_elsewhere {
-                return Err(TenancyError::DomainVerifiedElsewhere);
-            }
-            let count = sqlx::query("SELECT COUNT(*) AS n FROM organization_domains WHERE org_id = $1")
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            if stored(count.try_get::<i64, _>("n"))? >= MAX_DOMAINS as i64 {
-                return Err(TenancyError::InvalidField {
-                    field: "domain",
-                    message: format!("at most {MAX_DOMAINS} domains per organization"),
-                });
-            }
-            self.insert_domain(&mut tx, id, domain, change).await?;
-            audit(
-                &mut tx,
-                self.backend(),
-                id,
-                change,
-                "domain.added",
-                &format!("domain:{domain}"),
-                &[("state", DomainState::Pending.as_str().to_owned())],
-            )
-            .await?;
-            self.commit(tx).await
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, id).await?.require_not_deleted()?;
+                let existing =
+                    sqlx::query("SELECT 1 AS one FROM organization_domains WHERE org_id = $1 AND domain = $2")
+                        .bind(id.to_string())
+                        .bind(domain.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if existing.is_some() {
+                    return Ok(());
+                }
+                let owner = self.verified_owner(tx, domain).await?;
+                if owner.is_some_and(|o| o != id) && !allow_verified_elsewhere {
+                    return Err(TenancyError::DomainVerifiedElsewhere);
+                }
+                let count = sqlx::query("SELECT COUNT(*) AS n FROM organization_domains WHERE org_id = $1")
+                    .bind(id.to_string())
+                    .fetch_one(&mut **tx)
+                    .await?;
+                if stored(count.try_get::<i64, _>("n"))? >= MAX_DOMAINS as i64 {
+                    return Err(TenancyError::InvalidField {
+                        field: "domain",
+                        message: format!("at most {MAX_DOMAINS} domains per organization"),
+                    });
+                }
+                self.insert_domain(tx, id, domain, change).await?;
+                audit(
+                    tx,
+                    id,
+                    change,
+                    "domain.added",
+                    &format!("domain:{domain}"),
+                    &[("state", DomainState::Pending.as_str().to_owned())],
+                )
+                .await?;
+                Ok(())
+            })
         })
         .await?;
         let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
@@ -316,41 +303,41 @@ impl TenancyStore {
         method: VerificationMethod,
         change: &Change,
     ) -> Result<(Organization, OrgDomain)> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, id).await?.require_not_deleted()?;
-            let row = sqlx::query("SELECT state FROM organization_domains WHERE org_id = $1 AND domain = $2")
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, id).await?.require_not_deleted()?;
+                let row = sqlx::query("SELECT state FROM organization_domains WHERE org_id = $1 AND domain = $2")
+                    .bind(id.to_string())
+                    .bind(domain.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or(TenancyError::DomainNotFound)?;
+                if stored(row.try_get::<String, _>("state"))? == DomainState::Verified.as_str() {
+                    return Ok(());
+                }
+                sqlx::query(
+                    "UPDATE organization_domains SET state = 'verified', verified_at = $3, verification_method = $4
+                 WHERE org_id = $1 AND domain = $2",
+                )
                 .bind(id.to_string())
                 .bind(domain.as_str())
-                .fetch_optional(&mut *tx)
+                .bind(change.at.0)
+                .bind(method.as_str())
+                .execute(&mut **tx)
                 .await
-                .map_err(self.err())?
-                .ok_or(TenancyError::DomainNotFound)?;
-            if stored(row.try_get::<String, _>("state"))? == DomainState::Verified.as_str() {
-                return tx.rollback().await.map_err(self.err());
-            }
-            sqlx::query(
-                "UPDATE organization_domains SET state = 'verified', verified_at = $3, verification_method = $4
-                 WHERE org_id = $1 AND domain = $2",
-            )
-            .bind(id.to_string())
-            .bind(domain.as_str())
-            .bind(change.at.0)
-            .bind(method.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(self.unique_or(TenancyError::DomainVerifiedElsewhere))?;
-            audit(
-                &mut tx,
-                self.backend(),
-                id,
-                change,
-                "domain.verified",
-                &format!("domain:{domain}"),
-                &[("method", method.as_str().to_owned())],
-            )
-            .await?;
-            self.commit(tx).await
+                .map_err(self.unique_or(TenancyError::DomainVerifiedElsewhere))?;
+                audit(
+                    tx,
+                    id,
+                    change,
+                    "domain.verified",
+                    &format!("domain:{domain}"),
+                    &[("method", method.as_str().to_owned())],
+                )
+                .await?;
+                Ok(())
+            })
         })
         .await?;
         let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
@@ -360,29 +347,21 @@ impl TenancyStore {
 
     /// Removes an allowed domain.
     pub async fn remove_domain(&self, id: OrganizationId, domain: &Domain, change: &Change) -> Result<Organization> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, id).await?.require_not_deleted()?;
-            let done =
-                sqlx::query("DELETE FROM organization_domains WHERE org_id = $1 AND domain = $2 RETURNING state")
-                    .bind(id.to_string())
-                    .bind(domain.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(self.err())?
-                    .ok_or(TenancyError::DomainNotFound)?;
-            let state: String = stored(done.try_get("state"))?;
-            audit(
-                &mut tx,
-                self.backend(),
-                id,
-                change,
-                "domain.removed",
-                &format!("domain:{domain}"),
-                &[("state", state)],
-            )
-            .await?;
-            self.commit(tx).await
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, id).await?.require_not_deleted()?;
+                let done =
+                    sqlx::query("DELETE FROM organization_domains WHERE org_id = $1 AND domain = $2 RETURNING state")
+                        .bind(id.to_string())
+                        .bind(domain.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .ok_or(TenancyError::DomainNotFound)?;
+                let state: String = stored(done.try_get("state"))?;
+                audit(tx, id, change, "domain.removed", &format!("domain:{domain}"), &[("state", state)]).await?;
+                Ok(())
+            })
         })
         .await?;
         self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)

@@ -8,45 +8,45 @@ impl TenancyStore {
         if is_built_in(&role.name) {
             return Err(TenancyError::RoleExists);
         }
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, org).await?.require_not_deleted()?;
-            let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM roles WHERE org_id = $1")
-                .bind(org.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|r| r.try_get("n"))
-                .map_err(self.err())?;
-            if n as u64 >= MAX_CUSTOM_ROLES {
-                return Err(TenancyError::InvalidField {
-                    field: "name",
-                    message: format!("an organization may define at most {MAX_CUSTOM_ROLES} roles"),
-                });
-            }
-            let perms: Vec<&str> = role.permissions.iter().map(|p| p.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO roles (org_id, name, description, permissions, created_at, updated_at)
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, org).await?.require_not_deleted()?;
+                let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM roles WHERE org_id = $1")
+                    .bind(org.to_string())
+                    .fetch_one(&mut **tx)
+                    .await
+                    .and_then(|r| r.try_get("n"))?;
+                if n as u64 >= MAX_CUSTOM_ROLES {
+                    return Err(TenancyError::InvalidField {
+                        field: "name",
+                        message: format!("an organization may define at most {MAX_CUSTOM_ROLES} roles"),
+                    });
+                }
+                let perms: Vec<&str> = role.permissions.iter().map(|p| p.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO roles (org_id, name, description, permissions, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $5)",
-            )
-            .bind(org.to_string())
-            .bind(role.name.as_str())
-            .bind(&role.description)
-            .bind(to_json(&perms))
-            .bind(change.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.unique_or(TenancyError::RoleExists))?;
-            audit(
-                &mut tx,
-                self.backend(),
-                org,
-                change,
-                "role.created",
-                &format!("role:{}", role.name),
-                &[("permissions", perms.join(","))],
-            )
-            .await?;
-            self.commit(tx).await
+                )
+                .bind(org.to_string())
+                .bind(role.name.as_str())
+                .bind(&role.description)
+                .bind(to_json(&perms))
+                .bind(change.at.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(self.unique_or(TenancyError::RoleExists))?;
+                audit(
+                    tx,
+                    org,
+                    change,
+                    "role.created",
+                    &format!("role:{}", role.name),
+                    &[("permissions", perms.join(","))],
+                )
+                .await?;
+                Ok(())
+            })
         })
         .await?;
         self.get_role(org, &role.name).await?.ok_or_else(|| TenancyError::RoleNotFound(role.name.to_string()))
@@ -61,8 +61,7 @@ impl TenancyStore {
             .bind(org.to_string())
             .bind(name.as_str())
             .fetch_optional(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         row.as_ref().map(role_from_row).transpose()
     }
 
@@ -71,8 +70,7 @@ impl TenancyStore {
         let rows = sqlx::query(&format!("{ROLE_SELECT} WHERE org_id = $1 ORDER BY name"))
             .bind(org.to_string())
             .fetch_all(&self.db.pool)
-            .await
-            .map_err(self.err())?;
+            .await?;
         let mut all = built_in_roles();
         for row in &rows {
             all.push(role_from_row(row)?);
@@ -105,52 +103,50 @@ impl TenancyStore {
         if is_built_in(name) {
             return Err(TenancyError::RoleBuiltIn);
         }
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, org).await?.require_not_deleted()?;
-            let found = sqlx::query("SELECT name FROM roles WHERE org_id = $1 AND name = $2")
-                .bind(org.to_string())
-                .bind(name.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            if found.is_none() {
-                return Err(TenancyError::RoleNotFound(name.to_string()));
-            }
-            if let Some(d) = description {
-                sqlx::query("UPDATE roles SET description = $3, updated_at = $4 WHERE org_id = $1 AND name = $2")
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, org).await?.require_not_deleted()?;
+                let found = sqlx::query("SELECT name FROM roles WHERE org_id = $1 AND name = $2")
                     .bind(org.to_string())
                     .bind(name.as_str())
-                    .bind(d)
-                    .bind(change.at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-            }
-            if let Some(perms) = permissions {
-                let perms: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
-                sqlx::query("UPDATE roles SET permissions = $3, updated_at = $4 WHERE org_id = $1 AND name = $2")
-                    .bind(org.to_string())
-                    .bind(name.as_str())
-                    .bind(to_json(&perms))
-                    .bind(change.at.0)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(self.err())?;
-                sqlx::query(
-                    "UPDATE memberships SET version = version + 1, updated_at = $3
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if found.is_none() {
+                    return Err(TenancyError::RoleNotFound(name.to_string()));
+                }
+                if let Some(d) = description {
+                    sqlx::query("UPDATE roles SET description = $3, updated_at = $4 WHERE org_id = $1 AND name = $2")
+                        .bind(org.to_string())
+                        .bind(name.as_str())
+                        .bind(d)
+                        .bind(change.at.0)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                if let Some(perms) = permissions {
+                    let perms: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
+                    sqlx::query("UPDATE roles SET permissions = $3, updated_at = $4 WHERE org_id = $1 AND name = $2")
+                        .bind(org.to_string())
+                        .bind(name.as_str())
+                        .bind(to_json(&perms))
+                        .bind(change.at.0)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE memberships SET version = version + 1, updated_at = $3
                      WHERE org_id = $1 AND status = 'active'
                        AND user_id IN (SELECT user_id FROM membership_roles WHERE org_id = $1 AND role = $2)",
-                )
-                .bind(org.to_string())
-                .bind(name.as_str())
-                .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            }
-            audit(&mut tx, self.backend(), org, change, "role.updated", &format!("role:{name}"), &[]).await?;
-            self.commit(tx).await
+                    )
+                    .bind(org.to_string())
+                    .bind(name.as_str())
+                    .bind(change.at.0)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                audit(tx, org, change, "role.updated", &format!("role:{name}"), &[]).await?;
+                Ok(())
+            })
         })
         .await?;
         self.get_role(org, name).await?.ok_or_else(|| TenancyError::RoleNotFound(name.to_string()))
@@ -161,34 +157,34 @@ impl TenancyStore {
         if is_built_in(name) {
             return Err(TenancyError::RoleBuiltIn);
         }
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, org).await?.require_not_deleted()?;
-            let holders: i64 = sqlx::query(
-                "SELECT COUNT(*) AS n FROM membership_roles r JOIN memberships m
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, org).await?.require_not_deleted()?;
+                let holders: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM membership_roles r JOIN memberships m
                    ON m.org_id = r.org_id AND m.user_id = r.user_id
                  WHERE r.org_id = $1 AND r.role = $2 AND m.status = 'active'",
-            )
-            .bind(org.to_string())
-            .bind(name.as_str())
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|r| r.try_get("n"))
-            .map_err(self.err())?;
-            if holders > 0 {
-                return Err(TenancyError::RoleInUse(holders as u64));
-            }
-            let done = sqlx::query("DELETE FROM roles WHERE org_id = $1 AND name = $2")
+                )
                 .bind(org.to_string())
                 .bind(name.as_str())
-                .execute(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await
-                .map_err(self.err())?;
-            if done.rows_affected() == 0 {
-                return Err(TenancyError::RoleNotFound(name.to_string()));
-            }
-            audit(&mut tx, self.backend(), org, change, "role.deleted", &format!("role:{name}"), &[]).await?;
-            self.commit(tx).await
+                .and_then(|r| r.try_get("n"))?;
+                if holders > 0 {
+                    return Err(TenancyError::RoleInUse(holders as u64));
+                }
+                let done = sqlx::query("DELETE FROM roles WHERE org_id = $1 AND name = $2")
+                    .bind(org.to_string())
+                    .bind(name.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(TenancyError::RoleNotFound(name.to_string()));
+                }
+                audit(tx, org, change, "role.deleted", &format!("role:{name}"), &[]).await?;
+                Ok(())
+            })
         })
         .await
     }

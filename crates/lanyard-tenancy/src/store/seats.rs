@@ -11,14 +11,13 @@ impl TenancyStore {
         )
         .bind(id.to_string())
         .fetch_optional(&mut **tx)
-        .await
-        .map_err(self.err())?
+        .await?
         .ok_or(TenancyError::OrganizationNotFound)?;
-        let owner: Option<String> = row.try_get("owner_user_id").map_err(self.err())?;
+        let owner: Option<String> = row.try_get("owner_user_id")?;
         Ok(OrgLock {
             id,
-            seat_limit: count(row.try_get("seat_limit").map_err(self.err())?),
-            status: OrgStatus::from_db(&row.try_get::<String, _>("status").map_err(self.err())?)?,
+            seat_limit: count(row.try_get("seat_limit")?),
+            status: OrgStatus::from_db(&row.try_get::<String, _>("status")?)?,
             owner: owner.as_deref().map(parse_id).transpose()?,
         })
     }
@@ -43,13 +42,12 @@ impl TenancyStore {
         .bind(org.to_string())
         .bind(now.0)
         .fetch_one(conn)
-        .await
-        .map_err(self.err())?;
+        .await?;
         Ok(SeatUsage {
             organization_id: org,
             seat_limit,
-            active: count(row.try_get("active").map_err(self.err())?),
-            reserved: count(row.try_get("reserved").map_err(self.err())?),
+            active: count(row.try_get("active")?),
+            reserved: count(row.try_get("reserved")?),
         })
     }
 
@@ -76,19 +74,17 @@ impl TenancyStore {
         .bind(id.to_string())
         .bind(now.0)
         .fetch_optional(&self.db.pool)
-        .await
-        .map_err(self.err())?
+        .await?
         .ok_or(TenancyError::OrganizationNotFound)?;
-        let e = self.err();
-        let next: Option<i64> = row.try_get("next_expiry").map_err(&e)?;
+        let next: Option<i64> = row.try_get("next_expiry")?;
         Ok(SeatSnapshot {
             usage: SeatUsage {
                 organization_id: id,
-                seat_limit: count(row.try_get("seat_limit").map_err(&e)?),
-                active: count(row.try_get("active").map_err(&e)?),
-                reserved: count(row.try_get("reserved").map_err(&e)?),
+                seat_limit: count(row.try_get("seat_limit")?),
+                active: count(row.try_get("active")?),
+                reserved: count(row.try_get("reserved")?),
             },
-            epoch: row.try_get("seat_epoch").map_err(&e)?,
+            epoch: row.try_get("seat_epoch")?,
             read_at: now,
             next_expiry: next.map(Timestamp),
         })
@@ -97,7 +93,7 @@ impl TenancyStore {
     /// Seat usage now (a read; expired reservations count as free).
     pub async fn seat_usage(&self, id: OrganizationId) -> Result<SeatUsage> {
         let org = self.get_organization(id).await?.ok_or(TenancyError::OrganizationNotFound)?;
-        let mut conn = self.db.pool.acquire().await.map_err(self.err())?;
+        let mut conn = self.db.pool.acquire().await?;
         self.count_seats_on(&mut conn, id, org.seat_limit, Timestamp::now()).await
     }
 
@@ -109,42 +105,41 @@ impl TenancyStore {
         expires_at: Timestamp,
         change: &Change,
     ) -> Result<Reservation> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, org).await?;
-            if let Some(existing) = self.reservation_in(&mut tx, org, id, change.at).await? {
-                return Ok(existing);
-            }
-            lock.require_active()?;
-            self.require_free_seat(&mut tx, &lock, change.at).await?;
-            sqlx::query(
-                "INSERT INTO seat_reservations (id, org_id, expires_at, state, created_at, updated_at)
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                let lock = self.lock_org(tx, org).await?;
+                if let Some(existing) = self.reservation_in(tx, org, id, change.at).await? {
+                    return Ok(existing);
+                }
+                lock.require_active()?;
+                self.require_free_seat(tx, &lock, change.at).await?;
+                sqlx::query(
+                    "INSERT INTO seat_reservations (id, org_id, expires_at, state, created_at, updated_at)
                  VALUES ($1, $2, $3, 'held', $4, $4)",
-            )
-            .bind(id.to_string())
-            .bind(org.to_string())
-            .bind(expires_at.0)
-            .bind(change.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            audit(
-                &mut tx,
-                self.backend(),
-                org,
-                change,
-                "seat.reserved",
-                &format!("reservation:{id}"),
-                &[("expires_at", expires_at.to_rfc3339())],
-            )
-            .await?;
-            self.commit(tx).await?;
-            Ok(Reservation {
-                id,
-                organization_id: org,
-                expires_at,
-                state: ReservationState::Held,
-                claimed_user_id: None,
+                )
+                .bind(id.to_string())
+                .bind(org.to_string())
+                .bind(expires_at.0)
+                .bind(change.at.0)
+                .execute(&mut **tx)
+                .await?;
+                audit(
+                    tx,
+                    org,
+                    change,
+                    "seat.reserved",
+                    &format!("reservation:{id}"),
+                    &[("expires_at", expires_at.to_rfc3339())],
+                )
+                .await?;
+                Ok(Reservation {
+                    id,
+                    organization_id: org,
+                    expires_at,
+                    state: ReservationState::Held,
+                    claimed_user_id: None,
+                })
             })
         })
         .await
@@ -161,17 +156,16 @@ impl TenancyStore {
             sqlx::query("SELECT id, org_id, expires_at, state, claimed_user_id FROM seat_reservations WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(&mut **tx)
-                .await
-                .map_err(self.err())?;
+                .await?;
         let Some(row) = row else { return Ok(None) };
-        let owner: String = row.try_get("org_id").map_err(self.err())?;
+        let owner: String = row.try_get("org_id")?;
         if owner != org.to_string() {
             // Another organization's reservation is, to this one, not there at all.
             return Err(TenancyError::ReservationNotFound);
         }
-        let expires_at = Timestamp(row.try_get("expires_at").map_err(self.err())?);
-        let claimed: Option<String> = row.try_get("claimed_user_id").map_err(self.err())?;
-        let state = match row.try_get::<String, _>("state").map_err(self.err())?.as_str() {
+        let expires_at = Timestamp(row.try_get("expires_at")?);
+        let claimed: Option<String> = row.try_get("claimed_user_id")?;
+        let state = match row.try_get::<String, _>("state")?.as_str() {
             "claimed" => ReservationState::Claimed,
             "released" => ReservationState::Released,
             _ if expires_at <= now => ReservationState::Expired,
@@ -188,26 +182,26 @@ impl TenancyStore {
 
     /// Frees a held seat. Releasing twice, or after expiry, is not an error.
     pub async fn release_seat(&self, org: OrganizationId, id: ReservationId, change: &Change) -> Result<Reservation> {
-        retrying(|| async move {
-            let mut tx = self.begin().await?;
-            self.lock_org(&mut tx, org).await?;
-            let mut res =
-                self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
-            match res.state {
-                ReservationState::Claimed => return Err(TenancyError::ReservationClaimed),
-                ReservationState::Released => return Ok(res),
-                ReservationState::Held | ReservationState::Expired => {}
-            }
-            sqlx::query("UPDATE seat_reservations SET state = 'released', updated_at = $2 WHERE id = $1")
-                .bind(id.to_string())
-                .bind(change.at.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(self.err())?;
-            audit(&mut tx, self.backend(), org, change, "seat.released", &format!("reservation:{id}"), &[]).await?;
-            self.commit(tx).await?;
-            res.state = ReservationState::Released;
-            Ok(res)
+        self.transaction(|open| {
+            Box::pin(async move {
+                let tx = open.tx;
+                self.lock_org(tx, org).await?;
+                let mut res =
+                    self.reservation_in(tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
+                match res.state {
+                    ReservationState::Claimed => return Err(TenancyError::ReservationClaimed),
+                    ReservationState::Released => return Ok(res),
+                    ReservationState::Held | ReservationState::Expired => {}
+                }
+                sqlx::query("UPDATE seat_reservations SET state = 'released', updated_at = $2 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(change.at.0)
+                    .execute(&mut **tx)
+                    .await?;
+                audit(tx, org, change, "seat.released", &format!("reservation:{id}"), &[]).await?;
+                res.state = ReservationState::Released;
+                Ok(res)
+            })
         })
         .await
     }
@@ -228,70 +222,71 @@ impl TenancyStore {
         invited_by: &str,
         change: &Change,
     ) -> Result<(Member, bool, bool)> {
-        let (user, already, linked) = retrying(|| async move {
-            let mut tx = self.begin().await?;
-            let lock = self.lock_org(&mut tx, org).await?;
-            let res =
-                self.reservation_in(&mut tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
-            let known = match claimant {
-                Claimant::User(user) => Some(*user),
-                Claimant::Identity(i) => self.linked_user(&mut tx, &i.issuer, &i.subject).await?,
-            };
-            match res.state {
-                ReservationState::Claimed => {
-                    return match known {
-                        Some(user) if res.claimed_user_id == Some(user) => Ok((user, true, false)),
-                        _ => Err(TenancyError::ReservationClaimed),
+        let (user, already, linked) = self
+            .transaction(|open| {
+                Box::pin(async move {
+                    let tx = open.tx;
+                    let lock = self.lock_org(tx, org).await?;
+                    let res =
+                        self.reservation_in(tx, org, id, change.at).await?.ok_or(TenancyError::ReservationNotFound)?;
+                    let known = match claimant {
+                        Claimant::User(user) => Some(*user),
+                        Claimant::Identity(i) => self.linked_user(tx, &i.issuer, &i.subject).await?,
+                    };
+                    match res.state {
+                        ReservationState::Claimed => {
+                            return match known {
+                                Some(user) if res.claimed_user_id == Some(user) => Ok((user, true, false)),
+                                _ => Err(TenancyError::ReservationClaimed),
+                            }
+                        }
+                        ReservationState::Released => return Err(TenancyError::ReservationReleased),
+                        ReservationState::Expired => return Err(TenancyError::ReservationExpired),
+                        ReservationState::Held => {}
                     }
-                }
-                ReservationState::Released => return Err(TenancyError::ReservationReleased),
-                ReservationState::Expired => return Err(TenancyError::ReservationExpired),
-                ReservationState::Held => {}
-            }
-            lock.require_active()?;
-            let (user, linked) = match (claimant, known) {
-                (Claimant::User(user), _) => {
-                    self.require_user(&mut tx, *user).await?;
-                    (*user, false)
-                }
-                (Claimant::Identity(i), Some(user)) => {
-                    self.require_connection(&mut tx, org, i.connection_id, &i.issuer).await?;
-                    (user, false)
-                }
-                (Claimant::Identity(i), None) => {
-                    self.require_connection(&mut tx, org, i.connection_id, &i.issuer).await?;
-                    let (user, _) = self.upsert_user_by_email(&mut tx, &i.email, &i.display_name, change).await?;
-                    self.mark_email_verified(&mut tx, user, change).await?;
-                    let link = Link { issuer: &i.issuer, subject: &i.subject, connection: i.connection_id, user };
-                    self.link_identity(&mut tx, org, &link, "invitation", change).await?;
-                    (user, true)
-                }
-            };
-            // The reservation's seat becomes the membership's: no second seat is counted.
-            sqlx::query(
+                    lock.require_active()?;
+                    let (user, linked) = match (claimant, known) {
+                        (Claimant::User(user), _) => {
+                            self.require_user(tx, *user).await?;
+                            (*user, false)
+                        }
+                        (Claimant::Identity(i), Some(user)) => {
+                            self.require_connection(tx, org, i.connection_id, &i.issuer).await?;
+                            (user, false)
+                        }
+                        (Claimant::Identity(i), None) => {
+                            self.require_connection(tx, org, i.connection_id, &i.issuer).await?;
+                            let (user, _) = self.upsert_user_by_email(tx, &i.email, &i.display_name, change).await?;
+                            self.mark_email_verified(tx, user, change).await?;
+                            let link =
+                                Link { issuer: &i.issuer, subject: &i.subject, connection: i.connection_id, user };
+                            self.link_identity(tx, org, &link, "invitation", change).await?;
+                            (user, true)
+                        }
+                    };
+                    // The reservation's seat becomes the membership's: no second seat is counted.
+                    sqlx::query(
                 "UPDATE seat_reservations SET state = 'claimed', claimed_user_id = $2, updated_at = $3 WHERE id = $1",
             )
             .bind(id.to_string())
             .bind(user.to_string())
             .bind(change.at.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-            self.activate_membership(&mut tx, &lock, user, roles, invited_by, change).await?;
-            audit(
-                &mut tx,
-                self.backend(),
-                org,
-                change,
-                "seat.claimed",
-                &format!("reservation:{id}"),
-                &[("user_id", user.to_string())],
-            )
+            .execute(&mut **tx)
             .await?;
-            self.commit(tx).await?;
-            Ok((user, false, linked))
-        })
-        .await?;
+                    self.activate_membership(tx, &lock, user, roles, invited_by, change).await?;
+                    audit(
+                        tx,
+                        org,
+                        change,
+                        "seat.claimed",
+                        &format!("reservation:{id}"),
+                        &[("user_id", user.to_string())],
+                    )
+                    .await?;
+                    Ok((user, false, linked))
+                })
+            })
+            .await?;
         let member = self.get_member(org, user).await?.ok_or(TenancyError::MemberNotFound)?;
         Ok((member, already, linked))
     }
