@@ -152,6 +152,80 @@ impl From<crate::caller::Denied> for Problem {
     }
 }
 
+/// What every service's error enum provides, so that one function turns any of them into the
+/// status its caller gets ([`status_of`]; [`service_error!`](crate::service_error) writes the
+/// `From` impl that calls it).
+pub trait ServiceError: std::error::Error + Sized {
+    /// The service's name in logs and in `lanyard_database_errors_total{service}`.
+    const SERVICE: &'static str;
+
+    /// The API form: a code, a stable reason and details.
+    fn to_problem(&self) -> Problem;
+
+    /// What a database error means, when this is one (counted in metrics).
+    #[cfg(feature = "db")]
+    fn db_kind(&self) -> Option<crate::db::DbErrorKind> {
+        None
+    }
+
+    /// Logs what this error says about the world below error level (a refused token, a flaky
+    /// identity provider); called for every error before it is answered.
+    fn log(&self) {}
+
+    /// A status another service answered, to pass on whole (code, reason and details), when
+    /// this error is one.
+    fn passed_on(self) -> Result<tonic::Status, Self> {
+        Err(self)
+    }
+}
+
+/// The status a caller gets for `error`. An `INTERNAL` or `UNAVAILABLE` answer is logged here,
+/// once, with the error's whole cause chain; the caller gets only the code, the stable reason
+/// and a neutral message, never the causes.
+pub fn status_of<E: ServiceError>(error: E) -> tonic::Status {
+    let error = match error.passed_on() {
+        Ok(status) => return status,
+        Err(error) => error,
+    };
+    error.log();
+    #[cfg(feature = "db")]
+    if let Some(kind) = error.db_kind() {
+        kind.count(E::SERVICE);
+    }
+    let problem = error.to_problem();
+    if matches!(problem.code(), Code::Internal | Code::Unavailable) {
+        tracing::error!(service = E::SERVICE, reason = problem.reason(), error = %CauseChain(&error), "request failed");
+    }
+    problem.into_status()
+}
+
+/// Writes `impl From<$error> for tonic::Status` through [`status_of`].
+#[macro_export]
+macro_rules! service_error {
+    ($error:ty) => {
+        impl From<$error> for tonic::Status {
+            fn from(error: $error) -> Self {
+                $crate::status::status_of(error)
+            }
+        }
+    };
+}
+
+/// Displays an error and each of its sources, `outer: inner: innermost`.
+pub struct CauseChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for CauseChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// Reads the stable reason back from a status (for clients and tests).
 pub fn reason_of(status: &tonic::Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)
@@ -173,5 +247,47 @@ mod tests {
         assert_eq!(quota.violations[0].subject, "organization:x");
         let bad = Problem::invalid_field("email", "email is malformed").into_status();
         assert_eq!(bad.get_details_bad_request().unwrap().field_violations[0].field, "email");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    enum Failure {
+        #[error("the store failed")]
+        Store(#[source] std::io::Error),
+        #[error("refused upstream")]
+        Upstream(tonic::Status),
+    }
+
+    impl ServiceError for Failure {
+        const SERVICE: &'static str = "test";
+
+        fn to_problem(&self) -> Problem {
+            Problem::new(Code::Internal, "INTERNAL", "internal error")
+        }
+
+        fn passed_on(self) -> Result<tonic::Status, Self> {
+            match self {
+                Self::Upstream(status) => Ok(status),
+                other => Err(other),
+            }
+        }
+    }
+
+    #[test]
+    fn the_cause_chain_is_logged_whole_and_never_answered() {
+        let io = std::io::Error::other("disk full");
+        let error = Failure::Store(io);
+        assert_eq!(CauseChain(&error).to_string(), "the store failed: disk full");
+        let status = status_of(error);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+        assert_eq!(reason_of(&status).as_deref(), Some("INTERNAL"));
+    }
+
+    #[test]
+    fn another_services_status_passes_on_whole() {
+        let upstream = Problem::new(Code::ResourceExhausted, "SEATS_EXHAUSTED", "no seats left").into_status();
+        let status = status_of(Failure::Upstream(upstream));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(reason_of(&status).as_deref(), Some("SEATS_EXHAUSTED"));
     }
 }

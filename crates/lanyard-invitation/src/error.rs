@@ -4,7 +4,7 @@ use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
-use lanyard_core::status::Problem;
+use lanyard_core::status::{Problem, ServiceError};
 use lanyard_core::ValueError;
 use tonic::Code;
 
@@ -142,22 +142,26 @@ impl Retryable for InvitationError {
     }
 }
 
-impl From<InvitationError> for tonic::Status {
-    fn from(e: InvitationError) -> Self {
-        if let InvitationError::Upstream(status) = e {
-            return status;
+impl ServiceError for InvitationError {
+    const SERVICE: &'static str = "invitation";
+
+    fn to_problem(&self) -> Problem {
+        InvitationError::to_problem(self)
+    }
+
+    fn db_kind(&self) -> Option<DbErrorKind> {
+        InvitationError::db_kind(self)
+    }
+
+    fn passed_on(self) -> Result<tonic::Status, Self> {
+        match self {
+            Self::Upstream(status) => Ok(status),
+            other => Err(other),
         }
-        if let Some(kind) = e.db_kind() {
-            kind.count("invitation");
-        }
-        let problem = e.to_problem();
-        if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
-            // The cause chain goes to the log, never to the caller.
-            tracing::error!(error = ?e, "invitation request failed");
-        }
-        problem.into_status()
     }
 }
+
+lanyard_core::service_error!(InvitationError);
 
 /// A failed call to tenancy: its business errors pass through to the caller with their code,
 /// reason and details; the rest is unavailability.

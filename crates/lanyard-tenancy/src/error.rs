@@ -3,7 +3,7 @@
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
-use lanyard_core::status::Problem;
+use lanyard_core::status::{Problem, ServiceError};
 use lanyard_core::ValueError;
 use tonic::Code;
 
@@ -208,16 +208,16 @@ impl Retryable for TenancyError {
     }
 }
 
-impl From<TenancyError> for tonic::Status {
-    fn from(e: TenancyError) -> Self {
-        if let Some(kind) = e.db_kind() {
-            kind.count("tenancy");
-        }
-        let problem = e.to_problem();
-        if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
-            // The cause chain goes to the log, never to the caller.
-            tracing::error!(error = ?e, "tenancy request failed");
-        }
-        problem.into_status()
+impl ServiceError for TenancyError {
+    const SERVICE: &'static str = "tenancy";
+
+    fn to_problem(&self) -> Problem {
+        TenancyError::to_problem(self)
+    }
+
+    fn db_kind(&self) -> Option<DbErrorKind> {
+        TenancyError::db_kind(self)
     }
 }
+
+lanyard_core::service_error!(TenancyError);

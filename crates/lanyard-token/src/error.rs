@@ -4,7 +4,7 @@ use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
-use lanyard_core::status::Problem;
+use lanyard_core::status::{Problem, ServiceError};
 use lanyard_core::ValueError;
 use tonic::Code;
 
@@ -181,26 +181,36 @@ impl Retryable for TokenError {
     }
 }
 
-impl From<TokenError> for tonic::Status {
-    fn from(e: TokenError) -> Self {
-        if let TokenError::Upstream(status) = e {
-            return status;
-        }
-        match &e {
-            TokenError::IdTokenInvalid(detail) => tracing::info!(detail, "ID token refused"),
-            TokenError::InvitationGrantInvalid(detail) => tracing::info!(detail, "invitation grant refused"),
-            TokenError::IdTokenReplayed => tracing::warn!("an ID token was exchanged a second time"),
-            TokenError::IdpUnavailable(detail) => tracing::warn!(detail, "identity provider unavailable"),
+impl ServiceError for TokenError {
+    const SERVICE: &'static str = "token";
+
+    fn to_problem(&self) -> Problem {
+        TokenError::to_problem(self)
+    }
+
+    fn db_kind(&self) -> Option<DbErrorKind> {
+        TokenError::db_kind(self)
+    }
+
+    fn log(&self) {
+        match self {
+            Self::IdTokenInvalid(detail) => tracing::info!(detail, "ID token refused"),
+            Self::InvitationGrantInvalid(detail) => tracing::info!(detail, "invitation grant refused"),
+            Self::IdTokenReplayed => tracing::warn!("an ID token was exchanged a second time"),
+            Self::IdpUnavailable(detail) => tracing::warn!(detail, "identity provider unavailable"),
             _ => {}
         }
-        let problem = e.to_problem();
-        if problem.code() == Code::Internal || problem.code() == Code::Unavailable {
-            // The cause chain goes to the log, never to the caller.
-            tracing::error!(error = ?e, "token request failed");
+    }
+
+    fn passed_on(self) -> Result<tonic::Status, Self> {
+        match self {
+            Self::Upstream(status) => Ok(status),
+            other => Err(other),
         }
-        problem.into_status()
     }
 }
+
+lanyard_core::service_error!(TokenError);
 
 /// A failed call to tenancy or invitation: their business errors pass through to the caller with
 /// their code, reason and details; the rest is unavailability.
