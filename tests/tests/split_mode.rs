@@ -12,9 +12,7 @@ use tonic::Code;
 
 backend_tests!(member_callers_in_a_split_deployment_with_redis);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use lanyard_testkit::free_port;
 
 async fn list_members(app: &TestApp, token: &str, org: &str) -> Result<Vec<pb::Member>, tonic::Status> {
     let request = pb::ListMembersRequest { organization_id: org.into(), ..Default::default() };

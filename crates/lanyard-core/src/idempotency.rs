@@ -321,6 +321,51 @@ fn context(scope: &str, id: &RequestId) -> String {
     format!("idempotency:{scope}:{}", id.as_str())
 }
 
+/// The replays of one service's gRPC calls, whose work fails with the service's error `E`.
+pub struct CallReplays<E> {
+    replays: Replays,
+    error: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for CallReplays<E> {
+    fn clone(&self) -> Self {
+        Self { replays: self.replays.clone(), error: std::marker::PhantomData }
+    }
+}
+
+impl<E> CallReplays<E>
+where
+    E: From<ReplayError> + Into<tonic::Status>,
+{
+    /// Answers the calls of a service through `replays`.
+    pub fn new(replays: Replays) -> Self {
+        Self { replays, error: std::marker::PhantomData }
+    }
+
+    /// [`Replays::once`] for one gRPC call: the record is scoped to the caller and the method (two
+    /// callers who chose the same id never share a record), a stored reply is returned as it was,
+    /// and the answer is the call's response or its error's status. `run` gets the parsed id.
+    pub async fn respond_once<R, F, Fut>(
+        &self,
+        caller: &crate::Caller,
+        method: &str,
+        request_id: &str,
+        request: &[u8],
+        run: F,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        R: Message + Default,
+        F: FnOnce(Option<RequestId>) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+    {
+        let scope = format!("{}|{method}", caller.actor());
+        match self.replays.once(&scope, request_id, request, run, as_is).await {
+            Ok(reply) => Ok(tonic::Response::new(reply)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Passes a replayed reply through unchanged (for [`Replays::once`]).
 pub async fn as_is<R, E>(reply: R) -> Result<R, E> {
     Ok(reply)

@@ -1,10 +1,8 @@
 //! The gRPC adapter: converts protobuf requests into domain values (parsing every field at the
 //! edge), calls [`Invitations`], converts back. The only module of this crate that serves tonic.
 
-use std::future::Future;
-
 use lanyard_core::crypto::SecretBox;
-use lanyard_core::idempotency::{as_is, Replays, RequestId};
+use lanyard_core::idempotency::{CallReplays, Replays, RequestId};
 use lanyard_core::page::Page;
 use lanyard_core::{Authenticator, Caller, ConnectionId, Email, OrganizationId, RoleName, UserId, ValueError};
 use lanyard_proto::invitation::v1 as pb;
@@ -29,7 +27,7 @@ pub struct InvitationGrpc {
     auth: Authenticator,
     preview_limiter: PeerLimiter,
     peer_rule: PeerRule,
-    replays: Replays,
+    replays: CallReplays<InvitationError>,
 }
 
 impl std::fmt::Debug for InvitationGrpc {
@@ -48,7 +46,7 @@ impl InvitationGrpc {
         peer_rule: PeerRule,
         secrets: SecretBox,
     ) -> Self {
-        let replays = Replays::new(invitations.store().database().clone()).sealed(secrets);
+        let replays = CallReplays::new(Replays::new(invitations.store().database().clone()).sealed(secrets));
         Self { invitations, auth, preview_limiter, peer_rule, replays }
     }
 
@@ -59,28 +57,6 @@ impl InvitationGrpc {
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(InvitationError::from)?)
-    }
-
-    /// Runs a mutating call once per `request_id` (see [`lanyard_core::idempotency`]): a retry
-    /// with the same id, by the same caller, on the same method, gets the first response back.
-    /// Replies are sealed at rest: they hold invitation links.
-    async fn once<R, F, Fut>(
-        &self,
-        caller: &Caller,
-        method: &str,
-        request_id: &str,
-        request: &[u8],
-        run: F,
-    ) -> Result<Response<R>, Status>
-    where
-        R: Message + Default,
-        F: FnOnce(Option<String>) -> Fut,
-        Fut: Future<Output = Result<R>>,
-    {
-        let scope = format!("{}|{method}", caller.actor());
-        let run = |id: Option<RequestId>| run(id.map(|id| id.as_str().to_owned()));
-        let reply = self.replays.once(&scope, request_id, request, run, as_is).await?;
-        Ok(Response::new(reply))
     }
 }
 
@@ -190,20 +166,30 @@ impl InvitationService for InvitationGrpc {
     ) -> Result<Response<pb::CreateInvitationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateInvitation", &req.request_id.clone(), &req.encode_to_vec(), |request_id| async {
-            let new = NewInvitation {
-                organization_id: org_id(&req.organization_id)?,
-                email: Email::parse(&req.email)?,
-                roles: roles(&req.roles)?,
-                ttl: ttl(req.ttl)?,
-                send_email: req.send_email,
-                waive_domain_check: req.waive_domain_check,
-                request_id,
-            };
-            let (invitation, link) = self.invitations.create(&caller, new).await?;
-            Ok(pb::CreateInvitationResponse { invitation: Some(invitation_to_pb(invitation)), invitation_link: link })
-        })
-        .await
+        self.replays
+            .respond_once(
+                &caller,
+                "CreateInvitation",
+                &req.request_id.clone(),
+                &req.encode_to_vec(),
+                |request_id| async {
+                    let new = NewInvitation {
+                        organization_id: org_id(&req.organization_id)?,
+                        email: Email::parse(&req.email)?,
+                        roles: roles(&req.roles)?,
+                        ttl: ttl(req.ttl)?,
+                        send_email: req.send_email,
+                        waive_domain_check: req.waive_domain_check,
+                        request_id: request_id.map(|id| id.as_str().to_owned()),
+                    };
+                    let (invitation, link) = self.invitations.create(&caller, new).await?;
+                    Ok(pb::CreateInvitationResponse {
+                        invitation: Some(invitation_to_pb(invitation)),
+                        invitation_link: link,
+                    })
+                },
+            )
+            .await
     }
 
     async fn get_invitation(
@@ -246,13 +232,14 @@ impl InvitationService for InvitationGrpc {
     ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "RevokeInvitation", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
-            let org = org_id(&req.organization_id)?;
-            let id = InvitationId::parse(&req.invitation_id)?;
-            let invitation = self.invitations.revoke(&caller, org, id).await?;
-            Ok(pb::RevokeInvitationResponse { invitation: Some(invitation_to_pb(invitation)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "RevokeInvitation", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let org = org_id(&req.organization_id)?;
+                let id = InvitationId::parse(&req.invitation_id)?;
+                let invitation = self.invitations.revoke(&caller, org, id).await?;
+                Ok(pb::RevokeInvitationResponse { invitation: Some(invitation_to_pb(invitation)) })
+            })
+            .await
     }
 
     async fn resend_invitation(
@@ -262,14 +249,26 @@ impl InvitationService for InvitationGrpc {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         let who = &caller;
-        self.once(&caller, "ResendInvitation", &req.request_id.clone(), &req.encode_to_vec(), |request_id| async move {
-            let org = org_id(&req.organization_id)?;
-            let id = InvitationId::parse(&req.invitation_id)?;
-            let (invitation, link) =
-                self.invitations.resend(who, org, id, req.send_email, ttl(req.ttl)?, request_id.as_deref()).await?;
-            Ok(pb::ResendInvitationResponse { invitation: Some(invitation_to_pb(invitation)), invitation_link: link })
-        })
-        .await
+        self.replays
+            .respond_once(
+                &caller,
+                "ResendInvitation",
+                &req.request_id.clone(),
+                &req.encode_to_vec(),
+                |request_id| async move {
+                    let org = org_id(&req.organization_id)?;
+                    let id = InvitationId::parse(&req.invitation_id)?;
+                    let (invitation, link) = self
+                        .invitations
+                        .resend(who, org, id, req.send_email, ttl(req.ttl)?, request_id.as_ref().map(RequestId::as_str))
+                        .await?;
+                    Ok(pb::ResendInvitationResponse {
+                        invitation: Some(invitation_to_pb(invitation)),
+                        invitation_link: link,
+                    })
+                },
+            )
+            .await
     }
 
     async fn preview_invitation(
@@ -305,22 +304,23 @@ impl InvitationService for InvitationGrpc {
         let caller = self.caller(&request).await?;
         caller.require_service().map_err(InvitationError::from)?;
         let req = request.into_inner();
-        self.once(&caller, "AcceptInvitation", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
-            let token = InvitationToken::parse(&req.token)?;
-            let identity = identity(req.identity)?;
-            let (invitation, m) = self.invitations.accept(&caller, &token, &identity).await?;
-            Ok(pb::AcceptInvitationResponse {
-                invitation: Some(invitation_to_pb(invitation)),
-                membership: Some(pb::MembershipSummary {
-                    organization_id: m.organization_id.to_string(),
-                    organization_slug: m.organization_slug,
-                    user_id: m.user_id.to_string(),
-                    roles: m.roles,
-                    membership_version: m.version,
-                }),
+        self.replays
+            .respond_once(&caller, "AcceptInvitation", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let token = InvitationToken::parse(&req.token)?;
+                let identity = identity(req.identity)?;
+                let (invitation, m) = self.invitations.accept(&caller, &token, &identity).await?;
+                Ok(pb::AcceptInvitationResponse {
+                    invitation: Some(invitation_to_pb(invitation)),
+                    membership: Some(pb::MembershipSummary {
+                        organization_id: m.organization_id.to_string(),
+                        organization_slug: m.organization_slug,
+                        user_id: m.user_id.to_string(),
+                        roles: m.roles,
+                        membership_version: m.version,
+                    }),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn list_invitation_events(

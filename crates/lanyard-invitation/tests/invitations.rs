@@ -908,7 +908,7 @@ async fn concurrent_invitations_never_oversell(backend: Backend) {
 
 async fn mailer_delivers_once_across_a_restart(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = support::smtp::free_port().await;
+    let port = support::smtp::free_port();
     let url = format!("smtp://127.0.0.1:{port}");
     let options = Options { mail: Mail::Smtp(url), max_attempts: 10_000, ..Options::default() };
 
@@ -950,7 +950,7 @@ async fn mailer_delivers_once_across_a_restart(backend: Backend) {
 
 async fn mailer_gives_up_after_max_attempts(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let port = support::smtp::free_port().await;
+    let port = support::smtp::free_port();
     let options =
         Options { mail: Mail::Smtp(format!("smtp://127.0.0.1:{port}")), max_attempts: 3, ..Options::default() };
     let app = TestApp::spawn_with(&db, options).await;

@@ -9,6 +9,13 @@ pub mod app;
 pub mod dns;
 pub mod idp;
 
+/// A loopback TCP port free a moment ago, for a server a test starts itself (a child process, a
+/// second listener). Another process may take it in between; tests that can bind port 0 should.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    listener.local_addr().expect("a bound listener has an address").port()
+}
+
 /// Runs an async test body on SQLite and on Postgres: the one way every test crate does it.
 ///
 /// `backend_tests!(a, b)` calls the functions `a(Backend)` and `b(Backend)` in `a::sqlite`,

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use lanyard_testkit::free_port;
 
 /// Runs an operator command against `endpoint`, with the data directory's generated key.
 fn lanyard(data: &Path, endpoint: &str, args: &[&str]) -> Output {

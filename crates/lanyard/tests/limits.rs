@@ -24,9 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_lanyard");
 /// How long anything that must eventually happen may take on a busy machine.
 const EVENTUALLY: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use lanyard_testkit::free_port;
 
 /// A `lanyard serve` child on the embedded default, killed when dropped.
 struct Server {

@@ -35,10 +35,7 @@ impl Drop for SmtpServer {
 }
 
 /// A loopback port that nothing listens on (yet): bind, note, release.
-pub async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr").port()
-}
+pub use lanyard_testkit::free_port;
 
 impl SmtpServer {
     /// Starts on a free port.

@@ -2,9 +2,8 @@
 //! edge), calls [`Tenancy`], converts back. The only module of this crate that knows tonic.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
-use lanyard_core::idempotency::{as_is, Replays};
+use lanyard_core::idempotency::{CallReplays, Replays};
 use lanyard_core::page::Page;
 use lanyard_core::{
     Authenticator, Caller, ConnectionId, Domain, Email, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
@@ -28,13 +27,13 @@ use convert::*;
 pub struct TenancyGrpc {
     tenancy: Tenancy,
     auth: Authenticator,
-    replays: Replays,
+    replays: CallReplays<TenancyError>,
 }
 
 impl TenancyGrpc {
     /// Serves `tenancy`, authenticating callers with `auth`.
     pub fn new(tenancy: Tenancy, auth: Authenticator) -> Self {
-        let replays = Replays::new(tenancy.store().database().clone());
+        let replays = CallReplays::new(Replays::new(tenancy.store().database().clone()));
         Self { tenancy, auth, replays }
     }
 
@@ -46,26 +45,6 @@ impl TenancyGrpc {
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(TenancyError::from)?)
     }
-
-    /// Runs a mutating call once per `request_id` (see [`lanyard_core::idempotency`]): a retry
-    /// with the same id, by the same caller, on the same method, gets the first response back.
-    async fn once<R, F, Fut>(
-        &self,
-        caller: &Caller,
-        method: &str,
-        request_id: &str,
-        request: &[u8],
-        run: F,
-    ) -> Result<Response<R>, Status>
-    where
-        R: Message + Default,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<R, TenancyError>>,
-    {
-        let scope = format!("{}|{method}", caller.actor());
-        let reply = self.replays.once(&scope, request_id, request, |_| run(), as_is).await?;
-        Ok(Response::new(reply))
-    }
 }
 
 #[tonic::async_trait]
@@ -76,19 +55,20 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::CreateOrganizationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateOrganization", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let new = NewOrganization {
-                slug: OrgSlug::parse(&req.slug)?,
-                display_name: lanyard_core::DisplayName::parse(&req.display_name, "display_name")?,
-                seat_limit: seat_limit(req.seat_limit)?,
-                allowed_domains: domains(&req.allowed_domains, "allowed_domains")?,
-                metadata: metadata(req.metadata),
-                owner_email: if req.owner_email.is_empty() { None } else { Some(Email::parse(&req.owner_email)?) },
-            };
-            let org = self.tenancy.create_organization(&caller, new, req.allow_public_domains).await?;
-            Ok(pb::CreateOrganizationResponse { organization: Some(org_to_pb(org)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "CreateOrganization", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let new = NewOrganization {
+                    slug: OrgSlug::parse(&req.slug)?,
+                    display_name: lanyard_core::DisplayName::parse(&req.display_name, "display_name")?,
+                    seat_limit: seat_limit(req.seat_limit)?,
+                    allowed_domains: domains(&req.allowed_domains, "allowed_domains")?,
+                    metadata: metadata(req.metadata),
+                    owner_email: if req.owner_email.is_empty() { None } else { Some(Email::parse(&req.owner_email)?) },
+                };
+                let org = self.tenancy.create_organization(&caller, new, req.allow_public_domains).await?;
+                Ok(pb::CreateOrganizationResponse { organization: Some(org_to_pb(org)) })
+            })
+            .await
     }
 
     async fn get_organization(
@@ -130,43 +110,45 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::UpdateOrganizationResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "UpdateOrganization", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let o = req.organization.ok_or(ValueError::Missing("organization"))?;
-            let id = org_id(&o.organization_id)?;
-            let mut patch = OrganizationPatch::default();
-            for path in mask_paths(req.update_mask)? {
-                match path.as_str() {
-                    "display_name" => {
-                        patch.display_name = Some(lanyard_core::DisplayName::parse(&o.display_name, "display_name")?)
-                    }
-                    "seat_limit" => patch.seat_limit = Some(seat_limit(o.seat_limit)?),
-                    "metadata" => patch.metadata = Some(metadata(o.metadata.clone())),
-                    "status" => {
-                        patch.status = Some(match pb::OrganizationStatus::try_from(o.status) {
-                            Ok(pb::OrganizationStatus::Active) => OrgStatus::Active,
-                            Ok(pb::OrganizationStatus::Suspended) => OrgStatus::Suspended,
-                            _ => {
-                                return Err(TenancyError::InvalidField {
-                                    field: "organization.status",
-                                    message: "status must be ACTIVE or SUSPENDED".into(),
-                                })
-                            }
-                        })
-                    }
-                    other => {
-                        return Err(TenancyError::InvalidField {
-                            field: "update_mask",
-                            message: format!(
-                                "{other:?} cannot be updated; use display_name, seat_limit, metadata or status"
-                            ),
-                        })
+        self.replays
+            .respond_once(&caller, "UpdateOrganization", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let o = req.organization.ok_or(ValueError::Missing("organization"))?;
+                let id = org_id(&o.organization_id)?;
+                let mut patch = OrganizationPatch::default();
+                for path in mask_paths(req.update_mask)? {
+                    match path.as_str() {
+                        "display_name" => {
+                            patch.display_name =
+                                Some(lanyard_core::DisplayName::parse(&o.display_name, "display_name")?)
+                        }
+                        "seat_limit" => patch.seat_limit = Some(seat_limit(o.seat_limit)?),
+                        "metadata" => patch.metadata = Some(metadata(o.metadata.clone())),
+                        "status" => {
+                            patch.status = Some(match pb::OrganizationStatus::try_from(o.status) {
+                                Ok(pb::OrganizationStatus::Active) => OrgStatus::Active,
+                                Ok(pb::OrganizationStatus::Suspended) => OrgStatus::Suspended,
+                                _ => {
+                                    return Err(TenancyError::InvalidField {
+                                        field: "organization.status",
+                                        message: "status must be ACTIVE or SUSPENDED".into(),
+                                    })
+                                }
+                            })
+                        }
+                        other => {
+                            return Err(TenancyError::InvalidField {
+                                field: "update_mask",
+                                message: format!(
+                                    "{other:?} cannot be updated; use display_name, seat_limit, metadata or status"
+                                ),
+                            })
+                        }
                     }
                 }
-            }
-            let org = self.tenancy.update_organization(&caller, id, patch).await?;
-            Ok(pb::UpdateOrganizationResponse { organization: Some(org_to_pb(org)) })
-        })
-        .await
+                let org = self.tenancy.update_organization(&caller, id, patch).await?;
+                Ok(pb::UpdateOrganizationResponse { organization: Some(org_to_pb(org)) })
+            })
+            .await
     }
 
     async fn delete_organization(
@@ -185,19 +167,20 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::AddDomainResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "AddDomain", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let (org, domain) = self
-                .tenancy
-                .add_domain(
-                    &caller,
-                    org_id(&req.organization_id)?,
-                    Domain::parse(&req.domain)?,
-                    req.allow_public_domain,
-                )
-                .await?;
-            Ok(pb::AddDomainResponse { organization: Some(org_to_pb(org)), challenge: challenge_to_pb(&domain) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "AddDomain", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let (org, domain) = self
+                    .tenancy
+                    .add_domain(
+                        &caller,
+                        org_id(&req.organization_id)?,
+                        Domain::parse(&req.domain)?,
+                        req.allow_public_domain,
+                    )
+                    .await?;
+                Ok(pb::AddDomainResponse { organization: Some(org_to_pb(org)), challenge: challenge_to_pb(&domain) })
+            })
+            .await
     }
 
     async fn verify_domain(
@@ -206,21 +189,24 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::VerifyDomainResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "VerifyDomain", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let method = match pb::DomainVerificationMethod::try_from(req.method) {
-                Ok(pb::DomainVerificationMethod::Unspecified | pb::DomainVerificationMethod::DnsTxt) => {
-                    VerificationMethod::DnsTxt
-                }
-                Ok(pb::DomainVerificationMethod::Operator) => VerificationMethod::Operator,
-                Err(_) => return Err(TenancyError::InvalidField { field: "method", message: "unknown method".into() }),
-            };
-            let (org, domain) = self
-                .tenancy
-                .verify_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?, method)
-                .await?;
-            Ok(pb::VerifyDomainResponse { organization: Some(org_to_pb(org)), domain: Some(domain_to_pb(domain)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "VerifyDomain", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let method = match pb::DomainVerificationMethod::try_from(req.method) {
+                    Ok(pb::DomainVerificationMethod::Unspecified | pb::DomainVerificationMethod::DnsTxt) => {
+                        VerificationMethod::DnsTxt
+                    }
+                    Ok(pb::DomainVerificationMethod::Operator) => VerificationMethod::Operator,
+                    Err(_) => {
+                        return Err(TenancyError::InvalidField { field: "method", message: "unknown method".into() })
+                    }
+                };
+                let (org, domain) = self
+                    .tenancy
+                    .verify_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?, method)
+                    .await?;
+                Ok(pb::VerifyDomainResponse { organization: Some(org_to_pb(org)), domain: Some(domain_to_pb(domain)) })
+            })
+            .await
     }
 
     async fn remove_domain(
@@ -229,12 +215,15 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::RemoveDomainResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "RemoveDomain", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let org =
-                self.tenancy.remove_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?).await?;
-            Ok(pb::RemoveDomainResponse { organization: Some(org_to_pb(org)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "RemoveDomain", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let org = self
+                    .tenancy
+                    .remove_domain(&caller, org_id(&req.organization_id)?, Domain::parse(&req.domain)?)
+                    .await?;
+                Ok(pb::RemoveDomainResponse { organization: Some(org_to_pb(org)) })
+            })
+            .await
     }
 
     async fn add_member(
@@ -243,21 +232,22 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "AddMember", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let (member, created) = self
-                .tenancy
-                .add_member(
-                    &caller,
-                    org_id(&req.organization_id)?,
-                    Email::parse(&req.email)?,
-                    roles(&req.roles)?,
-                    &req.display_name,
-                    req.waive_domain_check,
-                )
-                .await?;
-            Ok(pb::AddMemberResponse { member: Some(member_to_pb(member)), user_created: created })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "AddMember", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let (member, created) = self
+                    .tenancy
+                    .add_member(
+                        &caller,
+                        org_id(&req.organization_id)?,
+                        Email::parse(&req.email)?,
+                        roles(&req.roles)?,
+                        &req.display_name,
+                        req.waive_domain_check,
+                    )
+                    .await?;
+                Ok(pb::AddMemberResponse { member: Some(member_to_pb(member)), user_created: created })
+            })
+            .await
     }
 
     async fn get_member(
@@ -315,22 +305,23 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::UpdateMemberRolesResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "UpdateMemberRoles", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            if req.roles.is_empty() {
-                return Err(ValueError::Missing("roles").into());
-            }
-            let member = self
-                .tenancy
-                .update_member_roles(
-                    &caller,
-                    org_id(&req.organization_id)?,
-                    UserId::parse(&req.user_id)?,
-                    roles(&req.roles)?,
-                )
-                .await?;
-            Ok(pb::UpdateMemberRolesResponse { member: Some(member_to_pb(member)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "UpdateMemberRoles", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                if req.roles.is_empty() {
+                    return Err(ValueError::Missing("roles").into());
+                }
+                let member = self
+                    .tenancy
+                    .update_member_roles(
+                        &caller,
+                        org_id(&req.organization_id)?,
+                        UserId::parse(&req.user_id)?,
+                        roles(&req.roles)?,
+                    )
+                    .await?;
+                Ok(pb::UpdateMemberRolesResponse { member: Some(member_to_pb(member)) })
+            })
+            .await
     }
 
     async fn remove_member(
@@ -339,14 +330,15 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "RemoveMember", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let member = self
-                .tenancy
-                .remove_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?)
-                .await?;
-            Ok(pb::RemoveMemberResponse { member: Some(member_to_pb(member)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "RemoveMember", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let member = self
+                    .tenancy
+                    .remove_member(&caller, org_id(&req.organization_id)?, UserId::parse(&req.user_id)?)
+                    .await?;
+                Ok(pb::RemoveMemberResponse { member: Some(member_to_pb(member)) })
+            })
+            .await
     }
 
     async fn transfer_ownership(
@@ -355,20 +347,21 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::TransferOwnershipResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "TransferOwnership", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let new_owner = UserId::parse(&req.new_owner_user_id).map_err(|_| TenancyError::InvalidField {
-                field: "new_owner_user_id",
-                message: "new_owner_user_id must be a user id".into(),
-            })?;
-            let (org, new, prev) =
-                self.tenancy.transfer_ownership(&caller, org_id(&req.organization_id)?, new_owner).await?;
-            Ok(pb::TransferOwnershipResponse {
-                organization: Some(org_to_pb(org)),
-                new_owner: Some(member_to_pb(new)),
-                previous_owner: prev.map(member_to_pb),
+        self.replays
+            .respond_once(&caller, "TransferOwnership", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let new_owner = UserId::parse(&req.new_owner_user_id).map_err(|_| TenancyError::InvalidField {
+                    field: "new_owner_user_id",
+                    message: "new_owner_user_id must be a user id".into(),
+                })?;
+                let (org, new, prev) =
+                    self.tenancy.transfer_ownership(&caller, org_id(&req.organization_id)?, new_owner).await?;
+                Ok(pb::TransferOwnershipResponse {
+                    organization: Some(org_to_pb(org)),
+                    new_owner: Some(member_to_pb(new)),
+                    previous_owner: prev.map(member_to_pb),
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn list_user_organizations(
@@ -404,20 +397,21 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::CreateRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateRole", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let role = self
-                .tenancy
-                .create_role(
-                    &caller,
-                    org_id(&req.organization_id)?,
-                    RoleName::parse(&req.name)?,
-                    &req.description,
-                    permissions(&req.permissions)?,
-                )
-                .await?;
-            Ok(pb::CreateRoleResponse { role: Some(role_to_pb(role)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "CreateRole", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let role = self
+                    .tenancy
+                    .create_role(
+                        &caller,
+                        org_id(&req.organization_id)?,
+                        RoleName::parse(&req.name)?,
+                        &req.description,
+                        permissions(&req.permissions)?,
+                    )
+                    .await?;
+                Ok(pb::CreateRoleResponse { role: Some(role_to_pb(role)) })
+            })
+            .await
     }
 
     async fn list_roles(
@@ -442,28 +436,35 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::UpdateRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "UpdateRole", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let role = req.role.ok_or(ValueError::Missing("role"))?;
-            let (mut description, mut perms) = (None, None);
-            for path in mask_paths(req.update_mask)? {
-                match path.as_str() {
-                    "description" => description = Some(role.description.clone()),
-                    "permissions" => perms = Some(permissions(&role.permissions)?),
-                    other => {
-                        return Err(TenancyError::InvalidField {
-                            field: "update_mask",
-                            message: format!("{other:?} cannot be updated; use description or permissions"),
-                        })
+        self.replays
+            .respond_once(&caller, "UpdateRole", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let role = req.role.ok_or(ValueError::Missing("role"))?;
+                let (mut description, mut perms) = (None, None);
+                for path in mask_paths(req.update_mask)? {
+                    match path.as_str() {
+                        "description" => description = Some(role.description.clone()),
+                        "permissions" => perms = Some(permissions(&role.permissions)?),
+                        other => {
+                            return Err(TenancyError::InvalidField {
+                                field: "update_mask",
+                                message: format!("{other:?} cannot be updated; use description or permissions"),
+                            })
+                        }
                     }
                 }
-            }
-            let updated = self
-                .tenancy
-                .update_role(&caller, org_id(&role.organization_id)?, RoleName::parse(&role.name)?, description, perms)
-                .await?;
-            Ok(pb::UpdateRoleResponse { role: Some(role_to_pb(updated)) })
-        })
-        .await
+                let updated = self
+                    .tenancy
+                    .update_role(
+                        &caller,
+                        org_id(&role.organization_id)?,
+                        RoleName::parse(&role.name)?,
+                        description,
+                        perms,
+                    )
+                    .await?;
+                Ok(pb::UpdateRoleResponse { role: Some(role_to_pb(updated)) })
+            })
+            .await
     }
 
     async fn delete_role(
@@ -472,11 +473,12 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::DeleteRoleResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "DeleteRole", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            self.tenancy.delete_role(&caller, org_id(&req.organization_id)?, RoleName::parse(&req.name)?).await?;
-            Ok(pb::DeleteRoleResponse {})
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "DeleteRole", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                self.tenancy.delete_role(&caller, org_id(&req.organization_id)?, RoleName::parse(&req.name)?).await?;
+                Ok(pb::DeleteRoleResponse {})
+            })
+            .await
     }
 
     async fn create_sso_connection(
@@ -485,26 +487,27 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::CreateSsoConnectionResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "CreateSsoConnection", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let kind = match pb::SsoConnectionKind::try_from(req.kind) {
-                Ok(pb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
-                Ok(pb::SsoConnectionKind::Okta) => SsoKind::Okta,
-                Ok(pb::SsoConnectionKind::AzureAd) => SsoKind::AzureAd,
-                Ok(pb::SsoConnectionKind::Oidc) => SsoKind::Oidc,
-                _ => return Err(ValueError::Missing("kind").into()),
-            };
-            let new = NewSsoConnection {
-                kind,
-                issuer: req.issuer.clone(),
-                client_id: req.client_id.clone(),
-                client_secret: (!req.client_secret.is_empty()).then(|| req.client_secret.clone()),
-                hosted_domains: domains(&req.hosted_domains, "hosted_domains")?,
-                tenant_id: req.tenant_id.clone(),
-            };
-            let conn = self.tenancy.create_sso_connection(&caller, org_id(&req.organization_id)?, new).await?;
-            Ok(pb::CreateSsoConnectionResponse { connection: Some(connection_to_pb(conn)) })
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "CreateSsoConnection", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let kind = match pb::SsoConnectionKind::try_from(req.kind) {
+                    Ok(pb::SsoConnectionKind::GoogleWorkspace) => SsoKind::GoogleWorkspace,
+                    Ok(pb::SsoConnectionKind::Okta) => SsoKind::Okta,
+                    Ok(pb::SsoConnectionKind::AzureAd) => SsoKind::AzureAd,
+                    Ok(pb::SsoConnectionKind::Oidc) => SsoKind::Oidc,
+                    _ => return Err(ValueError::Missing("kind").into()),
+                };
+                let new = NewSsoConnection {
+                    kind,
+                    issuer: req.issuer.clone(),
+                    client_id: req.client_id.clone(),
+                    client_secret: (!req.client_secret.is_empty()).then(|| req.client_secret.clone()),
+                    hosted_domains: domains(&req.hosted_domains, "hosted_domains")?,
+                    tenant_id: req.tenant_id.clone(),
+                };
+                let conn = self.tenancy.create_sso_connection(&caller, org_id(&req.organization_id)?, new).await?;
+                Ok(pb::CreateSsoConnectionResponse { connection: Some(connection_to_pb(conn)) })
+            })
+            .await
     }
 
     async fn list_sso_connections(
@@ -529,12 +532,13 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::DeleteSsoConnectionResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        self.once(&caller, "DeleteSsoConnection", &req.request_id.clone(), &req.encode_to_vec(), || async {
-            let id = ConnectionId::parse(&req.connection_id)?;
-            self.tenancy.delete_sso_connection(&caller, org_id(&req.organization_id)?, id).await?;
-            Ok(pb::DeleteSsoConnectionResponse {})
-        })
-        .await
+        self.replays
+            .respond_once(&caller, "DeleteSsoConnection", &req.request_id.clone(), &req.encode_to_vec(), |_| async {
+                let id = ConnectionId::parse(&req.connection_id)?;
+                self.tenancy.delete_sso_connection(&caller, org_id(&req.organization_id)?, id).await?;
+                Ok(pb::DeleteSsoConnectionResponse {})
+            })
+            .await
     }
 
     async fn list_audit_events(
