@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use lanyard_core::cache::{Cache, CacheError, Versioned};
-use lanyard_core::{ConnectionId, OrganizationId, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, SessionId, UserId};
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -75,7 +75,7 @@ pub enum FactKey {
     /// `<prefix>:authz:org:<organization id>`: the organization's status.
     Organization(OrganizationId),
     /// `<prefix>:authz:session:<session id>`: the session's state.
-    Session(Uuid),
+    Session(SessionId),
     /// `<prefix>:authz:conn:<connection id>`: whether the SSO connection a session signed in
     /// through still exists.
     Connection(ConnectionId),
@@ -101,7 +101,7 @@ impl FactKey {
         let key = match (kind, parts.next()) {
             ("mv", Some(b)) => Self::Membership(OrganizationId::parse(a).ok()?, UserId::parse(b).ok()?),
             ("org", None) => Self::Organization(OrganizationId::parse(a).ok()?),
-            ("session", None) => Self::Session(Uuid::parse_str(a).ok()?),
+            ("session", None) => Self::Session(SessionId::parse(a).ok()?),
             ("conn", None) => Self::Connection(ConnectionId::parse(a).ok()?),
             _ => return None,
         };
@@ -475,7 +475,7 @@ mod tests {
     fn keys_round_trip_and_reject_garbage() {
         let org = OrganizationId::new();
         let user = UserId::new();
-        let session = Uuid::now_v7();
+        let session = SessionId::new();
         for key in [FactKey::Membership(org, user), FactKey::Organization(org), FactKey::Session(session)] {
             assert_eq!(FactKey::parse(&key.cache_key()), Some(key));
         }
@@ -489,7 +489,7 @@ mod tests {
     #[tokio::test]
     async fn in_process_facts_keep_the_newest_version() {
         let facts = Facts::new(Cache::local("t"));
-        let key = FactKey::Session(Uuid::now_v7());
+        let key = FactKey::Session(SessionId::new());
         assert_eq!(facts.read(&key).await.unwrap(), None);
         let revoked = Versioned { version: 1, value: value::SESSION_REVOKED.into() };
         facts.write(&key, &revoked).await.unwrap();

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use lanyard_core::{ConnectionId, OrganizationId, Permission, RoleName, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, Permission, RoleName, SessionId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::jose;
 
@@ -51,7 +50,7 @@ pub struct Principal {
     pub organization_slug: String,
     pub roles: Vec<RoleName>,
     pub permissions: Vec<Permission>,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     /// The membership version the token was minted at (`mv`).
     pub membership_version: i64,
     pub expires_at: Timestamp,
@@ -160,7 +159,7 @@ pub fn verify(
         organization_slug: c.org_slug,
         roles: c.roles.iter().map(|r| RoleName::parse(r)).collect::<Result<_, _>>().map_err(bad)?,
         permissions: c.permissions.iter().map(|p| Permission::parse(p)).collect::<Result<_, _>>().map_err(bad)?,
-        session_id: Uuid::parse_str(&c.sid).map_err(|_| invalid("sid does not parse"))?,
+        session_id: SessionId::parse(&c.sid).map_err(|_| invalid("sid does not parse"))?,
         membership_version: c.mv,
         expires_at: Timestamp(i64::try_from(c.exp).unwrap_or(i64::MAX).saturating_mul(1_000_000)),
         connection_id: c.idp.as_deref().map(ConnectionId::parse).transpose().map_err(bad)?,

@@ -166,7 +166,7 @@ mod redis {
         let a = RedisFacts::subscribed(&prefix).await;
         let b = RedisFacts::subscribed_at(&proxy.url, &prefix).await;
         for _ in 0..10 {
-            let key = FactKey::Session(uuid::Uuid::now_v7());
+            let key = FactKey::Session(lanyard_core::SessionId::new());
             a.facts.write(&key, &fact(0, value::SESSION_ACTIVE)).await.expect("write");
             proxy.hold(true);
             let reader = tokio::spawn({
@@ -191,7 +191,7 @@ mod redis {
         let prefix = unique_prefix();
         let a = RedisFacts::subscribed(&prefix).await;
         let b = RedisFacts::unsubscribed(&prefix).await;
-        let key = FactKey::Session(uuid::Uuid::now_v7());
+        let key = FactKey::Session(lanyard_core::SessionId::new());
         assert_eq!(b.read(&key).await.expect("read"), None, "a miss");
         for version in 0..10 {
             a.facts.write(&key, &fact(version, value::SESSION_ACTIVE)).await.expect("write");

@@ -24,6 +24,6 @@ pub use lanyard_types::{clock, ids, page, roles, stored, values};
 
 pub use caller::{ApiKeys, Authenticator, Caller};
 pub use lanyard_types::{
-    ConnectionId, DisplayName, Domain, Email, EventId, OrgSlug, OrganizationId, Permission, ReservationId, RoleName,
-    Timestamp, UserId, ValueError,
+    ConnectionId, DisplayName, Domain, Email, EventId, InvitationId, OrgSlug, OrganizationId, Permission,
+    ReservationId, RoleName, SessionId, Timestamp, UserId, ValueError,
 };

@@ -6,44 +6,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+pub use lanyard_core::InvitationId;
 use lanyard_core::{
     ConnectionId, Email, EventId, OrganizationId, ReservationId, RoleName, Timestamp, UserId, ValueError,
 };
-use uuid::Uuid;
-
-/// An invitation's id: a UUIDv7, parsed only from the canonical hyphenated form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct InvitationId(Uuid);
-
-impl InvitationId {
-    /// A new time-ordered id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Parses the canonical 36-character form.
-    pub fn parse(s: &str) -> Result<Self, ValueError> {
-        if s.is_empty() {
-            return Err(ValueError::Missing("invitation_id"));
-        }
-        if s.len() != 36 {
-            return Err(ValueError::Malformed("invitation_id"));
-        }
-        Uuid::parse_str(s).map(Self).map_err(|_| ValueError::Malformed("invitation_id"))
-    }
-}
-
-impl Default for InvitationId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for InvitationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
 
 /// Random bytes in a token: 256 bits from the OS CSPRNG.
 pub const TOKEN_BYTES: usize = 32;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lanyard_authz::{Audience, Authorizer};
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
-use lanyard_core::{ConnectionId, OrganizationId, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, SessionId, Timestamp, UserId};
 use uuid::Uuid;
 
 use crate::keys::KeyRing;
@@ -19,7 +19,7 @@ pub use lanyard_authz::Principal as AccessPrincipal;
 #[derive(Clone, Debug)]
 pub struct Grant<'a> {
     pub user_id: UserId,
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub organization_id: OrganizationId,
     pub organization_slug: &'a str,
     pub roles: &'a [String],
@@ -37,7 +37,7 @@ pub struct AccessTokens {
     audience: String,
     ttl: Duration,
     /// Sessions revoked in this process, until their last access token has expired.
-    revoked: Arc<RwLock<HashMap<Uuid, Timestamp>>>,
+    revoked: Arc<RwLock<HashMap<SessionId, Timestamp>>>,
     /// The token service's authorizer, once built: member callers of every service in this
     /// process are checked against revocations with it.
     authorizer: Arc<OnceLock<Authorizer>>,
@@ -59,14 +59,14 @@ impl AccessTokens {
     /// Refuses the access tokens of `session` from now on, in every clone of this verifier. This
     /// makes a revocation immediate within one process; across processes the authorization
     /// service's shared revocation state does it.
-    pub fn revoke_session(&self, session: Uuid, now: Timestamp) {
+    pub fn revoke_session(&self, session: SessionId, now: Timestamp) {
         let until = now.plus(self.ttl + ACCESS_TOKEN_LEEWAY);
         let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
         revoked.retain(|_, t| *t > now);
         revoked.insert(session, until);
     }
 
-    fn is_revoked(&self, session: &Uuid) -> bool {
+    fn is_revoked(&self, session: &SessionId) -> bool {
         self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(session)
     }
 

@@ -8,14 +8,13 @@ use lanyard_core::crypto::{sha256_hex, SecretBox};
 use lanyard_core::idempotency::{Replays, RequestId};
 use lanyard_core::limit::{Peer, PeerLimiter, PeerRule};
 use lanyard_core::page::Page;
-use lanyard_core::{Authenticator, Caller, OrganizationId, Permission, Timestamp, UserId, ValueError};
+use lanyard_core::{Authenticator, Caller, OrganizationId, Permission, SessionId, Timestamp, UserId, ValueError};
 use lanyard_proto::authz::v1 as apb;
 use lanyard_proto::authz::v1::authorization_service_server::{AuthorizationService, AuthorizationServiceServer};
 use lanyard_proto::token::v1 as pb;
 use lanyard_proto::token::v1::token_service_server::{TokenService, TokenServiceServer};
 use prost::Message;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::error::TokenError;
 use crate::keys::{KeyState, LoadedKey, PublicJwk, SigningAlgorithm};
@@ -124,14 +123,8 @@ fn org_id(raw: Option<&str>) -> Result<Option<OrganizationId>, TokenError> {
     }
 }
 
-fn session_id(raw: &str) -> Result<Uuid, TokenError> {
-    if raw.is_empty() {
-        return Err(ValueError::Missing("session_id").into());
-    }
-    if raw.len() != 36 {
-        return Err(ValueError::Malformed("session_id").into());
-    }
-    Uuid::parse_str(raw).map_err(|_| ValueError::Malformed("session_id").into())
+fn session_id(raw: &str) -> Result<SessionId, TokenError> {
+    Ok(SessionId::parse(raw)?)
 }
 
 fn session_to_pb(s: &Session) -> pb::Session {

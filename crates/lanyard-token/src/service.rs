@@ -10,8 +10,7 @@ use lanyard_clients::{InvitationClient, Organization, TenancyClient};
 
 use lanyard_core::crypto::{random_token, sha256_hex};
 use lanyard_core::page::Page;
-use lanyard_core::{Caller, OrganizationId, Timestamp, UserId};
-use uuid::Uuid;
+use lanyard_core::{Caller, OrganizationId, SessionId, Timestamp, UserId};
 
 use crate::access::{AccessTokens, Grant};
 use crate::error::{organization_lookup, TokenError};
@@ -121,7 +120,7 @@ impl Tokens {
     /// Records a revoked session in the shared facts, so every process refuses its tokens before
     /// the revocation returns. The store is the authority: if the shared cache cannot take it, the
     /// processes that cannot reach the cache ask the store.
-    async fn publish_revoked(&self, session: Uuid) {
+    async fn publish_revoked(&self, session: SessionId) {
         if let Err(e) = self.authorizer.facts().write(&FactKey::Session(session), &session_fact(true)).await {
             tracing::warn!(error = %e, session_id = %session, "publishing a revoked session to the shared cache");
         }
@@ -530,7 +529,7 @@ impl Tokens {
 
     /// Revokes a session: its owner, an operator, or a member with `members:write` in the
     /// session's active organization.
-    pub async fn revoke_session(&self, caller: &Caller, id: Uuid) -> Result<Session> {
+    pub async fn revoke_session(&self, caller: &Caller, id: SessionId) -> Result<Session> {
         let session = self.store.session(id).await?;
         let session = match (session, caller) {
             (Some(s), Caller::Member(p)) if p.user_id == s.user_id => s,

@@ -8,7 +8,7 @@ use base64::Engine;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Database;
 use lanyard_core::page::Page;
-use lanyard_core::{ConnectionId, OrganizationId, Timestamp, UserId};
+use lanyard_core::{ConnectionId, OrganizationId, SessionId, Timestamp, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -24,7 +24,7 @@ pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// A sign-in session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
-    pub id: Uuid,
+    pub id: SessionId,
     pub user_id: UserId,
     pub active_org_id: OrganizationId,
     pub issuer: String,
@@ -66,7 +66,7 @@ pub struct UsedIdToken {
 /// What a stored refresh token says.
 #[derive(Clone, Debug)]
 pub struct RefreshRecord {
-    pub session_id: Uuid,
+    pub session_id: SessionId,
     pub expires_at: Timestamp,
     pub used_at: Option<Timestamp>,
 }
@@ -272,8 +272,8 @@ impl TokenStore {
     fn session_of(&self, row: &AnyRow) -> Result<Session> {
         let get = |c: &str| row.try_get::<String, _>(c);
         let opt = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.map(Timestamp));
-        let parse = |c: &str| -> Result<Uuid> {
-            Uuid::parse_str(&get(c)?).map_err(|e| TokenError::Internal(format!("stored {c}: {e}")))
+        let parse = |c: &str| -> Result<SessionId> {
+            SessionId::parse(&get(c)?).map_err(|e| TokenError::Internal(format!("stored {c}: {e}")))
         };
         Ok(Session {
             id: parse("id")?,
@@ -306,7 +306,7 @@ impl TokenStore {
         refresh_expires: Timestamp,
         now: Timestamp,
     ) -> Result<Session> {
-        let id = Uuid::now_v7();
+        let id = SessionId::new();
         self.transaction(|open| Box::pin(async move {
  let tx = open.tx;
             // First, so that a replayed ID token writes nothing: the primary key decides between two
@@ -363,7 +363,7 @@ impl TokenStore {
     }
 
     /// One session.
-    pub async fn session(&self, id: Uuid) -> Result<Option<Session>> {
+    pub async fn session(&self, id: SessionId) -> Result<Option<Session>> {
         let sql = format!("SELECT {} FROM sessions WHERE id = $1", Self::SESSION_COLUMNS);
         let row = sqlx::query(&sql).bind(id.to_string()).fetch_optional(&self.db.pool).await?;
         row.as_ref().map(|r| self.session_of(r)).transpose()
@@ -411,7 +411,7 @@ impl TokenStore {
     }
 
     /// Revokes a session (and with it its refresh family); a revoked one stays as it was.
-    pub async fn revoke_session(&self, id: Uuid, reason: &str, actor: &str, now: Timestamp) -> Result<Option<Session>> {
+    pub async fn revoke_session(&self, id: SessionId, reason: &str, actor: &str, now: Timestamp) -> Result<Option<Session>> {
         let Some(session) = self.session(id).await? else {
             return Ok(None);
         };
@@ -468,7 +468,7 @@ impl TokenStore {
         row.map(|r| {
             let sid = r.try_get::<String, _>("session_id")?;
             Ok(RefreshRecord {
-                session_id: Uuid::parse_str(&sid).map_err(|e| TokenError::Internal(e.to_string()))?,
+                session_id: SessionId::parse(&sid).map_err(|e| TokenError::Internal(e.to_string()))?,
                 expires_at: Timestamp(r.try_get::<i64, _>("expires_at")?),
                 used_at: r.try_get::<Option<i64>, _>("used_at")?.map(Timestamp),
             })
@@ -483,7 +483,7 @@ impl TokenStore {
         &self,
         old: &str,
         new: &str,
-        session: Uuid,
+        session: SessionId,
         org: OrganizationId,
         new_expires: Timestamp,
         now: Timestamp,
@@ -566,7 +566,7 @@ impl TokenStore {
 async fn insert_refresh(
     tx: &mut Tx,
     hash: &str,
-    session: Uuid,
+    session: SessionId,
     expires: Timestamp,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {

@@ -79,6 +79,16 @@ uuid_id!(
     "connection_id"
 );
 uuid_id!(
+    /// An invitation's id.
+    InvitationId,
+    "invitation_id"
+);
+uuid_id!(
+    /// A signed-in session's id (an access token's `sid`).
+    SessionId,
+    "session_id"
+);
+uuid_id!(
     /// An audit event's id.
     EventId,
     "event_id"

@@ -14,5 +14,5 @@ pub mod values;
 
 pub use caller::{Caller, Denied, MemberPrincipal};
 pub use clock::Timestamp;
-pub use ids::{ConnectionId, EventId, OrganizationId, ReservationId, UserId};
+pub use ids::{ConnectionId, EventId, InvitationId, OrganizationId, ReservationId, SessionId, UserId};
 pub use values::{DisplayName, Domain, Email, OrgSlug, Permission, RoleName, ValueError};

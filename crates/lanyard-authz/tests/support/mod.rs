@@ -124,7 +124,7 @@ impl Signer {
 pub struct Member {
     pub user_id: UserId,
     pub org_id: OrganizationId,
-    pub session_id: Uuid,
+    pub session_id: lanyard_core::SessionId,
     /// The membership version the token carries.
     pub mv: i64,
     pub roles: Vec<String>,
@@ -138,7 +138,7 @@ impl Member {
         Self {
             user_id: UserId::new(),
             org_id: OrganizationId::new(),
-            session_id: Uuid::now_v7(),
+            session_id: lanyard_core::SessionId::new(),
             mv: 3,
             roles: vec!["engineer".into()],
             permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
@@ -153,7 +153,7 @@ impl Member {
 
     /// Another user of the same organization.
     pub fn colleague(&self) -> Self {
-        Self { user_id: UserId::new(), session_id: Uuid::now_v7(), ..self.clone() }
+        Self { user_id: UserId::new(), session_id: lanyard_core::SessionId::new(), ..self.clone() }
     }
 
     /// The claims the token service writes for them, valid for five minutes from now.
