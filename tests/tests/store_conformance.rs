@@ -7,6 +7,7 @@ use std::time::Duration;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Backend;
 use lanyard_core::page::Page;
+use lanyard_core::status::ServiceError;
 use lanyard_core::{DisplayName, Domain, Email, OrgSlug, ReservationId, RoleName, Timestamp};
 use lanyard_tenancy::domain::{
     DomainState, ExternalIdentity, NewOrganization, NewSsoConnection, ReservationState, SsoKind, VerificationMethod,

@@ -87,6 +87,11 @@ impl ClientError {
         }
     }
 
+    /// Whether the service refused the call's arguments as malformed (`INVALID_ARGUMENT`).
+    pub fn is_invalid_argument(&self) -> bool {
+        self.code() == Code::InvalidArgument
+    }
+
     /// Whether this is a rejection with the stable reason `reason`.
     pub fn is(&self, reason: &str) -> bool {
         self.reason().as_deref() == Some(reason)

@@ -1,12 +1,10 @@
-//! InvitationService's errors and their one mapping to the API's codes and stable reasons.
+//! InvitationService's errors: what can go wrong, in the domain's words (their API form is `grpc::status`).
 
 use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
-use lanyard_core::status::{Problem, ServiceError};
 use lanyard_core::ValueError;
-use tonic::Code;
 
 /// Everything an invitation operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +49,11 @@ pub enum InvitationError {
     RateLimited(lanyard_core::limit::Limited),
     /// A business error of the tenancy service (seats exhausted, organization not found, ...),
     /// passed through to the caller with its code, reason and details.
-    #[error("tenancy: {}", .0.message())]
-    Upstream(tonic::Status),
+    #[error("tenancy: {0}")]
+    Upstream(ClientError),
     /// The tenancy service failed unexpectedly (unreachable, misconfigured key, internal).
     #[error("the tenancy service failed: {0}")]
-    TenancyUnavailable(tonic::Status),
+    TenancyUnavailable(ClientError),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -78,60 +76,8 @@ impl InvitationError {
     /// The stable reason of a tenancy status, if this is one.
     pub fn upstream_reason(&self) -> Option<String> {
         match self {
-            Self::Upstream(s) => lanyard_core::status::reason_of(s),
+            Self::Upstream(e) => e.reason(),
             _ => None,
-        }
-    }
-
-    /// The API form of everything but a passed-through tenancy status.
-    pub fn to_problem(&self) -> Problem {
-        use InvitationError::*;
-        let msg = self.to_string();
-        let failed = |reason: &'static str| {
-            Problem::new(Code::FailedPrecondition, reason, msg.clone()).with_precondition(
-                "INVITATION_STATUS",
-                "invitation",
-                "the invitation must be pending",
-            )
-        };
-        match self {
-            Invalid(e) => Problem::from(e.clone()),
-            InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
-            Unauthenticated(e) => Problem::from(*e),
-            Denied(e) => Problem::from(*e),
-            OwnerRoleOperatorOnly => Problem::new(Code::PermissionDenied, "OWNER_ROLE_OPERATOR_ONLY", msg),
-            PermissionNotHeld(p) => {
-                Problem::new(Code::PermissionDenied, "PERMISSION_NOT_HELD", msg.clone()).with_metadata("permission", p)
-            }
-            OwnerExists => Problem::new(Code::FailedPrecondition, "OWNER_EXISTS", msg).with_precondition(
-                "OWNERSHIP",
-                "owner",
-                "use TransferOwnership",
-            ),
-            NotFound => Problem::new(Code::NotFound, "INVITATION_NOT_FOUND", msg),
-            Expired => failed("INVITATION_EXPIRED"),
-            Revoked => failed("INVITATION_REVOKED"),
-            AlreadyAccepted => failed("INVITATION_ALREADY_ACCEPTED"),
-            Superseded => failed("INVITATION_SUPERSEDED"),
-            EmailMismatch => Problem::new(Code::PermissionDenied, "EMAIL_MISMATCH", msg),
-            EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
-            EmailDomainNotAllowed => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_ALLOWED", msg),
-            InvitationPending { existing } => {
-                Problem::new(Code::AlreadyExists, "INVITATION_PENDING", msg).with_metadata("invitation_id", existing)
-            }
-            MemberExists => Problem::new(Code::AlreadyExists, "MEMBER_EXISTS", msg),
-            OrganizationInactive => Problem::new(Code::FailedPrecondition, "ORGANIZATION_INACTIVE", msg)
-                .with_precondition("ORGANIZATION_STATUS", "organization", "the organization must be active"),
-            RateLimited(limited) => Problem::rate_limited("previews", *limited),
-            Upstream(s) => Problem::new(s.code(), "UPSTREAM", s.message().to_owned()),
-            TenancyUnavailable(_) => {
-                Problem::new(Code::Unavailable, "TENANCY_UNAVAILABLE", "the tenancy service is unavailable; retry")
-            }
-            Replay(e) => e.to_problem(),
-            Database(_) if self.is_retryable() => {
-                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
-            }
-            Database(_) | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }
@@ -142,34 +88,13 @@ impl Retryable for InvitationError {
     }
 }
 
-impl ServiceError for InvitationError {
-    const SERVICE: &'static str = "invitation";
-
-    fn to_problem(&self) -> Problem {
-        InvitationError::to_problem(self)
-    }
-
-    fn db_kind(&self) -> Option<DbErrorKind> {
-        InvitationError::db_kind(self)
-    }
-
-    fn passed_on(self) -> Result<tonic::Status, Self> {
-        match self {
-            Self::Upstream(status) => Ok(status),
-            other => Err(other),
-        }
-    }
-}
-
-lanyard_core::service_error!(InvitationError);
-
 /// A failed call to tenancy: its business errors pass through to the caller with their code,
 /// reason and details; the rest is unavailability.
 impl From<ClientError> for InvitationError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Rejected(status) => Self::Upstream(status),
-            ClientError::Failed(status) => Self::TenancyUnavailable(status),
+            e @ ClientError::Rejected(_) => Self::Upstream(e),
+            e @ ClientError::Failed(_) => Self::TenancyUnavailable(e),
             ClientError::Malformed(what) => Self::Internal(format!("tenancy: {what}")),
         }
     }

@@ -1,12 +1,10 @@
-//! TokenService's errors and their one mapping to the API's codes and stable reasons.
+//! TokenService's errors: what can go wrong, in the domain's words (their API form is `grpc::status`).
 
 use lanyard_clients::ClientError;
 use lanyard_core::caller::{AuthError, Denied};
 use lanyard_core::db::{DbErrorKind, Retryable};
 use lanyard_core::idempotency::ReplayError;
-use lanyard_core::status::{Problem, ServiceError};
 use lanyard_core::ValueError;
-use tonic::Code;
 
 /// Everything a token operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +63,11 @@ pub enum TokenError {
     InvitationsUnavailable,
     /// A business error of the tenancy or invitation service, passed through to the caller with its
     /// code, reason and details.
-    #[error("upstream: {}", .0.message())]
-    Upstream(tonic::Status),
+    #[error("upstream: {0}")]
+    Upstream(ClientError),
     /// Tenancy or invitation failed unexpectedly (unreachable, misconfigured key, internal).
     #[error("a dependency failed: {0}")]
-    DependencyUnavailable(tonic::Status),
+    DependencyUnavailable(ClientError),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
@@ -92,7 +90,7 @@ impl TokenError {
     /// The stable reason of a passed-through status, if this is one.
     pub fn upstream_reason(&self) -> Option<String> {
         match self {
-            Self::Upstream(s) => lanyard_core::status::reason_of(s),
+            Self::Upstream(e) => e.reason(),
             _ => None,
         }
     }
@@ -106,71 +104,12 @@ impl TokenError {
     pub(crate) fn hide_invitation(self) -> Self {
         match self {
             // A malformed token is told as such: its form is no secret.
-            TokenError::Upstream(s) if s.code() != Code::InvalidArgument => {
-                TokenError::InvitationGrantInvalid(format!("{:?}: {}", s.code(), s.message()))
-            }
+            TokenError::Upstream(e) if !e.is_invalid_argument() => TokenError::InvitationGrantInvalid(e.to_string()),
             TokenError::IdTokenInvalid(why) => TokenError::InvitationGrantInvalid(format!("ID token: {why}")),
             e @ (TokenError::NoConnection | TokenError::OrganizationInactive | TokenError::OrganizationNotFound) => {
                 TokenError::InvitationGrantInvalid(e.to_string())
             }
             other => other,
-        }
-    }
-
-    /// The API form of everything but a passed-through status.
-    pub fn to_problem(&self) -> Problem {
-        use TokenError::*;
-        let msg = self.to_string();
-        match self {
-            Invalid(e) => Problem::from(e.clone()),
-            InvalidField { field, message } => Problem::invalid_field(field, message.clone()),
-            Unauthenticated(e) => Problem::from(*e),
-            Denied(e) => Problem::from(*e),
-            IdTokenInvalid(_) => Problem::new(Code::Unauthenticated, "ID_TOKEN_INVALID", msg),
-            IdTokenReplayed => Problem::new(Code::Unauthenticated, "ID_TOKEN_REPLAYED", msg),
-            InvitationGrantInvalid(_) => Problem::new(Code::Unauthenticated, "INVITATION_GRANT_INVALID", msg),
-            RateLimited { what, limited } => Problem::rate_limited(what, *limited),
-            IdpUnavailable(_) => Problem::new(
-                Code::Unavailable,
-                "IDP_UNAVAILABLE",
-                "the identity provider's keys could not be fetched; retry",
-            ),
-            NoConnection => Problem::new(Code::FailedPrecondition, "SSO_CONNECTION_NOT_FOUND", msg).with_precondition(
-                "SSO_CONNECTION",
-                "organization",
-                "an enabled SSO connection with the ID token's issuer",
-            ),
-            OrganizationRequired => Problem::invalid_field("organization_id", msg),
-            RefreshTokenInvalid => Problem::new(Code::Unauthenticated, "REFRESH_TOKEN_INVALID", msg),
-            RefreshTokenExpired => Problem::new(Code::Unauthenticated, "REFRESH_TOKEN_EXPIRED", msg),
-            SessionRevoked => Problem::new(Code::Unauthenticated, "TOKEN_REVOKED", msg),
-            RefreshTokenReused => {
-                Problem::new(Code::Unauthenticated, "TOKEN_REVOKED", msg).with_metadata("cause", "refresh_token_reused")
-            }
-            NotAMember => Problem::new(Code::PermissionDenied, "NOT_A_MEMBER", msg),
-            OrganizationInactive => Problem::new(Code::PermissionDenied, "ORGANIZATION_INACTIVE", msg),
-            ReauthenticationRequired => Problem::new(Code::PermissionDenied, "REAUTHENTICATION_REQUIRED", msg),
-            SessionNotFound => Problem::new(Code::NotFound, "SESSION_NOT_FOUND", msg),
-            NextKeyTooNew { retry_after_secs } => {
-                Problem::new(Code::FailedPrecondition, "SIGNING_KEY_NOT_PUBLISHED", msg.clone())
-                    .with_metadata("retry_after_seconds", retry_after_secs)
-                    .with_precondition(
-                        "SIGNING_KEY_PUBLISHED",
-                        "signing_key",
-                        "the next key must be published longer than JWKS consumers cache the key set",
-                    )
-            }
-            OrganizationNotFound => Problem::new(Code::NotFound, "ORGANIZATION_NOT_FOUND", msg),
-            InvitationsUnavailable => Problem::new(Code::Unavailable, "INVITATIONS_UNAVAILABLE", msg),
-            Upstream(s) => Problem::new(s.code(), "UPSTREAM", s.message().to_owned()),
-            DependencyUnavailable(_) => {
-                Problem::new(Code::Unavailable, "DEPENDENCY_UNAVAILABLE", "a dependency is unavailable; retry")
-            }
-            Replay(e) => e.to_problem(),
-            Database(_) if self.is_retryable() => {
-                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
-            }
-            Database(_) | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }
@@ -181,44 +120,13 @@ impl Retryable for TokenError {
     }
 }
 
-impl ServiceError for TokenError {
-    const SERVICE: &'static str = "token";
-
-    fn to_problem(&self) -> Problem {
-        TokenError::to_problem(self)
-    }
-
-    fn db_kind(&self) -> Option<DbErrorKind> {
-        TokenError::db_kind(self)
-    }
-
-    fn log(&self) {
-        match self {
-            Self::IdTokenInvalid(detail) => tracing::info!(detail, "ID token refused"),
-            Self::InvitationGrantInvalid(detail) => tracing::info!(detail, "invitation grant refused"),
-            Self::IdTokenReplayed => tracing::warn!("an ID token was exchanged a second time"),
-            Self::IdpUnavailable(detail) => tracing::warn!(detail, "identity provider unavailable"),
-            _ => {}
-        }
-    }
-
-    fn passed_on(self) -> Result<tonic::Status, Self> {
-        match self {
-            Self::Upstream(status) => Ok(status),
-            other => Err(other),
-        }
-    }
-}
-
-lanyard_core::service_error!(TokenError);
-
 /// A failed call to tenancy or invitation: their business errors pass through to the caller with
 /// their code, reason and details; the rest is unavailability.
 impl From<ClientError> for TokenError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Rejected(status) => Self::Upstream(status),
-            ClientError::Failed(status) => Self::DependencyUnavailable(status),
+            e @ ClientError::Rejected(_) => Self::Upstream(e),
+            e @ ClientError::Failed(_) => Self::DependencyUnavailable(e),
             ClientError::Malformed(what) => Self::Internal(format!("a dependency: {what}")),
         }
     }

@@ -411,7 +411,13 @@ impl TokenStore {
     }
 
     /// Revokes a session (and with it its refresh family); a revoked one stays as it was.
-    pub async fn revoke_session(&self, id: SessionId, reason: &str, actor: &str, now: Timestamp) -> Result<Option<Session>> {
+    pub async fn revoke_session(
+        &self,
+        id: SessionId,
+        reason: &str,
+        actor: &str,
+        now: Timestamp,
+    ) -> Result<Option<Session>> {
         let Some(session) = self.session(id).await? else {
             return Ok(None);
         };

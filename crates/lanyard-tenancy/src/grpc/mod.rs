@@ -1,6 +1,8 @@
 //! The gRPC adapter: converts protobuf requests into domain values (parsing every field at the
 //! edge), calls [`Tenancy`], converts back. The only module of this crate that knows tonic.
 
+mod status;
+
 use std::collections::BTreeMap;
 
 use lanyard_core::idempotency::{CallReplays, Replays};

@@ -2,6 +2,8 @@
 //! values at the edge, call [`Tokens`], convert back. The only module of this crate that knows
 //! tonic's server side.
 
+mod status;
+
 use std::future::Future;
 
 use lanyard_core::crypto::{sha256_hex, SecretBox};

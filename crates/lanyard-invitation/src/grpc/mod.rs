@@ -1,6 +1,8 @@
 //! The gRPC adapter: converts protobuf requests into domain values (parsing every field at the
 //! edge), calls [`Invitations`], converts back. The only module of this crate that serves tonic.
 
+mod status;
+
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::idempotency::{CallReplays, Replays, RequestId};
 use lanyard_core::page::Page;
