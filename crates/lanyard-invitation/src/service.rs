@@ -157,7 +157,7 @@ impl Invitations {
 
     fn seal(&self, outbox_id: &str, invitation: &Invitation, link: &str) -> Result<NewEmail> {
         let content = render(invitation, link);
-        let json = serde_json::to_string(&content).map_err(|e| InvitationError::Internal(e.to_string()))?;
+        let json = serde_json::to_string(&content).map_err(InvitationError::failed("an email does not serialize"))?;
         Ok(NewEmail {
             id: outbox_id.to_owned(),
             recipient: invitation.email.clone(),

@@ -76,9 +76,21 @@ pub enum TokenError {
     Corrupt(#[from] lanyard_core::stored::UnknownStored),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Something below the domain failed (a key that does not open, a blocking task that
+    /// panicked...): answered `INTERNAL`, its cause chain logged.
+    #[error("{what}")]
+    Failed { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
 impl TokenError {
+    /// A failure below the domain, its cause kept for the log.
+    pub fn failed<E>(what: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |source| Self::Failed { what, source: Box::new(source) }
+    }
+
     /// The database error's meaning, if this is one.
     pub fn db_kind(&self) -> Option<DbErrorKind> {
         match self {

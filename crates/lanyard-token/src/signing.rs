@@ -67,8 +67,8 @@ impl KeyManager {
         let kid = random_token(16);
         let der = tokio::task::spawn_blocking(move || generate(alg))
             .await
-            .map_err(|e| TokenError::Internal(e.to_string()))?
-            .map_err(|e| TokenError::Internal(e.to_string()))?;
+            .map_err(TokenError::failed("the key generation task failed"))?
+            .map_err(|e| TokenError::Internal(format!("generating a {alg:?} key: {e}")))?;
         self.store.insert_key(&kid, alg, &der, state, &self.secrets, now).await?;
         Ok(kid)
     }

@@ -8,6 +8,7 @@ use base64::Engine;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Database;
 use lanyard_core::page::Page;
+use lanyard_core::stored;
 use lanyard_core::{ConnectionId, OrganizationId, SessionId, Timestamp, UserId};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -135,8 +136,8 @@ impl TokenStore {
                 let sealed = get("private_key")?;
                 let opened = secrets
                     .open(&sealed, &key_context(&kid))
-                    .map_err(|e| TokenError::Internal(format!("key {kid}: {e}")))?;
-                let der = STANDARD.decode(opened).map_err(|e| TokenError::Internal(format!("key {kid}: {e}")))?;
+                    .map_err(TokenError::failed("a signing key does not open"))?;
+                let der = STANDARD.decode(opened).map_err(TokenError::failed("a signing key is not base64"))?;
                 let created_at = Timestamp(row.try_get::<i64, _>("created_at")?);
                 let publish_until = row.try_get::<Option<i64>, _>("publish_until")?.map(Timestamp);
                 LoadedKey::load(
@@ -147,7 +148,7 @@ impl TokenStore {
                     publish_until,
                     &PrivateDer(der),
                 )
-                .map_err(|e| TokenError::Internal(e.to_string()))
+                .map_err(TokenError::failed("a signing key does not load"))
             })
             .collect()
     }
@@ -272,19 +273,16 @@ impl TokenStore {
     fn session_of(&self, row: &AnyRow) -> Result<Session> {
         let get = |c: &str| row.try_get::<String, _>(c);
         let opt = |c: &str| row.try_get::<Option<i64>, _>(c).map(|v| v.map(Timestamp));
-        let parse = |c: &str| -> Result<SessionId> {
-            SessionId::parse(&get(c)?).map_err(|e| TokenError::Internal(format!("stored {c}: {e}")))
-        };
+
         Ok(Session {
-            id: parse("id")?,
-            user_id: UserId::parse(&get("user_id")?).map_err(|e| TokenError::Internal(e.to_string()))?,
-            active_org_id: OrganizationId::parse(&get("active_org_id")?)
-                .map_err(|e| TokenError::Internal(e.to_string()))?,
+            id: stored::parse("session id", &get("id")?, SessionId::parse)?,
+            user_id: stored::parse("session user id", &get("user_id")?, UserId::parse)?,
+            active_org_id: stored::parse("session organization id", &get("active_org_id")?, OrganizationId::parse)?,
             issuer: get("issuer")?,
             subject: get("subject")?,
             connection_id: row
                 .try_get::<Option<String>, _>("connection_id")?
-                .map(|c| ConnectionId::parse(&c).map_err(|e| TokenError::Internal(e.to_string())))
+                .map(|c| stored::parse("session connection id", &c, ConnectionId::parse))
                 .transpose()?,
             created_at: Timestamp(row.try_get::<i64, _>("created_at")?),
             expires_at: Timestamp(row.try_get::<i64, _>("expires_at")?),
@@ -380,7 +378,7 @@ impl TokenStore {
         .await?;
         row.map(|r| {
             let s = r.try_get::<String, _>("active_org_id")?;
-            OrganizationId::parse(&s).map_err(|e| TokenError::Internal(e.to_string()))
+            Ok(stored::parse("session organization id", &s, OrganizationId::parse)?)
         })
         .transpose()
     }
@@ -474,7 +472,7 @@ impl TokenStore {
         row.map(|r| {
             let sid = r.try_get::<String, _>("session_id")?;
             Ok(RefreshRecord {
-                session_id: SessionId::parse(&sid).map_err(|e| TokenError::Internal(e.to_string()))?,
+                session_id: stored::parse("refresh token session id", &sid, SessionId::parse)?,
                 expires_at: Timestamp(r.try_get::<i64, _>("expires_at")?),
                 used_at: r.try_get::<Option<i64>, _>("used_at")?.map(Timestamp),
             })

@@ -22,6 +22,15 @@ pub fn decode<T: Copy>(
     all.iter().copied().find(|v| as_str(*v) == text).ok_or_else(|| UnknownStored { what, value: text.to_owned() })
 }
 
+/// Parses a stored value with its strict parser (an id, say); a value it refuses is a corrupt row.
+pub fn parse<T, E>(
+    what: &'static str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, UnknownStored> {
+    parse(text).map_err(|_| UnknownStored { what, value: text.to_owned() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +54,13 @@ mod tests {
         let err = decode("kind", "c", &[Kind::A, Kind::B], as_str).unwrap_err();
         assert_eq!(err, UnknownStored { what: "kind", value: "c".into() });
         assert!(decode("kind", "", &[Kind::A, Kind::B], as_str).is_err());
+    }
+
+    #[test]
+    fn a_value_the_parser_refuses_names_the_column_and_the_text() {
+        let err = parse("session id", "not-a-uuid", crate::SessionId::parse).unwrap_err();
+        assert_eq!(err, UnknownStored { what: "session id", value: "not-a-uuid".into() });
+        let id = crate::SessionId::new();
+        assert_eq!(parse("session id", &id.to_string(), crate::SessionId::parse), Ok(id));
     }
 }

@@ -59,7 +59,9 @@ impl ServiceError for InvitationError {
             Database(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
-            Database(_) | Corrupt(_) | Internal(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Database(_) | Corrupt(_) | Internal(_) | Failed { .. } => {
+                Problem::new(Code::Internal, "INTERNAL", "internal error")
+            }
         }
     }
 

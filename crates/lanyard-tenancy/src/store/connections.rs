@@ -79,7 +79,9 @@ impl TenancyStore {
             .ok_or(TenancyError::ConnectionNotFound)?;
         let sealed: Option<String> = row.try_get("client_secret_sealed")?;
         sealed
-            .map(|s| secrets.open(&s, &format!("sso:{id}")).map_err(|e| TenancyError::Internal(e.to_string())))
+            .map(|s| {
+                secrets.open(&s, &format!("sso:{id}")).map_err(TenancyError::failed("a client secret does not open"))
+            })
             .transpose()
     }
 
