@@ -207,10 +207,15 @@ async fn both_listeners_serve_tls_and_refuse_plaintext_and_strangers() {
 
     // gRPC over TLS: health, and an authenticated call through the real services.
     let trusted = client_tls(Some(&ca), None);
-    operator_call(channel(&server.https(), &trusted).await.expect("TLS channel")).await.expect("operator call over TLS");
+    operator_call(channel(&server.https(), &trusted).await.expect("TLS channel"))
+        .await
+        .expect("operator call over TLS");
     // A plaintext client gets nothing from the TLS port; a client that trusts another CA neither.
     assert!(!answers(&format!("http://{}", server.grpc), &trusted).await, "plaintext HTTP/2 was served");
-    assert!(!answers(&server.https(), &client_tls(Some(&other_ca), None)).await, "an untrusted certificate was accepted");
+    assert!(
+        !answers(&server.https(), &client_tls(Some(&other_ca), None)).await,
+        "an untrusted certificate was accepted"
+    );
 
     // The HTTP listener: JWKS over TLS, not over plaintext, not to a client that does not trust the CA.
     let http = server.http.expect("the token service's HTTP address");
@@ -220,7 +225,8 @@ async fn both_listeners_serve_tls_and_refuse_plaintext_and_strangers() {
     assert!(response.text().await.unwrap().contains("\"keys\""));
     assert!(https_client(None, None).get(&jwks).send().await.is_err(), "a private CA's certificate was trusted");
     assert!(https_client(Some(&other_ca), None).get(&jwks).send().await.is_err());
-    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{}/.well-known/jwks.json", http.port())).send().await;
+    let plain =
+        reqwest::Client::new().get(format!("http://127.0.0.1:{}/.well-known/jwks.json", http.port())).send().await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true), "JWKS served over plaintext on the TLS port");
 }
 
@@ -312,7 +318,10 @@ async fn with_a_client_ca_grpc_requires_a_certificate_from_it() {
 
     assert!(!answers(&server.https(), &client_tls(Some(&ca), None)).await, "no client certificate, yet served");
     let stranger = strangers.leaf("stranger");
-    assert!(!answers(&server.https(), &client_tls(Some(&ca), Some(&stranger))).await, "a stranger's certificate was accepted");
+    assert!(
+        !answers(&server.https(), &client_tls(Some(&ca), Some(&stranger))).await,
+        "a stranger's certificate was accepted"
+    );
     let member = clients.leaf("client");
     let channel = channel(&server.https(), &client_tls(Some(&ca), Some(&member))).await.expect("mutual TLS");
     operator_call(channel).await.expect("a call with the right client certificate");
@@ -430,9 +439,12 @@ async fn the_cli_speaks_tls_and_sends_no_key_in_cleartext_off_loopback() {
     let data = tempfile::tempdir().unwrap();
     let endpoint = server.https();
     let ca_path = ca_file.to_str().unwrap();
-    cli(&["org", "list", "--json", "--endpoint", &endpoint, "--api-key", OPERATOR_KEY, "--ca-file", ca_path], data.path())
-        .await
-        .expect("the CLI over TLS");
+    cli(
+        &["org", "list", "--json", "--endpoint", &endpoint, "--api-key", OPERATOR_KEY, "--ca-file", ca_path],
+        data.path(),
+    )
+    .await
+    .expect("the CLI over TLS");
     // Without the CA the server is not trusted, and the command fails.
     assert!(cli(&["org", "list", "--endpoint", &endpoint, "--api-key", OPERATOR_KEY], data.path()).await.is_err());
 
@@ -445,7 +457,8 @@ async fn the_cli_speaks_tls_and_sends_no_key_in_cleartext_off_loopback() {
         let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let e = cli(&["org", "list", "--endpoint", &endpoint, "--api-key", OPERATOR_KEY], data.path()).await.unwrap_err();
+        let e =
+            cli(&["org", "list", "--endpoint", &endpoint, "--api-key", OPERATOR_KEY], data.path()).await.unwrap_err();
         assert!(format!("{e:#}").contains("cleartext"), "{e:#}");
         match listener.accept() {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -484,8 +497,10 @@ async fn services_call_each_other_over_mutual_tls() {
     let (tenancy_cert, tenancy_key) =
         (files.write("tenancy.crt", &tenancy_leaf.cert_pem), files.write("tenancy.key", &tenancy_leaf.key_pem));
     let invitation_leaf = ca.leaf("invitation");
-    let (invitation_cert, invitation_key) =
-        (files.write("invitation.crt", &invitation_leaf.cert_pem), files.write("invitation.key", &invitation_leaf.key_pem));
+    let (invitation_cert, invitation_key) = (
+        files.write("invitation.crt", &invitation_leaf.cert_pem),
+        files.write("invitation.key", &invitation_leaf.key_pem),
+    );
     let ca_file = files.write("ca.crt", &ca.pem());
     let tenancy = start(&[ServiceName::Tenancy], |s| {
         s.tls_cert_file = Some(tenancy_cert);
@@ -557,8 +572,11 @@ impl Drop for TlsRedis {
 
 fn tls_redis(files: &Files, ca: &Ca) -> TlsRedis {
     let leaf = ca.leaf("redis");
-    let (cert, key, ca_file) =
-        (files.write("redis.crt", &leaf.cert_pem), files.write("redis.key", &leaf.key_pem), files.write("redis-ca.crt", &ca.pem()));
+    let (cert, key, ca_file) = (
+        files.write("redis.crt", &leaf.cert_pem),
+        files.write("redis.key", &leaf.key_pem),
+        files.write("redis-ca.crt", &ca.pem()),
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = std::process::Command::new("redis-server")
         .args(["--port", "0", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -635,7 +653,10 @@ async fn postgres_verify_full_is_honoured_and_fails_closed() {
     let e = Application::build(s.clone(), &[ServiceName::Tenancy]).await.err().expect("the server started");
     assert!(format!("{e:#}").contains("certificate") || format!("{e:#}").contains("TLS"), "{e:#}");
     let config = |url: String| lanyard_core::db::DatabaseConfig { url, schema: "tenancy".into(), max_connections: 1 };
-    assert!(lanyard_core::db::Database::connect(&config(verify)).await.is_err(), "the pool connected under verify-full");
+    assert!(
+        lanyard_core::db::Database::connect(&config(verify)).await.is_err(),
+        "the pool connected under verify-full"
+    );
 
     // Where the local server serves TLS with Debian's certificate for `localhost`, verify-full
     // trusting exactly that certificate connects: the setting is honoured, not just refused.

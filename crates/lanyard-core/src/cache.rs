@@ -23,7 +23,8 @@ pub struct Versioned {
 
 #[derive(Clone)]
 enum Backend {
-    Redis(redis::aio::ConnectionManager, redis::Client),
+    // Boxed: with TLS support the client carries its TLS configuration.
+    Redis(redis::aio::ConnectionManager, Box<redis::Client>),
     Local(Arc<Mutex<HashMap<String, (Versioned, Instant)>>>),
 }
 
@@ -77,7 +78,7 @@ impl Cache {
         let manager = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| CacheError(e.to_string()))?;
-        Ok(Self { backend: Backend::Redis(manager, client), prefix: prefix.to_owned() })
+        Ok(Self { backend: Backend::Redis(manager, Box::new(client)), prefix: prefix.to_owned() })
     }
 
     /// The in-process cache of the embedded default.
@@ -93,7 +94,7 @@ impl Cache {
     /// The Redis client, for a subscription of its own; `None` for the in-process cache.
     pub fn redis_client(&self) -> Option<&redis::Client> {
         match &self.backend {
-            Backend::Redis(_, client) => Some(client),
+            Backend::Redis(_, client) => Some(client.as_ref()),
             Backend::Local(_) => None,
         }
     }

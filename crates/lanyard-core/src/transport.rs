@@ -60,8 +60,13 @@ pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcTransport, tonic
 
 /// As [`connect_lazy`]; an `https://` URL is reached over TLS with `tls` (extra roots, and the
 /// certificate presented when the peer requires one).
-pub fn connect_lazy_tls(url: &str, timeout: Duration, tls: &ClientTls) -> Result<GrpcTransport, tonic::transport::Error> {
-    let channel = crate::tls::endpoint(url, tls)?.connect_timeout(Duration::from_secs(5)).timeout(timeout).connect_lazy();
+pub fn connect_lazy_tls(
+    url: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+) -> Result<GrpcTransport, tonic::transport::Error> {
+    let channel =
+        crate::tls::endpoint(url, tls)?.connect_timeout(Duration::from_secs(5)).timeout(timeout).connect_lazy();
     Ok(over_channel(channel))
 }
 

@@ -63,7 +63,11 @@ impl ServerTls {
                         .add(cert)
                         .with_context(|| format!("LANYARD_TLS_CLIENT_CA_FILE ({}): bad certificate", path.display()))?;
                 }
-                anyhow::ensure!(!roots.is_empty(), "LANYARD_TLS_CLIENT_CA_FILE ({}) holds no certificate", path.display());
+                anyhow::ensure!(
+                    !roots.is_empty(),
+                    "LANYARD_TLS_CLIENT_CA_FILE ({}) holds no certificate",
+                    path.display()
+                );
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .context("LANYARD_TLS_CLIENT_CA_FILE")?
@@ -117,6 +121,9 @@ impl ServerTls {
     }
 }
 
+/// The bytes of a certificate file and a key file.
+type PemPair = (Vec<u8>, Vec<u8>);
+
 /// The served certificate, replaced when the files change.
 #[derive(Debug)]
 struct ReloadingCertificate {
@@ -125,7 +132,7 @@ struct ReloadingCertificate {
     provider: Arc<CryptoProvider>,
     /// The bytes of the files last looked at, loaded or not: a bad pair is logged once, not at
     /// every check.
-    seen: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+    seen: std::sync::Mutex<PemPair>,
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
@@ -168,11 +175,12 @@ impl ReloadingCertificate {
     }
 }
 
-fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<(CertifiedKey, (Vec<u8>, Vec<u8>))> {
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> anyhow::Result<(CertifiedKey, PemPair)> {
     let cert_pem = std::fs::read(cert).with_context(|| format!("LANYARD_TLS_CERT_FILE ({})", cert.display()))?;
     let key_pem = std::fs::read(key).with_context(|| format!("LANYARD_TLS_KEY_FILE ({})", key.display()))?;
-    let loaded = certified_key(&cert_pem, &key_pem, provider)
-        .with_context(|| format!("LANYARD_TLS_CERT_FILE ({}) and LANYARD_TLS_KEY_FILE ({})", cert.display(), key.display()))?;
+    let loaded = certified_key(&cert_pem, &key_pem, provider).with_context(|| {
+        format!("LANYARD_TLS_CERT_FILE ({}) and LANYARD_TLS_KEY_FILE ({})", cert.display(), key.display())
+    })?;
     Ok((loaded, (cert_pem, key_pem)))
 }
 
@@ -182,8 +190,10 @@ fn certified_key(cert_pem: &[u8], key_pem: &[u8], provider: &CryptoProvider) -> 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("the certificate file is not PEM: {e}"))?;
     anyhow::ensure!(!chain.is_empty(), "the certificate file holds no certificate");
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| anyhow::anyhow!("the key file holds no private key: {e}"))?;
-    let signing = provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| anyhow::anyhow!("the key file holds no private key: {e}"))?;
+    let signing =
+        provider.key_provider.load_private_key(key).map_err(|e| anyhow::anyhow!("unusable private key: {e}"))?;
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
