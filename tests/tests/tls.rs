@@ -203,7 +203,7 @@ async fn both_listeners_serve_tls_and_refuse_plaintext_and_strangers() {
     let (ca, other_ca) = (Ca::new("lanyard test CA"), Ca::new("some other CA"));
     let files = Files::new();
     let (cert, key) = files.server_pair(&ca.leaf("lanyard"));
-    let server = start_tls(&cert, &key, |_| {}).await;
+    let server = start_tls(&cert, &key, |s| s.metrics_addr = Some("127.0.0.1:0".parse().unwrap())).await;
 
     // gRPC over TLS: health, and an authenticated call through the real services.
     let trusted = client_tls(Some(&ca), None);
@@ -228,6 +228,12 @@ async fn both_listeners_serve_tls_and_refuse_plaintext_and_strangers() {
     let plain =
         reqwest::Client::new().get(format!("http://127.0.0.1:{}/.well-known/jwks.json", http.port())).send().await;
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true), "JWKS served over plaintext on the TLS port");
+    // The metrics address too.
+    let metrics = server.metrics.unwrap().port();
+    let scraped = https_client(Some(&ca), None).get(format!("https://localhost:{metrics}/metrics")).send().await;
+    assert!(scraped.expect("metrics over TLS").status().is_success());
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{metrics}/metrics")).send().await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true), "metrics served over plaintext");
 }
 
 #[tokio::test]
@@ -267,12 +273,15 @@ async fn a_rotated_certificate_is_served_and_a_broken_one_is_not() {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let metrics = server.metrics.unwrap();
-    let before = errors(&lanyard_tests::http_get(metrics, "/metrics").await);
+    // The metrics address serves TLS with the same certificate.
+    let metrics = format!("https://localhost:{}/metrics", server.metrics.unwrap().port());
+    let scraper = https_client(Some(&ca), None);
+    let scrape = || async { scraper.get(&metrics).send().await.expect("metrics over TLS").text().await.unwrap() };
+    let before = errors(&scrape().await);
     files.write("tls.crt", "this is not a certificate");
     let mut after = before;
     for _ in 0..300 {
-        after = errors(&lanyard_tests::http_get(metrics, "/metrics").await);
+        after = errors(&scrape().await);
         if after > before {
             break;
         }
@@ -284,7 +293,7 @@ async fn a_rotated_certificate_is_served_and_a_broken_one_is_not() {
     files.write("tls.crt", &mismatched.cert_pem);
     let before = after;
     for _ in 0..300 {
-        after = errors(&lanyard_tests::http_get(metrics, "/metrics").await);
+        after = errors(&scrape().await);
         if after > before {
             break;
         }

@@ -456,15 +456,10 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         if let Some(listener) = metrics {
-            let mut stopping = stopping.clone();
-            tokio::spawn(async move {
-                let done = async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                };
-                if let Err(e) = crate::telemetry::serve_metrics(listener, done).await {
-                    tracing::error!(error = %e, "the metrics server stopped");
-                }
-            });
+            let acceptor = crate::listener::Acceptor::new(listener, "metrics", limits.http.clone())
+                .with_tls(tls.as_ref().map(|t| t.http.clone()));
+            let app = crate::telemetry::metrics_router();
+            tokio::spawn(crate::listener::serve_http(acceptor, app, limits.http_header_read_timeout, stopping.clone()));
         }
         if let Some((listener, app)) = http {
             let acceptor = crate::listener::Acceptor::new(listener, "http", limits.http.clone())
