@@ -150,6 +150,7 @@ fn client_tls(ca: Option<&Ca>, identity: Option<&Leaf>) -> ClientTls {
     ClientTls {
         ca_pem: ca.map(|ca| ca.pem().into_bytes()),
         identity: identity.map(|l| (l.cert_pem.clone().into_bytes(), l.key_pem.clone().into_bytes())),
+        server_name: None,
     }
 }
 
@@ -454,6 +455,18 @@ async fn the_cli_speaks_tls_and_sends_no_key_in_cleartext_off_loopback() {
     )
     .await
     .expect("the CLI over TLS");
+    // `lanyard health` as a probe would run it: dialing an address the certificate does not
+    // name, checking the name it does.
+    let by_address = format!("https://127.0.0.1:{}", server.grpc.port());
+    cli(&["health", "--endpoint", &by_address, "--ca-file", ca_path, "--tls-server-name", "localhost"], data.path())
+        .await
+        .expect("health over TLS");
+    let e = cli(
+        &["health", "--endpoint", &by_address, "--ca-file", ca_path, "--tls-server-name", "elsewhere"],
+        data.path(),
+    )
+    .await;
+    assert!(e.is_err(), "a certificate for another name was accepted");
     // Without the CA the server is not trusted, and the command fails.
     assert!(cli(&["org", "list", "--endpoint", &endpoint, "--api-key", OPERATOR_KEY], data.path()).await.is_err());
 

@@ -23,6 +23,9 @@ pub struct ClientTls {
     pub ca_pem: Option<Vec<u8>>,
     /// PEM certificate chain and private key presented when the server asks for one.
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must carry, when not the URL's host (a probe that
+    /// dials `127.0.0.1` of a pod whose certificate names its Service).
+    pub server_name: Option<String>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -30,6 +33,7 @@ impl std::fmt::Debug for ClientTls {
         f.debug_struct("ClientTls")
             .field("ca", &self.ca_pem.is_some())
             .field("identity", &self.identity.is_some())
+            .field("server_name", &self.server_name)
             .finish()
     }
 }
@@ -73,7 +77,7 @@ impl ClientTls {
             )),
             _ => None,
         };
-        Ok(Self { ca_pem, identity })
+        Ok(Self { ca_pem, identity, server_name: None })
     }
 
     /// tonic's client configuration: the system roots, the extra roots, the identity.
@@ -84,6 +88,9 @@ impl ClientTls {
         }
         if let Some((cert, key)) = &self.identity {
             config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
         }
         config
     }

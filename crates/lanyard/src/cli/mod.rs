@@ -92,15 +92,21 @@ pub struct TlsArgs {
     /// PEM private key of `--client-cert-file`.
     #[arg(long, env = "LANYARD_CLIENT_KEY_FILE", global = true, requires = "client_cert_file")]
     pub client_key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when the endpoint's host is not it (a
+    /// probe dialing 127.0.0.1 of a pod whose certificate names its Service).
+    #[arg(long, global = true)]
+    pub tls_server_name: Option<String>,
 }
 
 impl TlsArgs {
     fn client(&self) -> anyhow::Result<lanyard_core::tls::ClientTls> {
-        Ok(lanyard_core::tls::ClientTls::from_files(
+        let mut tls = lanyard_core::tls::ClientTls::from_files(
             self.ca_file.as_deref(),
             self.client_cert_file.as_deref(),
             self.client_key_file.as_deref(),
-        )?)
+        )?;
+        tls.server_name = self.tls_server_name.clone();
+        Ok(tls)
     }
 
     /// An endpoint for `url`: TLS for `https://`.
