@@ -693,3 +693,76 @@ async fn postgres_verify_full_is_honoured_and_fails_closed() {
         }
     }
 }
+
+/// A split deployment with TLS on every hop: the test's clients, tenancy and the token service
+/// require client certificates from the mesh CA, the token service calls tenancy over mutual TLS,
+/// and tenancy fetches the token service's JWKS over `https://` trusting `LANYARD_TLS_CA_FILE`. A
+/// signed-in admin's access token works at the tenancy process; at one that does not trust the
+/// mesh CA, the keys cannot be fetched and the token is refused.
+#[tokio::test]
+async fn a_split_deployment_over_tls_accepts_member_tokens_through_https_jwks() {
+    use lanyard_core::db::Backend;
+    use lanyard_tests::{redis_url, spawn_services, sso};
+    let (ca, other) = (Ca::new("mesh CA"), Ca::new("another CA"));
+    let files = Files::new();
+    let ca_file = files.write("ca.crt", &ca.pem());
+    let pair = |name: &str, ca: &Ca| {
+        let leaf = ca.leaf(name);
+        (files.write(&format!("{name}.crt"), &leaf.cert_pem), files.write(&format!("{name}.key"), &leaf.key_pem))
+    };
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (grpc, http) = (free(), free());
+    let issuer = format!("https://localhost:{http}");
+    let prefix = format!("tls-split-{}", uuid::Uuid::new_v4().simple());
+    let mesh = |s: &mut Settings, (cert, key): (PathBuf, PathBuf), trusted: &Path| {
+        s.tls_cert_file = Some(cert);
+        s.tls_key_file = Some(key);
+        s.tls_ca_file = Some(trusted.to_owned());
+        s.tls_client_ca_file = Some(ca_file.clone());
+        s.allow_http_issuers = true;
+        s.redis_url = Some(redis_url().into());
+        s.redis_key_prefix = prefix.clone();
+        s.token_issuer = issuer.clone();
+    };
+    let member_verifier = |s: &mut Settings| {
+        s.token_url = Some(format!("https://localhost:{grpc}"));
+        s.token_jwks_url = Some(format!("{issuer}/.well-known/jwks.json"));
+    };
+    let tenancy = spawn_services(Backend::Sqlite, &[ServiceName::Tenancy], |s| {
+        mesh(s, pair("tenancy", &ca), &ca_file);
+        member_verifier(s);
+    })
+    .await;
+    assert!(tenancy.endpoint.starts_with("https://"));
+    let token = spawn_services(Backend::Sqlite, &[ServiceName::Token], |s| {
+        mesh(s, pair("token", &ca), &ca_file);
+        s.listen_addr = format!("127.0.0.1:{grpc}").parse().unwrap();
+        s.http_addr = Some(format!("127.0.0.1:{http}").parse().unwrap());
+        s.tenancy_url = Some(tenancy.endpoint.clone());
+    })
+    .await;
+    // A tenancy process that trusts another CA only (its own certificate is from it).
+    let other_file = files.write("other.crt", &other.pem());
+    let stranger = spawn_services(Backend::Sqlite, &[ServiceName::Tenancy], |s| {
+        mesh(s, pair("stranger", &other), &other_file);
+        s.tls_client_ca_file = None;
+        member_verifier(s);
+    })
+    .await;
+
+    let idp = sso::provider().await;
+    let org = sso::org(&tenancy, &idp).await;
+    let email = format!("admin@{}", sso::DOMAIN);
+    tenancy.add_member(&org, &email, &["admin"]).await;
+    let session = sso::sign_in(&token, &idp, &org, &email).await;
+    let list = |app: &lanyard_tests::TestApp| {
+        let request = pb::ListMembersRequest { organization_id: org.clone(), ..Default::default() };
+        let header = format!("Bearer {}", session.access_token);
+        let mut client = app.client_with(Some(&header));
+        async move { client.list_members(request).await }
+    };
+    let members = list(&tenancy).await.expect("the admin's token at tenancy, keys fetched over TLS");
+    assert!(!members.into_inner().members.is_empty());
+    let refused = list(&stranger).await.expect_err("a token accepted with keys from an untrusted server");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+}
