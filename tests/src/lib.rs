@@ -78,7 +78,7 @@ impl Drop for SharedDatabase {
 
 /// A running server and what a test needs to talk to it and inspect its database.
 pub struct TestApp {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://localhost:<port>` with TLS).
     pub endpoint: String,
     /// The backend under test.
     pub backend: Backend,
@@ -143,15 +143,25 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
     tweak(&mut settings);
     let first = services.first().copied().unwrap_or(ServiceName::Tenancy);
     let db_url = settings.database_url_for(first.as_str());
+    // A server with TLS is reached as `https://localhost`, trusting `tls_ca_file` and presenting
+    // the server's own pair (for a server that requires client certificates).
+    let client_tls = settings.tls_cert_file.is_some().then(|| settings.client_tls().expect("the TLS files"));
     let app = Application::build(settings, services).await.expect("the server builds");
-    let endpoint = format!("http://{}", app.local_addr());
+    let endpoint = match &client_tls {
+        Some(_) => format!("https://localhost:{}", app.local_addr().port()),
+        None => format!("http://{}", app.local_addr()),
+    };
     let metrics_addr = app.metrics_addr();
     let http_addr = app.http_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(endpoint.clone()).expect("endpoint").connect().await.expect("connects");
+    let channel = lanyard_core::tls::endpoint(&endpoint, &client_tls.unwrap_or_default())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
     let db = Database::connect(&DatabaseConfig { url: db_url, schema: first.as_str().into(), max_connections: 2 })
         .await
         .expect("test database handle");

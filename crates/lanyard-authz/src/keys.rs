@@ -71,11 +71,20 @@ impl JwksKeys {
     /// The set at `url`, fetched when a token first names a key: for a process that may start
     /// before the token service does (the first tokens wait for that fetch).
     pub fn lazy(url: &str) -> Result<Self, JwksError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| JwksError(e.to_string()))?;
+        Self::lazy_trusting(url, None)
+    }
+
+    /// As [`JwksKeys::lazy`]; an `https://` URL is also trusted when its certificate chains to
+    /// one of the PEM certificates of `ca_pem` (a private CA), besides the usual roots.
+    pub fn lazy_trusting(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, JwksError> {
+        let mut builder =
+            reqwest::Client::builder().timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| JwksError(e.to_string()))? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|e| JwksError(e.to_string()))?;
         Ok(Self { url: url.to_owned(), http, fetched: Arc::default(), fetching: Arc::default() })
     }
 

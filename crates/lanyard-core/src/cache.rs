@@ -23,7 +23,8 @@ pub struct Versioned {
 
 #[derive(Clone)]
 enum Backend {
-    Redis(redis::aio::ConnectionManager, redis::Client),
+    // Boxed: with TLS support the client carries its TLS configuration.
+    Redis(redis::aio::ConnectionManager, Box<redis::Client>),
     Local(Arc<Mutex<HashMap<String, (Versioned, Instant)>>>),
 }
 
@@ -56,7 +57,20 @@ return 1
 impl Cache {
     /// Redis at `url`, with every key under `prefix:`.
     pub async fn redis(url: &str, prefix: &str) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url).map_err(|e| CacheError(e.to_string()))?;
+        Self::redis_tls(url, prefix, None).await
+    }
+
+    /// As [`Cache::redis`]; a `rediss://` URL is reached over TLS trusting `ca_pem` (PEM roots,
+    /// instead of the system's) when given. A `redis://` URL stays plaintext whatever `ca_pem`.
+    pub async fn redis_tls(url: &str, prefix: &str, ca_pem: Option<&[u8]>) -> Result<Self, CacheError> {
+        let client = match ca_pem {
+            Some(ca) if url.get(..9).is_some_and(|s| s.eq_ignore_ascii_case("rediss://")) => {
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) };
+                redis::Client::build_with_tls(url, certificates)
+            }
+            _ => redis::Client::open(url),
+        }
+        .map_err(|e| CacheError(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -64,7 +78,7 @@ impl Cache {
         let manager = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| CacheError(e.to_string()))?;
-        Ok(Self { backend: Backend::Redis(manager, client), prefix: prefix.to_owned() })
+        Ok(Self { backend: Backend::Redis(manager, Box::new(client)), prefix: prefix.to_owned() })
     }
 
     /// The in-process cache of the embedded default.
@@ -80,7 +94,7 @@ impl Cache {
     /// The Redis client, for a subscription of its own; `None` for the in-process cache.
     pub fn redis_client(&self) -> Option<&redis::Client> {
         match &self.backend {
-            Backend::Redis(_, client) => Some(client),
+            Backend::Redis(_, client) => Some(client.as_ref()),
             Backend::Local(_) => None,
         }
     }

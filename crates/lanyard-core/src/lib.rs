@@ -1,6 +1,6 @@
 //! The service kit: what every Lanyard service is built from. Authentication of callers, gRPC
 //! error details, the shared cache, the database and idempotency records (feature `db`),
-//! SSRF-safe outbound fetches (feature `outbound`), rate limits, tracing, transport, workers,
+//! SSRF-safe outbound fetches (feature `outbound`), rate limits, tracing, transport and its TLS, workers,
 //! crypto and file helpers. The values themselves live in `lanyard-types` and are re-exported
 //! here under the same paths. Nothing here knows about any one service.
 
@@ -16,6 +16,7 @@ pub mod limit;
 #[cfg(feature = "outbound")]
 pub mod outbound;
 pub mod status;
+pub mod tls;
 pub mod trace;
 pub mod transport;
 pub mod workers;

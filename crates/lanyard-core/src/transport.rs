@@ -9,6 +9,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
+use crate::tls::ClientTls;
 use crate::trace::PropagateTraceLayer;
 
 /// A gRPC transport: anything that turns HTTP/2 gRPC requests into responses.
@@ -50,12 +51,22 @@ pub fn over_channel(channel: tonic::transport::Channel) -> GrpcTransport {
     BoxCloneSyncService::new(PropagateTraceLayer.layer(channel).map_err(|e| TransportError(Box::new(e))))
 }
 
-/// A transport to a service in another process, connected lazily to `url`, with a per-call timeout.
+/// A transport to a service in another process, connected lazily to `url`, with a per-call
+/// timeout. An `https://` URL is reached over TLS trusting the system's roots only; see
+/// [`connect_lazy_tls`] for a private CA or a client certificate.
 pub fn connect_lazy(url: &str, timeout: Duration) -> Result<GrpcTransport, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(timeout)
-        .connect_lazy();
+    connect_lazy_tls(url, timeout, &ClientTls::default())
+}
+
+/// As [`connect_lazy`]; an `https://` URL is reached over TLS with `tls` (extra roots, and the
+/// certificate presented when the peer requires one).
+pub fn connect_lazy_tls(
+    url: &str,
+    timeout: Duration,
+    tls: &ClientTls,
+) -> Result<GrpcTransport, tonic::transport::Error> {
+    let channel =
+        crate::tls::endpoint(url, tls)?.connect_timeout(Duration::from_secs(5)).timeout(timeout).connect_lazy();
     Ok(over_channel(channel))
 }
 

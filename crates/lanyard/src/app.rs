@@ -97,6 +97,7 @@ pub struct Application {
     workers: Vec<lanyard_core::workers::Workers>,
     http: Option<(TcpListener, axum::Router)>,
     limits: Limits,
+    tls: Option<crate::tls::ServerTls>,
 }
 
 /// The limits of both listeners, from settings.
@@ -118,9 +119,10 @@ impl Limits {
             },
             http: ConnectionLimits {
                 max_connections: settings.http_max_connections,
-                // hyper's header read timeout covers the first bytes too.
+                // hyper's header read timeout covers the first bytes too; with TLS, the TLS
+                // handshake gets as long.
                 handshake_bytes: 0,
-                handshake_timeout: Duration::ZERO,
+                handshake_timeout: Duration::from_millis(settings.http_header_read_timeout_ms),
                 idle_timeout: None,
             },
             http_header_read_timeout: Duration::from_millis(settings.http_header_read_timeout_ms),
@@ -131,7 +133,11 @@ impl Limits {
 /// In a process without the token service: the verifier for Lanyard access tokens, from the
 /// token service's published keys, the revocation facts this process shares (Redis), and the token
 /// service's `BatchAuthorize` when they cannot be read. None without `LANYARD_TOKEN_URL`.
-fn remote_member_verifier(settings: &Settings, facts: &Facts) -> anyhow::Result<Option<Authorizer>> {
+fn remote_member_verifier(
+    settings: &Settings,
+    facts: &Facts,
+    tls: &lanyard_core::tls::ClientTls,
+) -> anyhow::Result<Option<Authorizer>> {
     let (url, jwks) = match (&settings.token_url, &settings.token_jwks_url) {
         (None, None) => return Ok(None),
         (Some(url), Some(jwks)) => (url, jwks),
@@ -146,8 +152,9 @@ fn remote_member_verifier(settings: &Settings, facts: &Facts) -> anyhow::Result<
              through Redis, and without them an access token would outlive its member here"
         );
     }
-    let keys = lanyard_authz::JwksKeys::lazy(jwks).map_err(|e| anyhow::anyhow!("LANYARD_TOKEN_JWKS_URL: {e}"))?;
-    let channel = tonic::transport::Channel::from_shared(url.clone()).context("LANYARD_TOKEN_URL")?.connect_lazy();
+    let keys = lanyard_authz::JwksKeys::lazy_trusting(jwks, tls.ca_pem.as_deref())
+        .map_err(|e| anyhow::anyhow!("LANYARD_TOKEN_JWKS_URL: {e}"))?;
+    let channel = lanyard_core::tls::endpoint(url, tls).context("LANYARD_TOKEN_URL")?.connect_lazy();
     let audience = lanyard_authz::Audience {
         issuer: settings.token_issuer.clone(),
         audience: lanyard_token::ACCESS_TOKEN_AUDIENCE.to_owned(),
@@ -235,6 +242,10 @@ impl Application {
     pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Self> {
         let services: Vec<ServiceName> =
             if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
+        lanyard_core::tls::install_crypto_provider();
+        // TLS files are checked before anything else: a process asked to serve TLS never serves without.
+        let tls = settings.server_tls().map_err(anyhow::Error::msg)?.map(crate::tls::ServerTls::load).transpose()?;
+        let client_tls = settings.client_tls()?;
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding {}", settings.listen_addr))?;
@@ -283,7 +294,7 @@ impl Application {
         let access_tokens = token_config.as_ref().map(|c| c.access_tokens());
         if let Some(access) = &access_tokens {
             auth = auth.with_access_tokens(Arc::new(access.clone()));
-        } else if let Some(remote) = remote_member_verifier(&settings, &facts)? {
+        } else if let Some(remote) = remote_member_verifier(&settings, &facts, &client_tls)? {
             // Split deployment: member callers are checked as the token service checks them.
             auth = auth.with_access_tokens(Arc::new(remote));
         }
@@ -293,6 +304,11 @@ impl Application {
         let mut workers = Vec::new();
         let (facts_stop, facts_stopped) = tokio::sync::watch::channel(false);
         workers.push(lanyard_core::workers::Workers::new("authz", facts_stop, vec![facts.subscribe(facts_stopped)]));
+        if let Some(tls) = &tls {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let reloader = tls.spawn_reloader(Duration::from_millis(settings.tls_reload_interval_ms), stopped);
+            workers.push(lanyard_core::workers::Workers::new("tls", stop, vec![reloader]));
+        }
         let small = settings.grpc_max_request_bytes;
         let mut router = tonic::transport::Server::builder()
             .max_concurrent_streams(settings.grpc_max_concurrent_streams)
@@ -331,7 +347,10 @@ impl Application {
                     // One code path, two transports: the local tenancy server, or a channel.
                     let tenancy = match (&local_tenancy, &settings.tenancy_url) {
                         (Some(local), _) => TenancyClient::in_process(local.clone().into_server(), &key)?,
-                        (None, Some(url)) => TenancyClient::connect_lazy(url, Duration::from_secs(10), &key)?,
+                        (None, Some(url)) => TenancyClient::from_transport(
+                            lanyard_core::transport::connect_lazy_tls(url, Duration::from_secs(10), &client_tls)?,
+                            &key,
+                        )?,
                         (None, None) => anyhow::bail!(
                             "the invitation service needs the tenancy service: run both, or set LANYARD_TENANCY_URL"
                         ),
@@ -348,14 +367,20 @@ impl Application {
                     let key = service_key.clone().context("the token service needs a service key")?;
                     let tenancy = match (&local_tenancy, &settings.tenancy_url) {
                         (Some(local), _) => TenancyClient::in_process(local.clone().into_server(), &key)?,
-                        (None, Some(url)) => TenancyClient::connect_lazy(url, Duration::from_secs(10), &key)?,
+                        (None, Some(url)) => TenancyClient::from_transport(
+                            lanyard_core::transport::connect_lazy_tls(url, Duration::from_secs(10), &client_tls)?,
+                            &key,
+                        )?,
                         (None, None) => anyhow::bail!(
                             "the token service needs the tenancy service: run both, or set LANYARD_TENANCY_URL"
                         ),
                     };
                     let invitations = match (&local_invitation, &settings.invitation_url) {
                         (Some(local), _) => Some(InvitationClient::in_process(local.clone(), &key)?),
-                        (None, Some(url)) => Some(InvitationClient::connect_lazy(url, Duration::from_secs(10), &key)?),
+                        (None, Some(url)) => Some(InvitationClient::from_transport(
+                            lanyard_core::transport::connect_lazy_tls(url, Duration::from_secs(10), &client_tls)?,
+                            &key,
+                        )?),
                         (None, None) => None,
                     };
                     let mut config = token_config.clone().context("token settings")?;
@@ -397,6 +422,7 @@ impl Application {
             workers,
             http,
             limits: Limits::new(&settings),
+            tls,
         })
     }
 
@@ -423,24 +449,21 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace, metrics, probes, cache, workers, http, limits } = self;
+        let Self { listener, router, health, services, grace, metrics, probes, cache, workers, http, limits, tls } =
+            self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         if let Some(listener) = metrics {
-            let mut stopping = stopping.clone();
-            tokio::spawn(async move {
-                let done = async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                };
-                if let Err(e) = crate::telemetry::serve_metrics(listener, done).await {
-                    tracing::error!(error = %e, "the metrics server stopped");
-                }
-            });
+            let acceptor = crate::listener::Acceptor::new(listener, "metrics", limits.http.clone())
+                .with_tls(tls.as_ref().map(|t| t.http.clone()));
+            let app = crate::telemetry::metrics_router();
+            tokio::spawn(crate::listener::serve_http(acceptor, app, limits.http_header_read_timeout, stopping.clone()));
         }
         if let Some((listener, app)) = http {
-            let acceptor = crate::listener::Acceptor::new(listener, "http", limits.http.clone());
+            let acceptor = crate::listener::Acceptor::new(listener, "http", limits.http.clone())
+                .with_tls(tls.as_ref().map(|t| t.http.clone()));
             tokio::spawn(crate::listener::serve_http(acceptor, app, limits.http_header_read_timeout, stopping.clone()));
         }
         for (service, db) in probes {
@@ -460,7 +483,9 @@ impl Application {
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             let _ = stop_tx.send(());
         };
-        let incoming = crate::listener::Acceptor::new(listener, "grpc", limits.grpc).into_stream();
+        let incoming = crate::listener::Acceptor::new(listener, "grpc", limits.grpc)
+            .with_tls(tls.as_ref().map(|t| t.grpc.clone()))
+            .into_stream();
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serve);
         tokio::select! {
@@ -558,8 +583,13 @@ pub async fn shutdown_signal() {
 pub async fn shared_cache(settings: &Settings) -> anyhow::Result<Cache> {
     match &settings.redis_url {
         Some(url) => {
+            let ca = settings
+                .tls_ca_file
+                .as_deref()
+                .map(|p| lanyard_core::tls::read_pem("LANYARD_TLS_CA_FILE", p, "CERTIFICATE"))
+                .transpose()?;
             retry_at_start("Redis (LANYARD_REDIS_URL)", startup_budget(settings), || {
-                Cache::redis(url.expose_secret(), &settings.redis_key_prefix)
+                Cache::redis_tls(url.expose_secret(), &settings.redis_key_prefix, ca.as_deref())
             })
             .await
         }

@@ -1,4 +1,4 @@
-//! The `lanyard` binary's library: settings, the server application, telemetry and the CLI.
+//! The `lanyard` binary's library: settings, the server application, its listeners and TLS, telemetry and the CLI.
 //! `main.rs` only wires these together.
 
 pub mod app;
@@ -6,6 +6,7 @@ pub mod cli;
 pub mod listener;
 pub mod settings;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{Application, ServiceName};
 pub use settings::Settings;

@@ -1,6 +1,7 @@
 //! The accept loops of both listeners: a cap on open connections, a deadline for a new
-//! connection's handshake, closing gRPC connections left idle, and a back-off while the process
-//! is out of file descriptors, so that hostile or broken clients cannot starve the others.
+//! connection's handshake (its TLS handshake included), closing gRPC connections left idle, and a
+//! back-off while the process is out of file descriptors, so that hostile or broken clients cannot
+//! starve the others.
 
 use std::future::Future;
 use std::io;
@@ -13,8 +14,10 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// How long the accept loop waits after an accept error such as `EMFILE` before trying again:
@@ -30,9 +33,11 @@ pub const HTTP2_PREFACE_BYTES: usize = 24 + 9;
 pub struct ConnectionLimits {
     /// Open connections at most; a connection beyond is closed as soon as it is accepted.
     pub max_connections: usize,
-    /// Bytes a new connection must send within `handshake_timeout`; zero for no deadline.
+    /// Bytes a new connection must send within `handshake_timeout` (after its TLS handshake,
+    /// when the listener has TLS); zero for no such deadline.
     pub handshake_bytes: usize,
-    /// How long a new connection has to send its first `handshake_bytes`.
+    /// How long a new connection has, from its accept, to complete its TLS handshake and send
+    /// its first `handshake_bytes`; zero for no deadline.
     pub handshake_timeout: Duration,
     /// Close a connection that had no request in flight for this long (gRPC only: requests are
     /// counted by [`ActivityLayer`]).
@@ -45,6 +50,8 @@ pub struct Acceptor {
     name: &'static str,
     limits: ConnectionLimits,
     permits: Arc<Semaphore>,
+    /// Server TLS, when the listener has it: each connection's handshake runs in its own task.
+    tls: Option<TlsAcceptor>,
     /// Accept errors and refusals in the current burst: each burst is logged once.
     failed: u64,
     refused: u64,
@@ -54,12 +61,18 @@ impl Acceptor {
     /// Accepts on `listener`; `name` labels its logs and metrics (`grpc`, `http`).
     pub fn new(listener: TcpListener, name: &'static str, limits: ConnectionLimits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
-        Self { listener, name, limits, permits, failed: 0, refused: 0 }
+        Self { listener, name, limits, permits, tls: None, failed: 0, refused: 0 }
     }
 
-    /// The next connection within the limits. Connections beyond the cap are closed; accept
-    /// errors (`EMFILE`, `ENFILE`, `ENOBUFS`) are waited out.
-    pub async fn accept(&mut self) -> Connection {
+    /// Serves TLS with `tls` on each accepted connection (none: plaintext).
+    pub fn with_tls(mut self, tls: Option<TlsAcceptor>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The next connection within the limits, before its TLS handshake. Connections beyond the
+    /// cap are closed; accept errors (`EMFILE`, `ENFILE`, `ENOBUFS`) are waited out.
+    pub async fn accept(&mut self) -> Accepted {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -98,16 +111,142 @@ impl Acceptor {
             }
             // Each response goes out at once: without TCP_NODELAY small replies wait on delayed ACKs.
             let _ = stream.set_nodelay(true);
-            return Connection::new(stream, permit, &self.limits);
+            return Accepted {
+                stream,
+                permit,
+                limits: self.limits.clone(),
+                accepted_at: Instant::now(),
+                tls: self.tls.clone(),
+                name: self.name,
+            };
         }
     }
 
-    /// The accepted connections as a stream, for tonic. Dropping it closes the listener.
-    pub fn into_stream(self) -> impl futures::Stream<Item = io::Result<Connection>> + Send {
-        futures::stream::unfold(self, |mut acceptor| async move {
-            let connection = acceptor.accept().await;
-            Some((Ok(connection), acceptor))
-        })
+    /// The established connections as a stream, for tonic. Dropping it closes the listener.
+    /// With TLS, handshakes run concurrently, each in its own task within the handshake
+    /// deadline, so a peer that never finishes one delays nobody else.
+    pub fn into_stream(self) -> Pin<Box<dyn futures::Stream<Item = io::Result<Connection>> + Send>> {
+        if self.tls.is_none() {
+            return Box::pin(futures::stream::unfold(self, |mut acceptor| async move {
+                let connection = acceptor.accept().await.establish().await;
+                Some((connection, acceptor))
+            }));
+        }
+        let (tx, rx) = mpsc::channel::<io::Result<Connection>>(16);
+        let mut acceptor = self;
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = tx.closed() => return,
+                    accepted = acceptor.accept() => accepted,
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(connection) = accepted.establish().await {
+                        let _ = tx.send(Ok(connection)).await;
+                    }
+                });
+            }
+        });
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }))
+    }
+}
+
+/// A connection accepted within the cap (it holds its place) whose TLS handshake, if any, is
+/// still to come.
+pub struct Accepted {
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    limits: ConnectionLimits,
+    accepted_at: Instant,
+    tls: Option<TlsAcceptor>,
+    name: &'static str,
+}
+
+impl Accepted {
+    /// Completes the TLS handshake, when the listener has TLS, within the handshake deadline;
+    /// an error (late, or not TLS) closes the connection and frees its place.
+    pub async fn establish(self) -> io::Result<Connection> {
+        let Self { stream, permit, limits, accepted_at, tls, name } = self;
+        let tcp = stream.connect_info();
+        let deadline = (!limits.handshake_timeout.is_zero()).then(|| accepted_at + limits.handshake_timeout);
+        let io = match tls {
+            None => Io::Plain(stream),
+            Some(tls) => {
+                let handshake = tls.accept(stream);
+                let result = match deadline {
+                    Some(deadline) => tokio::time::timeout_at(deadline, handshake)
+                        .await
+                        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no TLS handshake in time"))),
+                    None => handshake.await,
+                };
+                match result {
+                    Ok(tls) => Io::Tls(Box::new(tls)),
+                    Err(e) => {
+                        tracing::debug!(listener = name, peer = ?tcp.remote_addr(), error = %e, "TLS handshake failed");
+                        metrics::counter!("lanyard_tls_handshake_failures_total", "listener" => name).increment(1);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(Connection::new(io, tcp, permit, &limits, deadline))
+    }
+}
+
+/// The byte stream of a connection: TCP, or TLS over TCP.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -160,10 +299,12 @@ impl Drop for InFlight {
     }
 }
 
-/// An accepted connection: it holds its place under the cap until dropped, fails its reads when
-/// the handshake is late or the connection stays idle, and is otherwise the TCP stream.
+/// An established connection: it holds its place under the cap until dropped, fails its reads
+/// when the handshake is late or the connection stays idle, and is otherwise the TCP (or TLS)
+/// stream.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Io,
+    tcp: TcpConnectInfo,
     _permit: OwnedSemaphorePermit,
     /// Handshake bytes still expected, and by when.
     handshake: Option<(usize, Pin<Box<Sleep>>)>,
@@ -172,11 +313,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit, limits: &ConnectionLimits) -> Self {
-        let handshake = (limits.handshake_bytes > 0)
-            .then(|| (limits.handshake_bytes, Box::pin(tokio::time::sleep(limits.handshake_timeout))));
+    fn new(
+        stream: Io,
+        tcp: TcpConnectInfo,
+        permit: OwnedSemaphorePermit,
+        limits: &ConnectionLimits,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let handshake = match deadline {
+            Some(deadline) if limits.handshake_bytes > 0 => {
+                Some((limits.handshake_bytes, Box::pin(tokio::time::sleep_until(deadline))))
+            }
+            _ => None,
+        };
         let idle = limits.idle_timeout.map(|t| (t, Box::pin(tokio::time::sleep(t))));
-        Self { stream, _permit: permit, handshake, idle, activity: Arc::new(Activity::new()) }
+        Self { stream, tcp, _permit: permit, handshake, idle, activity: Arc::new(Activity::new()) }
     }
 
     /// Whether a deadline has passed; registers the waker for the next one otherwise.
@@ -264,7 +415,7 @@ impl Connected for Connection {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> ConnectionInfo {
-        ConnectionInfo { tcp: self.stream.connect_info(), activity: self.activity.clone() }
+        ConnectionInfo { tcp: self.tcp.clone(), activity: self.activity.clone() }
     }
 }
 
@@ -338,14 +489,18 @@ pub async fn serve_http(
     let stop = stopped(stopping.clone());
     tokio::pin!(stop);
     loop {
-        let connection = tokio::select! {
+        let accepted = tokio::select! {
             () = &mut stop => return,
-            connection = acceptor.accept() => connection,
+            accepted = acceptor.accept() => accepted,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let serving = builder.serve_connection(hyper_util::rt::TokioIo::new(connection), service);
+        let app = app.clone();
+        let builder = builder.clone();
         let stop = stopped(stopping.clone());
         tokio::spawn(async move {
+            // The TLS handshake, if any, runs here: a slow peer holds up only its own task.
+            let Ok(connection) = accepted.establish().await else { return };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let serving = builder.serve_connection(hyper_util::rt::TokioIo::new(connection), service);
             tokio::pin!(serving);
             tokio::pin!(stop);
             let result = tokio::select! {

@@ -8,6 +8,8 @@ use lanyard::{telemetry, Application, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // One rustls crypto provider for the whole process, before anything opens a TLS connection.
+    lanyard_core::tls::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -158,6 +158,21 @@ pub struct Settings {
     /// How long the HTTP listener waits for a request's headers, in milliseconds; an idle
     /// keep-alive connection is closed after as long (`LANYARD_HTTP_HEADER_READ_TIMEOUT_MS`).
     pub http_header_read_timeout_ms: u64,
+    /// PEM certificate chain both listeners serve TLS with (`LANYARD_TLS_CERT_FILE`); with
+    /// `tls_key_file`, or neither (plaintext). Also presented as this process's client
+    /// certificate on `https://` channels to the other services.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (`LANYARD_TLS_KEY_FILE`).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM roots a gRPC client's certificate must chain to: when set, the gRPC listener requires
+    /// one (the HTTP listener does not) (`LANYARD_TLS_CLIENT_CA_FILE`).
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// PEM roots trusted, besides the system's, on `https://` channels to the other services and
+    /// the token service's JWKS; for `rediss://` they replace the system's (`LANYARD_TLS_CA_FILE`).
+    pub tls_ca_file: Option<PathBuf>,
+    /// How often the certificate and key files are checked for a new pair, in milliseconds
+    /// (`LANYARD_TLS_RELOAD_INTERVAL_MS`); SIGHUP checks at once.
+    pub tls_reload_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -211,14 +226,26 @@ impl Default for Settings {
             grpc_idle_timeout_seconds: 600,
             http_max_connections: 128,
             http_header_read_timeout_ms: 5000,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            tls_ca_file: None,
+            tls_reload_interval_ms: 5000,
         }
     }
 }
 
 /// `LANYARD_*` variables that belong to the command-line client and the build and test scripts,
 /// not to the server's settings.
-const NOT_SETTINGS: [&str; 5] =
-    ["LANYARD_ENDPOINT", "LANYARD_API_KEY", "LANYARD_TOOLS_DIR", "LANYARD_DEPLOY_CACHE", "LANYARD_RENDER_DIR"];
+const NOT_SETTINGS: [&str; 7] = [
+    "LANYARD_ENDPOINT",
+    "LANYARD_API_KEY",
+    "LANYARD_CLIENT_CERT_FILE",
+    "LANYARD_CLIENT_KEY_FILE",
+    "LANYARD_TOOLS_DIR",
+    "LANYARD_DEPLOY_CACHE",
+    "LANYARD_RENDER_DIR",
+];
 
 /// The secret settings: each may instead be read from the file that `LANYARD_<NAME>_FILE` names
 /// (as Kubernetes mounts a Secret), never both.
@@ -280,6 +307,38 @@ impl Settings {
                                  .eml files instead"
                 .into()),
         }
+    }
+
+    /// The server's TLS files: both the certificate and the key, or neither (plaintext); a client
+    /// CA without them is refused too, as it would silently require nothing.
+    pub fn server_tls(&self) -> Result<Option<crate::tls::TlsFiles>, String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca_file.clone(),
+            })),
+            (None, None) if self.tls_client_ca_file.is_some() => Err("LANYARD_TLS_CLIENT_CA_FILE needs \
+                                                                      LANYARD_TLS_CERT_FILE and LANYARD_TLS_KEY_FILE: \
+                                                                      client certificates are checked only over TLS"
+                .into()),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("LANYARD_TLS_CERT_FILE is set without LANYARD_TLS_KEY_FILE: set both to serve \
+                                    TLS, or neither"
+                .into()),
+            (None, Some(_)) => Err("LANYARD_TLS_KEY_FILE is set without LANYARD_TLS_CERT_FILE: set both to serve \
+                                    TLS, or neither"
+                .into()),
+        }
+    }
+
+    /// What this process trusts and presents on `https://` channels to the other services.
+    pub fn client_tls(&self) -> Result<lanyard_core::tls::ClientTls, lanyard_core::tls::TlsFileError> {
+        lanyard_core::tls::ClientTls::from_files(
+            self.tls_ca_file.as_deref(),
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+        )
     }
 
     /// Whether this runs on the embedded default (SQLite, no server installed).
@@ -509,6 +568,35 @@ mod tests {
         let smtp_without_url = Settings::load_from(None, env(&[("LANYARD_MAIL_TRANSPORT", "smtp")])).unwrap();
         assert!(smtp_without_url.mail_transport().is_err());
         assert!(Settings::load_from(None, env(&[("LANYARD_MAIL_TRANSPORT", "pigeon")])).is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_a_client_ca_needs_tls() {
+        let plain = Settings::load_from(None, env(&[])).unwrap();
+        assert!(plain.server_tls().unwrap().is_none());
+        let cert_only = Settings::load_from(None, env(&[("LANYARD_TLS_CERT_FILE", "/tls/tls.crt")])).unwrap();
+        let e = cert_only.server_tls().unwrap_err();
+        assert!(e.contains("without LANYARD_TLS_KEY_FILE"), "{e}");
+        let key_only = Settings::load_from(None, env(&[("LANYARD_TLS_KEY_FILE", "/tls/tls.key")])).unwrap();
+        assert!(key_only.server_tls().unwrap_err().contains("without LANYARD_TLS_CERT_FILE"));
+        let ca_only = Settings::load_from(None, env(&[("LANYARD_TLS_CLIENT_CA_FILE", "/tls/ca.crt")])).unwrap();
+        assert!(ca_only.server_tls().unwrap_err().contains("LANYARD_TLS_CLIENT_CA_FILE"));
+        let both = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_TLS_CERT_FILE", "/tls/tls.crt"),
+                ("LANYARD_TLS_KEY_FILE", "/tls/tls.key"),
+                ("LANYARD_TLS_CLIENT_CA_FILE", "/tls/ca.crt"),
+                ("LANYARD_TLS_RELOAD_INTERVAL_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        let files = both.server_tls().unwrap().unwrap();
+        assert_eq!(files.cert, PathBuf::from("/tls/tls.crt"));
+        assert_eq!(files.client_ca, Some(PathBuf::from("/tls/ca.crt")));
+        assert_eq!(both.tls_reload_interval_ms, 250);
+        // The CLI's client certificate variables are not server settings.
+        assert!(Settings::load_from(None, env(&[("LANYARD_CLIENT_CERT_FILE", "/c.pem")])).is_ok());
     }
 
     #[test]

@@ -134,19 +134,25 @@ fn describe_metrics() {
     );
     metrics::describe_counter!("lanyard_database_errors_total", "Database errors, by service and kind.");
     metrics::describe_gauge!("lanyard_org_seats", "Seats of an organization by state (limit, active, reserved).");
+    metrics::describe_counter!(
+        "lanyard_tls_reloads_total",
+        "Checks that found new TLS certificate and key files, by result: ok (now served) or error (kept the previous)."
+    );
+    metrics::describe_counter!(
+        "lanyard_tls_handshake_failures_total",
+        "TLS handshakes that failed or missed the handshake deadline, by listener."
+    );
     metrics::describe_gauge!(
         "lanyard_redis_up",
         "Whether the shared cache (Redis) answered its last check: 1 or 0. Readiness does not follow it."
     );
 }
 
-/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown` completes.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// `GET /metrics` (Prometheus text format), served on the metrics address by the same accept
+/// loop as the HTTP listener (its connection cap, header deadline and TLS).
+pub fn metrics_router() -> axum::Router {
     let handle = metrics_handle();
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let handle = handle.clone();
@@ -155,8 +161,7 @@ pub async fn serve_metrics(
                 ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
             }
         }),
-    );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    )
 }
 
 /// A layer that opens one `rpc` span per request, continuing the caller's trace when the request

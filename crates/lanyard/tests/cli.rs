@@ -510,11 +510,23 @@ fn loose_modes_left_by_an_older_version_are_tightened_at_start() {
 
 #[test]
 fn an_https_endpoint_gets_no_key_in_cleartext() {
+    use std::io::Read;
     let data = tempfile::tempdir().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
     let endpoint = format!("https://{}", listener.local_addr().unwrap());
     let key = "lny_a_key_that_must_not_travel_in_cleartext";
+    // A server that is not TLS: it reads what the CLI sends, then hangs up.
+    let received = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            seen.push(buf[..n].to_vec());
+        }
+        seen
+    });
     for endpoint in [endpoint.clone(), endpoint.replacen("https", "HTTPS", 1)] {
         let out = Command::new(BIN)
             .args(["org", "list", "--endpoint", &endpoint, "--api-key", key])
@@ -523,14 +535,28 @@ fn an_https_endpoint_gets_no_key_in_cleartext() {
             .env("LANYARD_DATA_DIR", data.path())
             .output()
             .unwrap();
-        assert!(!out.status.success(), "an https endpoint was used: {out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "a server without TLS was used: {out:?}");
     }
-    // Nothing connected, so nothing (the key least of all) was sent.
-    match listener.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("the CLI connected to the https endpoint: {other:?}"),
+    // Each connection opened with a TLS ClientHello (a handshake record), and the key never went out.
+    for bytes in received.join().unwrap() {
+        assert_eq!(bytes.first(), Some(&0x16), "not a TLS handshake: {bytes:?}");
+        assert!(!bytes.windows(key.len()).any(|w| w == key.as_bytes()), "the key was sent in cleartext");
     }
+}
+
+#[test]
+fn a_plaintext_endpoint_off_loopback_gets_no_key() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["org", "list", "--endpoint", "http://lanyard.invalid:50051", "--api-key", "lny_key"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LANYARD_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to send the API key in cleartext"), "{stderr}");
 }
 
 #[test]

@@ -75,14 +75,67 @@ pub enum Command {
         /// How long to wait for the answer, in milliseconds.
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
 }
 
+/// How the CLI speaks TLS to an `https://` endpoint.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// PEM certificates to trust besides the system's roots (a private CA).
+    #[arg(long, env = "LANYARD_TLS_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for a server that requires one (`LANYARD_TLS_CLIENT_CA_FILE`).
+    #[arg(long, env = "LANYARD_CLIENT_CERT_FILE", global = true, requires = "client_key_file")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `--client-cert-file`.
+    #[arg(long, env = "LANYARD_CLIENT_KEY_FILE", global = true, requires = "client_cert_file")]
+    pub client_key_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, when the endpoint's host is not it (a
+    /// probe dialing 127.0.0.1 of a pod whose certificate names its Service).
+    #[arg(long, global = true)]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn client(&self) -> anyhow::Result<lanyard_core::tls::ClientTls> {
+        let mut tls = lanyard_core::tls::ClientTls::from_files(
+            self.ca_file.as_deref(),
+            self.client_cert_file.as_deref(),
+            self.client_key_file.as_deref(),
+        )?;
+        tls.server_name = self.tls_server_name.clone();
+        Ok(tls)
+    }
+
+    /// An endpoint for `url`: TLS for `https://`.
+    fn endpoint(&self, url: &str) -> anyhow::Result<tonic::transport::Endpoint> {
+        lanyard_core::tls::install_crypto_provider();
+        lanyard_core::tls::endpoint(url, &self.client()?).with_context(|| format!("invalid --endpoint {url}"))
+    }
+}
+
+/// Whether `endpoint` names a loopback host (127.0.0.0/8, ::1, `localhost`): traffic that never
+/// leaves the machine (a port-forward, a local server).
+pub fn is_loopback_endpoint(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else { return false };
+    let Some(host) = uri.host() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `lanyard health`: the server's (or one service's) gRPC health status.
-async fn health(service: Option<ServiceName>, endpoint: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+async fn health(
+    service: Option<ServiceName>,
+    endpoint: &str,
+    tls: &TlsArgs,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
     let ask = async {
-        let channel = Channel::from_shared(endpoint.to_owned()).context("invalid --endpoint")?.connect().await?;
+        // Health carries no key: plaintext to any host is fine.
+        let channel = tls.endpoint(endpoint)?.connect().await?;
         let request =
             tonic_health::pb::HealthCheckRequest { service: service.map(|s| s.grpc_name()).unwrap_or("").into() };
         anyhow::Ok(tonic_health::pb::health_client::HealthClient::new(channel).check(request).await?.into_inner())
@@ -173,6 +226,12 @@ pub struct Remote {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Send the API key over a plaintext `http://` endpoint that is not loopback (refused
+    /// otherwise: anyone on the path could read it).
+    #[arg(long, global = true)]
+    pub insecure_cleartext: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// `lanyard org ...`
@@ -351,6 +410,18 @@ async fn connect_both(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Re
 }
 
 async fn channel(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<(Channel, Bearer)> {
+    // Checked before anything is read or connected: the key never leaves in cleartext for a
+    // network the operator did not explicitly accept.
+    if !lanyard_core::tls::is_https(&remote.endpoint)
+        && !is_loopback_endpoint(&remote.endpoint)
+        && !remote.insecure_cleartext
+    {
+        anyhow::bail!(
+            "refusing to send the API key in cleartext to {}: use https:// (with --ca-file for a private CA), a \
+             loopback address (a port-forward), or pass --insecure-cleartext",
+            remote.endpoint
+        );
+    }
     let key = match &remote.api_key {
         Some(k) => k.clone(),
         None => std::fs::read_to_string(data_dir.join(OPERATOR_KEY_FILE)).map(|k| k.trim().to_owned()).with_context(
@@ -362,17 +433,9 @@ async fn channel(remote: &Remote, data_dir: &std::path::Path) -> anyhow::Result<
             },
         )?,
     };
-    // This build speaks plaintext gRPC only: an `https://` endpoint would get the key in
-    // cleartext from a client its operator believes encrypted. Refused before any connection.
-    if remote.endpoint.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://")) {
-        anyhow::bail!(
-            "{} asks for TLS, which this build of the CLI does not speak: refusing to send the API key in \
-             cleartext (use an http:// endpoint over a trusted network or a port-forward)",
-            remote.endpoint
-        );
-    }
-    let channel = Channel::from_shared(remote.endpoint.clone())
-        .context("invalid --endpoint")?
+    let channel = remote
+        .tls
+        .endpoint(&remote.endpoint)?
         .connect()
         .await
         .with_context(|| format!("connecting to {}", remote.endpoint))?;
@@ -600,8 +663,8 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
         }
         Command::Invitation(command) => run_invitation(command, data_dir).await?,
         Command::Domain(command) => run_domain(command, data_dir).await?,
-        Command::Health { service, endpoint, timeout_ms } => {
-            health(service, &endpoint, std::time::Duration::from_millis(timeout_ms)).await?
+        Command::Health { service, endpoint, timeout_ms, tls } => {
+            health(service, &endpoint, &tls, std::time::Duration::from_millis(timeout_ms)).await?
         }
         Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
     }
