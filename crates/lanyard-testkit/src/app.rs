@@ -215,7 +215,10 @@ impl TestApp {
         // Tenancy checks domain challenges, and the token service resolves identity-provider
         // hosts, against this DNS server.
         let dns = crate::dns::FakeDns::start().await;
-        let mut config = TokenConfig::new(db.config("token"), secrets.clone(), ISSUER);
+        // The facts tenancy writes and the token service reads, in this process (a test may give
+        // the token service others through `tune`, as the benchmark gives it Redis's).
+        let facts = lanyard_token::Facts::new(lanyard_core::cache::Cache::local("lanyard"));
+        let mut config = TokenConfig::new(db.config("token"), secrets.clone(), ISSUER, facts);
         config.upstream = UpstreamConfig {
             allow_http_loopback: true,
             min_refetch_interval: Duration::from_millis(0),

@@ -11,7 +11,7 @@
 //! # Wiring it into a process
 //!
 //! ```ignore
-//! let mut config = TokenConfig::new(database, secrets, "https://auth.example.com");
+//! let mut config = TokenConfig::new(database, secrets, "https://auth.example.com", facts.clone());
 //! // The verifier exists before the services, so tenancy and invitation can accept access tokens:
 //! let access = config.access_tokens();
 //! let auth = Authenticator::new(api_keys).with_access_tokens(Arc::new(access.clone()));
@@ -182,8 +182,9 @@ impl std::fmt::Debug for TokenConfig {
 }
 
 impl TokenConfig {
-    /// The defaults around what has none.
-    pub fn new(database: DatabaseConfig, secrets: SecretBox, issuer: impl Into<String>) -> Self {
+    /// The defaults around what has none. `facts` are the revocation facts this process shares
+    /// (Redis across processes): required, so that no process silently keeps its own.
+    pub fn new(database: DatabaseConfig, secrets: SecretBox, issuer: impl Into<String>, facts: Facts) -> Self {
         Self {
             database,
             secrets,
@@ -195,7 +196,7 @@ impl TokenConfig {
             key_reload_interval: Duration::from_secs(60),
             jwks_max_age: Duration::from_secs(300),
             upstream: UpstreamConfig::default(),
-            facts: Facts::new(lanyard_core::cache::Cache::local("lanyard")),
+            facts,
             rate_limits: RateLimits::default(),
             peer_rule: PeerRule::default(),
         }

@@ -288,7 +288,7 @@ impl Application {
         // Access tokens are verified with the token service's keys; in this process they exist only
         // when the token service runs here.
         let token_config = match services.contains(&ServiceName::Token) {
-            true => Some(token_config(&settings)?),
+            true => Some(token_config(&settings, &facts)?),
             false => None,
         };
         let access_tokens = token_config.as_ref().map(|c| c.access_tokens());
@@ -383,8 +383,7 @@ impl Application {
                         )?),
                         (None, None) => None,
                     };
-                    let mut config = token_config.clone().context("token settings")?;
-                    config.facts = facts.clone();
+                    let config = token_config.clone().context("token settings")?;
                     let access = access_tokens.clone().context("token settings")?;
                     let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
                     parts.store.database().ping().await.context("the token database does not answer")?;
@@ -661,9 +660,10 @@ where
 }
 
 /// The token service's configuration from settings.
-pub fn token_config(settings: &Settings) -> anyhow::Result<lanyard_token::TokenConfig> {
+pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyard_token::TokenConfig> {
     let database = database_config(settings, ServiceName::Token);
-    let mut config = lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone());
+    let mut config =
+        lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone(), facts.clone());
     config.upstream.allow_http_loopback = settings.allow_http_issuers;
     config.upstream.issuer_allowlist = issuer_allowlist(settings)?;
     config.upstream.dns_servers = settings.dns_servers.clone();
