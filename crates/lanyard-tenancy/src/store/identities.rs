@@ -164,10 +164,14 @@ impl TenancyStore {
                 return Err(TenancyError::MemberNotFound);
             }
             if link && !dry_run {
-                let l = Link { issuer: &identity.issuer, subject: &identity.subject, connection: identity.connection_id, user };
+                let l = Link {
+                    issuer: &identity.issuer,
+                    subject: &identity.subject,
+                    connection: identity.connection_id,
+                    user,
+                };
                 self.link_identity(tx, org, &l, "verified_domain", change).await?;
                 self.mark_email_verified(tx, user, change).await?;
-            } else {
             }
             Ok((user, link))
         }))
