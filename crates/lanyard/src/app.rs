@@ -14,9 +14,7 @@ use lanyard_clients::{InvitationClient, TenancyClient};
 use lanyard_core::cache::Cache;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
-use lanyard_core::limit::{PeerRule, RateLimit};
 use lanyard_core::{ApiKeys, Authenticator};
-use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig};
 use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -24,8 +22,10 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 use tower::limit::GlobalConcurrencyLimitLayer;
 
+use crate::config::issuer_allowlist;
+pub use crate::config::{invitation_config, token_config};
 use crate::listener::{ActivityLayer, ConnectionLimits};
-use crate::settings::{MailTransportKind, Settings};
+use crate::settings::Settings;
 use crate::telemetry::RpcTraceLayer;
 
 /// A service the binary can run.
@@ -155,10 +155,8 @@ fn remote_member_verifier(
     let keys = lanyard_authz::JwksKeys::lazy_trusting(jwks, tls.ca_pem.as_deref())
         .map_err(|e| anyhow::anyhow!("LANYARD_TOKEN_JWKS_URL: {e}"))?;
     let channel = lanyard_core::tls::endpoint(url, tls).context("LANYARD_TOKEN_URL")?.connect_lazy();
-    let audience = lanyard_authz::Audience {
-        issuer: settings.token_issuer.clone(),
-        audience: lanyard_token::ACCESS_TOKEN_AUDIENCE.to_owned(),
-    };
+    let audience =
+        lanyard_authz::Audience { issuer: settings.token_issuer.clone(), audience: settings.token_audience.clone() };
     let fallback = lanyard_authz::Fallback::Remote(
         lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient::new(channel),
     );
@@ -659,59 +657,8 @@ where
     }
 }
 
-/// The token service's configuration from settings.
-pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyard_token::TokenConfig> {
-    let database = database_config(settings, ServiceName::Token);
-    let mut config =
-        lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone(), facts.clone());
-    config.upstream.allow_http_loopback = settings.allow_http_issuers;
-    config.upstream.issuer_allowlist = issuer_allowlist(settings)?;
-    config.upstream.dns_servers = settings.dns_servers.clone();
-    config.upstream.dns_timeout = Duration::from_millis(settings.dns_timeout_ms);
-    config.upstream.max_token_age = Duration::from_secs(settings.id_token_max_age_seconds);
-    config.rate_limits = lanyard_token::RateLimits {
-        exchange: RateLimit::new(settings.rate_limit_exchange_burst, settings.rate_limit_exchange_per_minute),
-        invitation_grant: invitation_rate_limit(settings),
-    };
-    config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
-    Ok(config)
-}
-
-/// The operator's SSO issuer allowlist (`LANYARD_SSO_ISSUER_ALLOWLIST`).
-fn issuer_allowlist(settings: &Settings) -> anyhow::Result<lanyard_core::outbound::IssuerAllowlist> {
-    lanyard_core::outbound::IssuerAllowlist::parse(&settings.sso_issuer_allowlist)
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("LANYARD_SSO_ISSUER_ALLOWLIST")
-}
-
-/// The per-peer limit of calls that take an invitation token.
-fn invitation_rate_limit(settings: &Settings) -> RateLimit {
-    RateLimit::new(settings.rate_limit_invitation_burst, settings.rate_limit_invitation_per_minute)
-}
-
-/// The invitation service's configuration from settings.
-pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig> {
-    let database = database_config(settings, ServiceName::Invitation);
-    let transport = match (settings.mail_transport().map_err(anyhow::Error::msg)?, &settings.smtp_url) {
-        (MailTransportKind::Smtp, Some(url)) => MailTransport::Smtp { url: url.clone() },
-        (MailTransportKind::Smtp, None) => anyhow::bail!("LANYARD_MAIL_TRANSPORT=smtp needs LANYARD_SMTP_URL"),
-        (MailTransportKind::Files, _) => {
-            MailTransport::Files { dir: settings.mail_dir.clone().unwrap_or_else(|| settings.data_dir.join("mail")) }
-        }
-    };
-    let mut config = InvitationConfig::new(
-        database,
-        settings.invitation_link_template.clone(),
-        secret_box(settings)?,
-        MailerConfig::new(transport, settings.mail_from.clone()),
-    );
-    config.preview_rate_limit = invitation_rate_limit(settings);
-    config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
-    Ok(config)
-}
-
 /// Where a service keeps its tables, from settings.
-fn database_config(settings: &Settings, service: ServiceName) -> DatabaseConfig {
+pub(crate) fn database_config(settings: &Settings, service: ServiceName) -> DatabaseConfig {
     DatabaseConfig {
         url: settings.database_url_for(service.as_str()),
         schema: service.as_str().into(),

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod config;
 pub mod listener;
 pub mod settings;
 pub mod telemetry;

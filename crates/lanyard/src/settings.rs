@@ -87,6 +87,19 @@ pub struct Settings {
     /// `iss` of Lanyard's access tokens and the base URL of its OpenID configuration
     /// (`LANYARD_TOKEN_ISSUER`).
     pub token_issuer: String,
+    /// `aud` of Lanyard's access tokens (`LANYARD_TOKEN_AUDIENCE`): every verifier of this
+    /// deployment (split processes, embedded `lanyard-authz`) must expect the same.
+    pub token_audience: String,
+    /// How long an access token lives, in seconds (`LANYARD_ACCESS_TOKEN_TTL_SECONDS`, 30 to 3600).
+    pub access_token_ttl_seconds: u64,
+    /// How long one refresh token lives, in seconds; each refresh issues a new one
+    /// (`LANYARD_REFRESH_TOKEN_TTL_SECONDS`, at most the session's lifetime).
+    pub refresh_token_ttl_seconds: u64,
+    /// How long a session lives however often it is refreshed, in seconds
+    /// (`LANYARD_SESSION_TTL_SECONDS`, at most 365 days).
+    pub session_ttl_seconds: u64,
+    /// The algorithm new signing keys use: `ES256`, `EdDSA` or `RS256` (`LANYARD_SIGNING_ALGORITHM`).
+    pub signing_algorithm: String,
     /// The settings file that was read, if any (`LANYARD_CONFIG_FILE`).
     pub config_file: Option<PathBuf>,
     /// The registration link sent in invitations; `{token}` marks where the token goes
@@ -200,6 +213,11 @@ impl Default for Settings {
             metrics_addr: None,
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 50052))),
             token_issuer: "http://127.0.0.1:50052".to_owned(),
+            token_audience: lanyard_token::ACCESS_TOKEN_AUDIENCE.to_owned(),
+            access_token_ttl_seconds: 5 * 60,
+            refresh_token_ttl_seconds: 14 * 24 * 3600,
+            session_ttl_seconds: 30 * 24 * 3600,
+            signing_algorithm: "ES256".to_owned(),
             config_file: None,
             invitation_link_template: "http://localhost:3000/invite?token={token}".to_owned(),
             smtp_url: None,
@@ -472,6 +490,30 @@ mod tests {
         assert_eq!(s.rate_limit_exchange_per_minute, 0);
         assert!(s.trust_forwarded_for);
         assert_eq!(s.id_token_max_age_seconds, 120);
+    }
+
+    #[test]
+    fn token_settings_from_the_environment() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.token_audience, "lanyard");
+        assert_eq!((s.access_token_ttl_seconds, s.signing_algorithm.as_str()), (300, "ES256"));
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_TOKEN_AUDIENCE", "acme-products"),
+                ("LANYARD_ACCESS_TOKEN_TTL_SECONDS", "120"),
+                ("LANYARD_REFRESH_TOKEN_TTL_SECONDS", "3600"),
+                ("LANYARD_SESSION_TTL_SECONDS", "86400"),
+                ("LANYARD_SIGNING_ALGORITHM", "EdDSA"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.token_audience, "acme-products");
+        assert_eq!(
+            (s.access_token_ttl_seconds, s.refresh_token_ttl_seconds, s.session_ttl_seconds),
+            (120, 3600, 86400)
+        );
+        assert_eq!(s.signing_algorithm, "EdDSA");
     }
 
     #[test]
