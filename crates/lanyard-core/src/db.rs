@@ -71,6 +71,11 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
 }
 
+/// How long a call waits for a connection (a new one included) before it fails `UNAVAILABLE`:
+/// during a database outage callers hear so within this, and the transaction is not run again
+/// (the pool already waited), so a call never hangs for the client's whole deadline.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a SQLite writer waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 
@@ -99,7 +104,7 @@ impl Database {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _meta| {
                 let schema = schema.clone();
                 Box::pin(async move {
@@ -202,6 +207,9 @@ pub enum DbErrorKind {
     ForeignKeyViolation,
     /// The transaction lost a race (serialization failure, deadlock, busy): retry it.
     Retryable,
+    /// The database cannot be reached (no connection within [`ACQUIRE_TIMEOUT`], a broken
+    /// connection): answered `UNAVAILABLE` at once, not retried.
+    Unavailable,
     /// Anything else.
     Other,
 }
@@ -213,6 +221,7 @@ impl DbErrorKind {
             Self::UniqueViolation => "unique_violation",
             Self::ForeignKeyViolation => "foreign_key_violation",
             Self::Retryable => "retryable",
+            Self::Unavailable => "unavailable",
             Self::Other => "other",
         }
     }
@@ -229,7 +238,9 @@ impl DbErrorKind {
 pub fn classify(error: &sqlx::Error) -> DbErrorKind {
     let Some(db) = error.as_database_error() else {
         return match error {
-            sqlx::Error::PoolTimedOut => DbErrorKind::Retryable,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                DbErrorKind::Unavailable
+            }
             _ => DbErrorKind::Other,
         };
     };
@@ -283,6 +294,55 @@ mod tests {
         assert_eq!(Backend::from_url("postgres://x/y"), Some(Backend::Postgres));
         assert_eq!(Backend::from_url("sqlite://x.db"), Some(Backend::Sqlite));
         assert_eq!(Backend::from_url("mysql://x"), None);
+    }
+
+    /// A database that accepts connections and never answers: a transaction fails once, as
+    /// unavailable, after one wait for a connection — it is not run again for every attempt.
+    #[tokio::test]
+    async fn an_unreachable_database_fails_once_as_unavailable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        sqlx::any::install_default_drivers();
+        let url = format!("postgres://nobody@{addr}/nothing");
+        let pool =
+            AnyPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).connect_lazy(&url).unwrap();
+        let db = Database { pool, backend: Backend::Postgres };
+        let ran = std::sync::atomic::AtomicUsize::new(0);
+        let result: Result<(), Failure> = db
+            .transaction(|_open| {
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async { Ok(()) })
+            })
+            .await;
+        let error = result.unwrap_err();
+        assert_eq!(classify(&error.0), DbErrorKind::Unavailable, "{:?}", error.0);
+        assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0, "no work without a transaction");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection attempt, no retries");
+        silent.abort();
+    }
+
+    #[derive(Debug)]
+    struct Failure(sqlx::Error);
+
+    impl From<sqlx::Error> for Failure {
+        fn from(e: sqlx::Error) -> Self {
+            Self(e)
+        }
+    }
+
+    impl Retryable for Failure {
+        fn is_retryable(&self) -> bool {
+            classify(&self.0) == DbErrorKind::Retryable
+        }
     }
 
     #[tokio::test]

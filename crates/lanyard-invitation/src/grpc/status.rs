@@ -56,6 +56,9 @@ impl ServiceError for InvitationError {
                 Problem::new(Code::Unavailable, "TENANCY_UNAVAILABLE", "the tenancy service is unavailable; retry")
             }
             Replay(e) => e.to_problem(),
+            Database(e) if lanyard_core::db::classify(e) == DbErrorKind::Unavailable => {
+                Problem::new(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database cannot be reached; retry")
+            }
             Database(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }

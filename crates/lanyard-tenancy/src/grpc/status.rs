@@ -94,6 +94,9 @@ impl ServiceError for TenancyError {
             EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
             EmailDomainNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED", msg),
             Replay(e) => e.to_problem(),
+            Database(e) if lanyard_core::db::classify(e) == DbErrorKind::Unavailable => {
+                Problem::new(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database cannot be reached; retry")
+            }
             Database(_) if self.is_retryable() => {
                 Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
             }
