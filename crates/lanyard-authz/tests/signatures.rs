@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use lanyard_authz::token::{self, ACCESS_TOKEN_LEEWAY};
 use lanyard_authz::{AccessClaims, AccessError, VerifyingKey};
 use lanyard_core::Timestamp;
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::signature::{Signer as EcdsaSigner, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::EncodePrivateKey;
 use serde_json::json;
@@ -66,7 +66,7 @@ fn ring_and_p256_agree_on_every_signature() {
             ("its twin", twin.to_bytes().to_vec()),
             ("a flipped bit", flipped.to_vec()),
             ("another key's", foreign.to_bytes().to_vec()),
-            ("another message's", key.sign(b"other").to_bytes().to_vec()),
+            ("another message's", EcdsaSigner::<Signature>::sign(&key, b"other").to_bytes().to_vec()),
         ] {
             let p256 =
                 Signature::from_slice(&bytes).is_ok_and(|s| key.verifying_key().verify(message.as_bytes(), &s).is_ok());
