@@ -79,6 +79,12 @@ pub fn es256_is_low_s(token: &str) -> bool {
     es256_signature(token).is_some_and(|sig| sig.normalize_s().is_none())
 }
 
+/// Whether a decoded ES256 signature (`r || s`) is in the low-S form; one that is not 64 bytes
+/// of valid scalars is not.
+pub fn es256_signature_is_low_s(signature: &[u8]) -> bool {
+    p256::ecdsa::Signature::from_slice(signature).is_ok_and(|sig| sig.normalize_s().is_none())
+}
+
 /// `token` with its ES256 signature in the low-S form (what every Lanyard token is signed as);
 /// `None` when the signature is not an ES256 one.
 pub fn es256_low_s(token: &str) -> Option<String> {

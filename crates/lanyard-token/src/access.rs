@@ -101,17 +101,7 @@ impl AccessTokens {
             mv: grant.membership_version,
             idp: grant.connection_id.map(|c| c.to_string()),
         };
-        let mut header = jsonwebtoken::Header::new(key.algorithm.jwt());
-        header.typ = Some(ACCESS_TOKEN_TYP.into());
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, key.encoding()).map_err(|e| e.to_string())?;
-        // ECDSA signers pick either of the two valid `s`; verifiers accept only the low one.
-        let token = match key.algorithm {
-            crate::keys::SigningAlgorithm::Es256 => {
-                lanyard_authz::jose::es256_low_s(&token).ok_or("an ES256 signature that does not parse")?
-            }
-            _ => token,
-        };
+        let token = key.sign(ACCESS_TOKEN_TYP, &claims).map_err(|e| e.to_string())?;
         Ok((token, Timestamp(i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1_000_000))))
     }
 
