@@ -43,7 +43,8 @@ pub const ACK_CHANNEL: &str = "authz:ack";
 pub const FACT_TTL: Duration = Duration::from_secs(3600);
 /// How long a fact lives in a near cache (invalidations remove it sooner).
 pub const NEAR_TTL: Duration = Duration::from_secs(300);
-/// How many facts a near cache holds: half memberships, half the others (see [`crate::near`]).
+/// How many memberships a near cache holds, and how many other facts (organizations, sessions,
+/// connections).
 pub const NEAR_CAPACITY: u64 = 2_000_000;
 
 /// The values a fact takes.
@@ -182,7 +183,7 @@ impl Facts {
         Self::with_capacity(cache, NEAR_CAPACITY)
     }
 
-    /// Facts with a near cache of at most `capacity` entries.
+    /// Facts with a near cache of at most `capacity` memberships and `capacity` other facts.
     pub fn with_capacity(cache: Cache, capacity: u64) -> Self {
         let near = Near::new(capacity, NEAR_TTL);
         Self {

@@ -111,7 +111,10 @@ async fn main() {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&measurements).expect("the report serializes"));
         } else {
-            println!("Lanyard authorization benchmark, only {:?}\n  command   {command}\n  machine   {cores} cores", args.only);
+            println!(
+                "Lanyard authorization benchmark, only {:?}\n  command   {command}\n  machine   {cores} cores",
+                args.only
+            );
             print!("{}", lanyard_bench::report::extras_text(&measurements));
         }
         return;
