@@ -32,6 +32,8 @@ use metrics::{Counter, Gauge};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::near::Near;
+
 /// The channel (under the cache prefix) invalidations are published on.
 pub const INVALIDATION_CHANNEL: &str = "authz:invalidate";
 /// The channel (under the cache prefix) processes acknowledge invalidations on.
@@ -41,7 +43,8 @@ pub const ACK_CHANNEL: &str = "authz:ack";
 pub const FACT_TTL: Duration = Duration::from_secs(3600);
 /// How long a fact lives in a near cache (invalidations remove it sooner).
 pub const NEAR_TTL: Duration = Duration::from_secs(300);
-/// How many facts a near cache holds.
+/// How many memberships a near cache holds, and how many other facts (organizations, sessions,
+/// connections).
 pub const NEAR_CAPACITY: u64 = 2_000_000;
 
 /// The values a fact takes.
@@ -131,7 +134,7 @@ impl Metrics {
 
 struct Inner {
     cache: Cache,
-    near: moka::sync::Cache<FactKey, Versioned, foldhash::quality::RandomState>,
+    near: Near,
     /// Whether the subscription is up.
     subscribed: AtomicBool,
     /// When Redis last answered on the subscription (milliseconds since `epoch`).
@@ -180,13 +183,9 @@ impl Facts {
         Self::with_capacity(cache, NEAR_CAPACITY)
     }
 
-    /// Facts with a near cache of at most `capacity` entries.
+    /// Facts with a near cache of at most `capacity` memberships and `capacity` other facts.
     pub fn with_capacity(cache: Cache, capacity: u64) -> Self {
-        // Keys are ids Lanyard generated, so foldhash is safe here and cheaper than SipHash.
-        let near = moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .time_to_live(NEAR_TTL)
-            .build_with_hasher(foldhash::quality::RandomState::default());
+        let near = Near::new(capacity, NEAR_TTL);
         Self {
             inner: Arc::new(Inner {
                 cache,
@@ -223,10 +222,9 @@ impl Facts {
         self.inner.last_pong.store(self.millis(), Ordering::SeqCst);
     }
 
-    /// How many facts the near cache holds (approximately).
+    /// How many facts the near cache holds (expired ones not yet dropped included).
     pub fn near_len(&self) -> u64 {
-        self.inner.near.run_pending_tasks();
-        self.inner.near.entry_count()
+        self.inner.near.len() as u64
     }
 
     /// Reads a fact: from the near cache while the subscription is up, else from the shared cache.
@@ -249,7 +247,7 @@ impl Facts {
             let _admitting = inner.admission.read().unwrap_or_else(|p| p.into_inner());
             // An eviction since the read began bumped the generation: what was read may be older.
             if self.subscribed() && inner.generation.load(Ordering::SeqCst) == generation {
-                inner.near.insert(*key, v.clone());
+                inner.near.insert(key, v);
             }
         }
         Ok(read)
@@ -350,7 +348,7 @@ impl Facts {
     fn evict(&self, key: &FactKey) {
         let _evicting = self.inner.admission.write().unwrap_or_else(|p| p.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        self.inner.near.invalidate(key);
+        self.inner.near.remove(key);
     }
 
     fn set_subscribed(&self, up: bool) {
@@ -358,7 +356,7 @@ impl Facts {
         self.inner.subscribed.store(false, Ordering::SeqCst);
         let _evicting = self.inner.admission.write().unwrap_or_else(|p| p.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
-        self.inner.near.invalidate_all();
+        self.inner.near.clear();
         self.inner.subscribed.store(up, Ordering::SeqCst);
         self.inner.metrics.subscribed.set(if up { 1.0 } else { 0.0 });
     }

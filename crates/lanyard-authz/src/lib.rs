@@ -32,6 +32,7 @@ pub mod facts;
 pub mod jose;
 pub mod keys;
 pub mod layer;
+mod near;
 pub mod token;
 
 pub use authorizer::{Authorizer, FactSource, Fallback, Outcome, SourceError, Unavailable};

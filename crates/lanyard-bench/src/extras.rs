@@ -58,21 +58,43 @@ pub struct Sizes {
     pub memberships: usize,
 }
 
+/// The measurements beyond the load, each of which `--only` can run alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Extra {
+    /// The in-process check, cached and on first sight.
+    Check,
+    /// Revocation propagation between two processes.
+    Propagation,
+    /// The memory of a million cached memberships.
+    Memory,
+}
+
 /// Every measurement, in report order. Propagation removes members, so it runs after the check.
 pub async fn measure_all(fixture: &Fixture, permission: &str, sizes: Sizes) -> Vec<Measurement> {
+    measure(fixture, permission, sizes, &[Extra::Check, Extra::Propagation, Extra::Memory]).await
+}
+
+/// The measurements in `which`, in report order.
+pub async fn measure(fixture: &Fixture, permission: &str, sizes: Sizes, which: &[Extra]) -> Vec<Measurement> {
     let permission = [Permission::parse(permission).expect("the benchmark's permission is valid")];
     let service = Service::start(fixture).await;
-    eprintln!("in-process check: {} cached, {} cold...", sizes.check_calls, sizes.cold_calls);
-    let check = in_process_check(fixture, &service, &permission, sizes).await;
-    eprintln!("revocation propagation: {} removals...", sizes.propagation_rounds);
-    let propagation = revocation_propagation(fixture, &service, &permission, sizes.propagation_rounds).await;
-    eprintln!("memory: {} cached memberships...", sizes.memberships);
-    let memory = cached_memberships_memory(&fixture.facts.facts, sizes.memberships).await;
-    vec![
-        measured("in-process lanyard-authz check per call", Ok(check)),
-        measured("revocation propagation between two processes", propagation),
-        measured("memory of the token service's process with cached memberships", memory),
-    ]
+    let mut measurements = Vec::new();
+    if which.contains(&Extra::Check) {
+        eprintln!("in-process check: {} cached, {} cold...", sizes.check_calls, sizes.cold_calls);
+        let check = in_process_check(fixture, &service, &permission, sizes).await;
+        measurements.push(measured("in-process lanyard-authz check per call", Ok(check)));
+    }
+    if which.contains(&Extra::Propagation) {
+        eprintln!("revocation propagation: {} removals...", sizes.propagation_rounds);
+        let propagation = revocation_propagation(fixture, &service, &permission, sizes.propagation_rounds).await;
+        measurements.push(measured("revocation propagation between two processes", propagation));
+    }
+    if which.contains(&Extra::Memory) {
+        eprintln!("memory: {} cached memberships...", sizes.memberships);
+        let memory = cached_memberships_memory(&fixture.facts.facts, sizes.memberships).await;
+        measurements.push(measured("memory of the token service's process with cached memberships", memory));
+    }
+    measurements
 }
 
 fn measured(name: &'static str, figures: Result<Vec<Figure>, String>) -> Measurement {

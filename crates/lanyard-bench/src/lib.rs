@@ -160,6 +160,16 @@ async fn outside_load(
     Ok((floor_rps, lanyard_rps))
 }
 
+/// Only the measurements beyond the load in `which` (`--only`), after the same setup: no load, no
+/// floor, no h2load.
+pub async fn run_only(options: Options, which: &[extras::Extra]) -> Vec<extras::Measurement> {
+    eprintln!("starting Lanyard and signing in {} members...", options.members);
+    let fixture = Fixture::start(options.members, PERMISSION, &options.redis_url).await;
+    let measurements = extras::measure(&fixture, PERMISSION, options.sizes, which).await;
+    fixture.clean_up().await;
+    measurements
+}
+
 /// The outcome whose `key` is the median of `outcomes` (the upper one of an even count).
 fn median(outcomes: &[Outcome], key: impl Fn(&Outcome) -> f64) -> Outcome {
     let mut sorted = outcomes.to_vec();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use lanyard_bench::extras::Sizes;
+use lanyard_bench::extras::{Extra, Sizes};
 use lanyard_bench::load::Load;
 use lanyard_bench::Options;
 
@@ -53,6 +53,10 @@ struct Args {
     /// Memberships cached in the token service's process for the memory figure.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     memberships: u32,
+    /// Run only these measurements beyond the load (after the same setup, without the load,
+    /// the floor or h2load); repeat or separate with commas.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Extra>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -102,6 +106,19 @@ async fn main() {
         closed,
         open,
     };
+    if !args.only.is_empty() {
+        let measurements = lanyard_bench::run_only(options, &args.only).await;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&measurements).expect("the report serializes"));
+        } else {
+            println!(
+                "Lanyard authorization benchmark, only {:?}\n  command   {command}\n  machine   {cores} cores",
+                args.only
+            );
+            print!("{}", lanyard_bench::report::extras_text(&measurements));
+        }
+        return;
+    }
     let report = lanyard_bench::run(options, command, cores).await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("the report serializes"));

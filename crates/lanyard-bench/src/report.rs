@@ -260,24 +260,31 @@ impl Report {
         }
         let _ = writeln!(out);
         let _ = writeln!(out, "other measurements");
-        for m in &self.extras {
-            match &m.not_measured {
-                Some(why) => {
-                    let _ = writeln!(out, "  {}: not measured: {why}", m.name);
-                }
-                None => {
-                    let _ = writeln!(out, "  {}", m.name);
-                    for f in &m.figures {
-                        let _ = writeln!(out, "    {:<62}{:>12} {}", f.name, f.value, f.unit);
-                    }
-                }
-            }
-        }
+        out.push_str(&extras_text(&self.extras));
         let _ = writeln!(out);
         let _ = writeln!(out, "others: cores that other processes kept busy while the calls were measured.");
         let _ = writeln!(out, "Every answer of every run, warm-ups included, was allowed=true.");
         out
     }
+}
+
+/// The measurements beyond the load, one figure a line.
+pub fn extras_text(extras: &[Measurement]) -> String {
+    let mut out = String::new();
+    for m in extras {
+        match &m.not_measured {
+            Some(why) => {
+                let _ = writeln!(out, "  {}: not measured: {why}", m.name);
+            }
+            None => {
+                let _ = writeln!(out, "  {}", m.name);
+                for f in &m.figures {
+                    let _ = writeln!(out, "    {:<62}{:>12} {}", f.name, f.value, f.unit);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn others(outcome: &Outcome) -> String {
