@@ -263,6 +263,23 @@ fn classify_code(code: &str) -> DbErrorKind {
     }
 }
 
+/// The API form of a database error, the same for every service: unreachable is
+/// `DATABASE_UNAVAILABLE`, a race that survived the retries `DATABASE_BUSY` (both `UNAVAILABLE`,
+/// worth a retry by the caller), anything else `INTERNAL` with no detail.
+pub fn problem(error: &sqlx::Error) -> crate::status::Problem {
+    use crate::status::Problem;
+    use tonic::Code;
+    match classify(error) {
+        DbErrorKind::Unavailable => {
+            Problem::new(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database cannot be reached; retry")
+        }
+        DbErrorKind::Retryable => Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry"),
+        DbErrorKind::UniqueViolation | DbErrorKind::ForeignKeyViolation | DbErrorKind::Other => {
+            Problem::new(Code::Internal, "INTERNAL", "internal error")
+        }
+    }
+}
+
 /// An error that may be worth retrying as a whole transaction.
 pub trait Retryable {
     /// Whether a fresh attempt may succeed.
@@ -325,6 +342,8 @@ mod tests {
             .await;
         let error = result.unwrap_err();
         assert_eq!(classify(&error.0), DbErrorKind::Unavailable, "{:?}", error.0);
+        assert_eq!(problem(&error.0).reason(), "DATABASE_UNAVAILABLE");
+        assert_eq!(problem(&error.0).code(), tonic::Code::Unavailable);
         assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 0, "no work without a transaction");
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "one connection attempt, no retries");
         silent.abort();

@@ -106,13 +106,8 @@ impl ReplayError {
             Self::Reused => Problem::new(Code::FailedPrecondition, "REQUEST_ID_REUSED", self.to_string())
                 .with_precondition("REQUEST_ID", "request_id", "a retry must repeat the first request exactly"),
             Self::InProgress => Problem::new(Code::Aborted, "REQUEST_IN_PROGRESS", self.to_string()),
-            Self::Store(e) if classify(e) == DbErrorKind::Unavailable => {
-                Problem::new(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database cannot be reached; retry")
-            }
-            Self::Store(_) if self.is_retryable() => {
-                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
-            }
-            Self::Store(_) | Self::Corrupt(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
+            Self::Store(e) => crate::db::problem(e),
+            Self::Corrupt(_) => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The API form of TenancyError: each error's gRPC code, stable reason and details, and the one
 //! conversion of the service's errors into statuses ([`lanyard_core::status::status_of`]).
 
-use lanyard_core::db::{DbErrorKind, Retryable};
+use lanyard_core::db::DbErrorKind;
 use lanyard_core::status::{Problem, ServiceError};
 use tonic::Code;
 
@@ -94,15 +94,8 @@ impl ServiceError for TenancyError {
             EmailNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_NOT_VERIFIED", msg),
             EmailDomainNotVerified => Problem::new(Code::PermissionDenied, "EMAIL_DOMAIN_NOT_VERIFIED", msg),
             Replay(e) => e.to_problem(),
-            Database(e) if lanyard_core::db::classify(e) == DbErrorKind::Unavailable => {
-                Problem::new(Code::Unavailable, "DATABASE_UNAVAILABLE", "the database cannot be reached; retry")
-            }
-            Database(_) if self.is_retryable() => {
-                Problem::new(Code::Unavailable, "DATABASE_BUSY", "the database is busy; retry")
-            }
-            Database(_) | Corrupt(_) | Internal(_) | Failed { .. } => {
-                Problem::new(Code::Internal, "INTERNAL", "internal error")
-            }
+            Database(e) => lanyard_core::db::problem(e),
+            Corrupt(_) | Internal(_) | Failed { .. } => Problem::new(Code::Internal, "INTERNAL", "internal error"),
         }
     }
 
