@@ -8,6 +8,8 @@ pub mod listener;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod tuning;
 
 pub use app::{Application, ServiceName};
 pub use settings::Settings;
+pub use tuning::Tuning;
