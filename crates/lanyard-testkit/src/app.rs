@@ -151,9 +151,9 @@ impl Drop for TestDb {
 }
 
 /// The settings of a test server on `db`: loopback listeners on free ports, the test keys and
-/// issuer, `dns` as the resolver, plain-http identity providers allowed (they run on loopback),
-/// mail written as files in the test directory.
-pub fn settings(db: &TestDb, dns: &crate::dns::FakeDns) -> Settings {
+/// issuer, the DNS server at `dns` as the resolver, plain-http identity providers allowed (they
+/// run on loopback), mail written as files in the test directory.
+pub fn settings(db: &TestDb, dns: SocketAddr) -> Settings {
     let secret = |s: &str| SecretString::from(s.to_owned());
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
     Settings {
@@ -166,7 +166,7 @@ pub fn settings(db: &TestDb, dns: &crate::dns::FakeDns) -> Settings {
         encryption_key: Some(secret(KEK)),
         token_issuer: ISSUER.into(),
         allow_http_issuers: true,
-        dns_servers: vec![dns.addr()],
+        dns_servers: vec![dns],
         dns_timeout_ms: 2000,
         database_max_connections: 8,
         invitation_link_template: "https://app.test/invite?token={token}".into(),
@@ -176,6 +176,17 @@ pub fn settings(db: &TestDb, dns: &crate::dns::FakeDns) -> Settings {
         shutdown_grace_seconds: 1,
         ..Settings::default()
     }
+}
+
+/// Runs `app` until `stop` turns true.
+pub fn run(app: Application, stop: &tokio::sync::watch::Sender<bool>) -> JoinHandle<()> {
+    let mut stopped = stop.subscribe();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        app.run_until(shutdown).await.expect("server");
+    })
 }
 
 /// A running app: tenancy, invitation and token services on one loopback gRPC server, and the
@@ -235,7 +246,7 @@ impl TestApp {
         // Tenancy checks domain challenges, and the token service resolves identity-provider
         // hosts, against this DNS server.
         let dns = crate::dns::FakeDns::start().await;
-        let settings = settings(db, &dns);
+        let settings = settings(db, dns.addr());
         // What settings do not reach: upstream documents refetched at once, and no per-peer limits
         // (tests sign many people in from one address; the rate-limit tests turn them on).
         let token = Tuning::default().token(|config| {
@@ -261,17 +272,8 @@ impl TestApp {
         let http_addr = second.http_addr().expect("the token service's HTTP listener");
         let token_addr = second.local_addr();
         let addr = first.as_ref().map_or(token_addr, Application::local_addr);
-        let mut servers = Vec::new();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        for app in first.into_iter().chain([second]) {
-            let mut stopped = stopped.clone();
-            servers.push(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                };
-                app.run_until(shutdown).await.expect("server");
-            }));
-        }
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let servers = first.into_iter().chain([second]).map(|app| run(app, &stop)).collect();
         let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
         let token_channel = Channel::from_shared(format!("http://{token_addr}")).expect("uri").connect_lazy();
         Self {
