@@ -359,7 +359,8 @@ impl Application {
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
                     local_tenancy = Some(grpc.clone());
                     router = router.add_service(
-                        grpc.into_server().max_decoding_message_size(settings.grpc_max_tenancy_request_bytes),
+                        grpc.into_server()
+                            .map(|s| s.max_decoding_message_size(settings.grpc_max_tenancy_request_bytes)),
                     );
                 }
                 ServiceName::Invitation => {
@@ -386,7 +387,7 @@ impl Application {
                         workers.push(parts.spawn_workers());
                     }
                     local_invitation = Some(parts.server.clone());
-                    router = router.add_service(parts.server.clone().max_decoding_message_size(small));
+                    router = router.add_service(parts.server.clone().map(|s| s.max_decoding_message_size(small)));
                     invitation_parts = Some(Arc::new(parts));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
@@ -425,7 +426,7 @@ impl Application {
                         http = Some((listener, parts.http.clone()));
                     }
                     router = router
-                        .add_service(parts.server.clone().max_decoding_message_size(small))
+                        .add_service(parts.server.clone().map(|s| s.max_decoding_message_size(small)))
                         .add_service(parts.authz_server.clone().max_decoding_message_size(small))
                         .add_service(
                             parts
