@@ -200,18 +200,28 @@ pub fn assert_status(status: &tonic::Status, code: tonic::Code, wanted: &str) {
 impl TestApp {
     /// Starts an app on `db`; `tune` adjusts the token configuration.
     pub async fn spawn_with(db: &TestDb, tune: impl FnOnce(&mut TokenConfig)) -> Self {
-        Self::spawn_full(db, false, tune).await
+        Self::spawn_full(db, false, SecretBox::from_base64(KEK).expect("kek"), tune).await
+    }
+
+    /// Starts an app whose services seal and open with `secrets` instead of [`KEK`] (a rotation
+    /// of the key-encryption key).
+    pub async fn spawn_with_secrets(db: &TestDb, secrets: SecretBox) -> Self {
+        Self::spawn_full(db, false, secrets, |_| {}).await
     }
 
     /// Starts an app whose token service reaches tenancy and invitation over a TCP channel, as
     /// separate processes do, instead of calling the local servers directly.
     pub async fn spawn_over_channel(db: &TestDb) -> Self {
-        Self::spawn_full(db, true, |_| {}).await
+        Self::spawn_full(db, true, SecretBox::from_base64(KEK).expect("kek"), |_| {}).await
     }
 
-    async fn spawn_full(db: &TestDb, over_channel: bool, tune: impl FnOnce(&mut TokenConfig)) -> Self {
+    async fn spawn_full(
+        db: &TestDb,
+        over_channel: bool,
+        secrets: SecretBox,
+        tune: impl FnOnce(&mut TokenConfig),
+    ) -> Self {
         init_logs();
-        let secrets = SecretBox::from_base64(KEK).expect("kek");
         // Tenancy checks domain challenges, and the token service resolves identity-provider
         // hosts, against this DNS server.
         let dns = crate::dns::FakeDns::start().await;
