@@ -22,8 +22,8 @@ pub enum OrgLifecycleCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Delete an organization (soft: it authorizes nothing from then on, its pending
-    /// invitations are revoked; it stays listed with `org list --all`).
+    /// Delete an organization (soft: it authorizes nothing from then on, and stays listed with
+    /// `org list --all`).
     Delete {
         /// Id or slug.
         org: String,
