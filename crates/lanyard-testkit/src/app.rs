@@ -232,21 +232,44 @@ pub fn assert_status(status: &tonic::Status, code: tonic::Code, wanted: &str) {
 impl TestApp {
     /// Starts an app on `db`; `tune` adjusts the token configuration.
     pub async fn spawn_with(db: &TestDb, tune: impl FnOnce(&mut TokenConfig) + Send + 'static) -> Self {
-        Self::spawn_full(db, false, tune).await
+        Self::spawn_full(db, false, |_| {}, tune).await
+    }
+
+    /// Starts an app whose services seal with the key-encryption key `primary` (base64) and also
+    /// open what `previous` keys sealed (a rotation of the key-encryption key).
+    pub async fn spawn_with_keys(db: &TestDb, primary: &str, previous: &[&str]) -> Self {
+        let secret = |k: &str| SecretString::from(k.to_owned());
+        let (primary, previous) = (secret(primary), previous.iter().copied().map(secret).collect::<Vec<_>>());
+        Self::spawn_full(
+            db,
+            false,
+            |settings| {
+                settings.encryption_key = Some(primary);
+                settings.previous_encryption_keys = previous;
+            },
+            |_| {},
+        )
+        .await
     }
 
     /// Starts an app whose token service reaches tenancy and invitation over a TCP channel, as
     /// separate processes do, instead of calling the local servers directly.
     pub async fn spawn_over_channel(db: &TestDb) -> Self {
-        Self::spawn_full(db, true, |_| {}).await
+        Self::spawn_full(db, true, |_| {}, |_| {}).await
     }
 
-    async fn spawn_full(db: &TestDb, over_channel: bool, tune: impl FnOnce(&mut TokenConfig) + Send + 'static) -> Self {
+    async fn spawn_full(
+        db: &TestDb,
+        over_channel: bool,
+        adjust: impl FnOnce(&mut Settings),
+        tune: impl FnOnce(&mut TokenConfig) + Send + 'static,
+    ) -> Self {
         init_logs();
         // Tenancy checks domain challenges, and the token service resolves identity-provider
         // hosts, against this DNS server.
         let dns = crate::dns::FakeDns::start().await;
-        let settings = settings(db, dns.addr());
+        let mut settings = settings(db, dns.addr());
+        adjust(&mut settings);
         // What settings do not reach: upstream documents refetched at once, and no per-peer limits
         // (tests sign many people in from one address; the rate-limit tests turn them on).
         let token = Tuning::default().token(|config| {

@@ -227,15 +227,18 @@ fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// The key-encryption key: configured, or (embedded default) a generated file.
+/// The key-encryption key: configured, or (embedded default) a generated file; with the previous
+/// keys it still opens what they sealed (`LANYARD_PREVIOUS_ENCRYPTION_KEYS`).
 pub fn secret_box(settings: &Settings) -> anyhow::Result<SecretBox> {
-    match &settings.encryption_key {
-        Some(k) => SecretBox::from_base64(k.expose_secret()).context("LANYARD_ENCRYPTION_KEY"),
-        None if settings.is_embedded() => {
-            SecretBox::load_or_create(&settings.data_dir.join(ENCRYPTION_KEY_FILE)).context("the encryption key file")
-        }
+    let primary = match &settings.encryption_key {
+        Some(k) => SecretBox::from_base64(k.expose_secret()).context("LANYARD_ENCRYPTION_KEY")?,
+        None if settings.is_embedded() => SecretBox::load_or_create(&settings.data_dir.join(ENCRYPTION_KEY_FILE))
+            .context("the encryption key file")?,
         None => anyhow::bail!("LANYARD_ENCRYPTION_KEY is required with LANYARD_DATABASE_URL"),
-    }
+    };
+    primary
+        .with_previous(settings.previous_encryption_keys.iter().map(|k| k.expose_secret()))
+        .context("LANYARD_PREVIOUS_ENCRYPTION_KEYS")
 }
 
 impl Application {
