@@ -75,6 +75,7 @@ pub mod facts;
 pub mod grpc;
 pub mod http;
 pub mod keys;
+pub mod provider;
 pub mod service;
 pub mod signing;
 pub mod store;
@@ -220,8 +221,11 @@ pub struct TokenParts {
     pub authz_server: AuthorizationServiceServer<TokenGrpc>,
     /// Mount on the tonic router: Envoy's `envoy.service.auth.v3.Authorization` (ext_authz).
     pub ext_authz: lanyard_authz::envoy::ExtAuthz,
-    /// Serve over HTTP: `/.well-known/jwks.json` and `/.well-known/openid-configuration`.
+    /// Serve over HTTP: `/.well-known/jwks.json`, `/.well-known/openid-configuration` and the
+    /// OpenID Provider's `/oauth2/*` endpoints.
     pub http: axum::Router,
+    /// The OpenID Provider (its store and registered clients, for tests and operators).
+    pub provider: provider::Provider,
     /// For the other services' `Authenticator::with_access_tokens` (the same keys as `access_tokens`).
     pub verifier: Arc<dyn AccessTokenVerifier>,
     /// Mints and verifies access tokens.
@@ -290,12 +294,16 @@ pub async fn build(
         invitation_grant: PeerLimiter::new("invitation_grant", config.rate_limits.invitation_grant),
         peer_rule: config.peer_rule,
     };
-    let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone(), limiters.clone());
+    let clients = provider::Clients::new(store.database().clone());
+    let provider_store = provider::ProviderStore::new(store.database().clone(), config.secrets.clone());
+    let provider = provider::Provider::new(tokens.clone(), clients.clone(), provider_store, &config.issuer);
+    let grpc = TokenGrpc::new(tokens.clone(), clients, auth, config.secrets.clone(), limiters.clone());
     Ok(TokenParts {
         server: grpc.clone().into_server(),
         authz_server: grpc.into_authz_server(),
         ext_authz: lanyard_authz::envoy::ExtAuthz::new(tokens.authorizer().clone()),
-        http: http::router(ring, config.issuer.clone(), config.jwks_max_age),
+        http: http::router(ring, config.issuer.clone(), config.jwks_max_age).merge(provider.router()),
+        provider,
         verifier: Arc::new(access.clone()),
         access_tokens: access,
         tokens,
