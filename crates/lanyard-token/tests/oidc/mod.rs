@@ -249,3 +249,48 @@ pub async fn authorized(app: &TestApp, access_token: &str) -> bool {
     };
     app.authz.clone().authorize(req).await.expect("Authorize").into_inner().allowed
 }
+
+/// `acme` with a Google connection and alice (admin), and a registered confidential application.
+pub struct Fixture {
+    pub app: TestApp,
+    pub idp: FakeIdp,
+    pub org: String,
+    pub rp: Rp,
+    // Dropped last: the app's databases.
+    pub db: lanyard_testkit::app::TestDb,
+}
+
+impl Fixture {
+    pub async fn new(backend: lanyard_testkit::app::Backend) -> Self {
+        let db = lanyard_testkit::app::TestDb::new(backend).await;
+        let app = TestApp::spawn(&db).await;
+        let idp = FakeIdp::start(lanyard_testkit::idp::Kind::Google, "acme.com").await;
+        let org = app.create_org("acme", &["acme.com"], "").await;
+        app.connect(&org, &idp).await;
+        app.add_member(&org, "alice@acme.com", &["admin"]).await;
+        let rp = Rp::register(&app, true).await;
+        Self { app, idp, org, rp, db }
+    }
+
+    /// Alice's code and the attempt that got it.
+    pub async fn code(&self) -> (String, Attempt) {
+        let attempt = Attempt::new();
+        let code = self.rp.code(&self.idp, &attempt, &self.org, "alice-sub", "alice@acme.com").await;
+        (code, attempt)
+    }
+}
+
+/// Asserts an OAuth error answer from the token endpoint.
+#[track_caller]
+pub fn assert_oauth_error(answer: &Answer, status: StatusCode, error: &str) {
+    assert_eq!((answer.status, answer.json()["error"].as_str()), (status, Some(error)), "{answer:?}");
+    assert_eq!(answer.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+}
+
+/// Asserts a Lanyard page with `code`, and no redirect.
+#[track_caller]
+pub fn assert_page(answer: &Answer, code: &str) {
+    assert_eq!(answer.page(), Some(code), "{answer:?}");
+    assert!(answer.location.is_none(), "a page, not a redirect: {answer:?}");
+    assert!(!answer.body.contains("panicked") && answer.body.contains("<h1>"), "{}", answer.body);
+}
