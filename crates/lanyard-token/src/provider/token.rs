@@ -47,17 +47,21 @@ fn invalid_grant(description: &str) -> Response {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
-fn form(body: &Bytes) -> Result<Params, Response> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "the body is not UTF-8"))?;
-    Params::parse(Some(text)).map_err(|why| oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why))
+/// The form of a POST body; a refusal is `invalid_request` with the reason.
+fn form(body: &Bytes) -> Result<Params, &'static str> {
+    let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8")?;
+    Params::parse(Some(text))
+}
+
+fn bad_form(why: &str) -> Response {
+    oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why)
 }
 
 /// `POST /oauth2/token`.
 pub(super) async fn token(State(p): State<Provider>, headers: HeaderMap, body: Bytes) -> Response {
     let params = match form(&body) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(why) => return bad_form(why),
     };
     let client = match p.authenticate_client(&headers, &params).await {
         Ok(client) => client,
@@ -280,7 +284,7 @@ impl Provider {
 pub(super) async fn revoke(State(p): State<Provider>, headers: HeaderMap, body: Bytes) -> Response {
     let params = match form(&body) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(why) => return bad_form(why),
     };
     let client = match p.authenticate_client(&headers, &params).await {
         Ok(client) => client,
