@@ -21,7 +21,7 @@
 //! let invitations = Some(InvitationClient::in_process(invitation_server, &service_key)?);
 //! let parts = lanyard_token::build(config, access, tenancy, invitations, auth).await?; // connects, migrates, loads keys
 //! router.add_service(parts.server).add_service(parts.authz_server);
-//! axum::serve(http_listener, parts.http.clone());        // /.well-known/jwks.json, /.well-known/openid-configuration
+//! axum::serve(http_listener, parts.http.clone());        // /.well-known/*, and the OpenID Provider's /oauth2/*
 //! let workers = parts.spawn_workers();                    // key reload and scheduled rotation
 //! // ... on shutdown:
 //! workers.shutdown().await;
