@@ -57,8 +57,11 @@ struct Inner {
     tokens: Tokens,
     clients: Clients,
     store: ProviderStore,
-    /// The issuer, without a trailing slash.
+    /// The issuer exactly as configured: `iss` of every token and of every authorization
+    /// response, as in the discovery document.
     issuer: String,
+    /// The issuer without a trailing slash, the base of the endpoints' URLs.
+    base: String,
 }
 
 impl std::fmt::Debug for Provider {
@@ -70,8 +73,8 @@ impl std::fmt::Debug for Provider {
 impl Provider {
     /// The provider of `issuer` over the token service.
     pub fn new(tokens: Tokens, clients: Clients, store: ProviderStore, issuer: &str) -> Self {
-        let issuer = issuer.trim_end_matches('/').to_owned();
-        Self { inner: Arc::new(Inner { tokens, clients, store, issuer }) }
+        let base = issuer.trim_end_matches('/').to_owned();
+        Self { inner: Arc::new(Inner { tokens, clients, store, issuer: issuer.to_owned(), base }) }
     }
 
     /// The routes, each answer with the security headers; merge into the token service's HTTP
@@ -108,7 +111,7 @@ impl Provider {
 
     /// Where the organization's provider sends the browser back.
     fn callback_url(&self) -> String {
-        format!("{}/oauth2/callback", self.inner.issuer)
+        format!("{}/oauth2/callback", self.inner.base)
     }
 }
 

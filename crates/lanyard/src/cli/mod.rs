@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use crate::app::{ServiceName, OPERATOR_KEY_FILE};
 
+mod clients;
 mod output;
 
 use output::*;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Manage invitations.
     #[command(subcommand)]
     Invitation(InvitationCommand),
+    /// Manage the applications that sign people in through Lanyard (OpenID Provider clients).
+    #[command(subcommand)]
+    Client(clients::ClientCommand),
     /// Ask a server's gRPC health service whether it serves (no key needed): exit 0 when it
     /// answers SERVING, 1 otherwise. For a container HEALTHCHECK or a script waiting for start-up.
     Health {
@@ -663,6 +667,7 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
         }
         Command::Invitation(command) => run_invitation(command, data_dir).await?,
         Command::Domain(command) => run_domain(command, data_dir).await?,
+        Command::Client(command) => clients::run(command, data_dir).await?,
         Command::Health { service, endpoint, timeout_ms, tls } => {
             health(service, &endpoint, &tls, std::time::Duration::from_millis(timeout_ms)).await?
         }
