@@ -292,7 +292,7 @@ impl TestApp {
         let http_addr = http_listener.local_addr().expect("http addr");
         let router = parts.http.clone();
         let http = tokio::spawn(async move {
-            let _ = axum::serve(http_listener, router).await;
+            let _ = axum::serve(http_listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;
         });
         let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
         Self {

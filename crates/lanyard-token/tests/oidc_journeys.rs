@@ -174,7 +174,35 @@ async fn provider_answers_nonsense(backend: Backend) {
     assert_eq!((sessions, codes), (0, 0));
 }
 
+/// The endpoints count requests per peer before anything else runs: past the limit a browser
+/// gets a page and an application JSON, both `429` with `Retry-After`; another address is not
+/// affected.
+async fn rate_limited_per_peer(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn_with(&db, |c| c.rate_limits.sign_in = lanyard_token::RateLimit::new(3, 1)).await;
+    let rp = Rp::register(&app, true).await;
+    let url = rp.authorize_url(&Attempt::new(), "acme", &[]);
+    for _ in 0..3 {
+        assert_ne!(rp.get(&url, &[]).await.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    let limited = rp.get(&url, &[]).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_page(&limited, "rate_limited");
+    assert!(limited.headers.get("retry-after").is_some());
+    let token = rp.token_request(&[("grant_type", "authorization_code"), ("code", "x")]).await;
+    assert_oauth_error(&token, StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable");
+    // Another loopback address is another peer.
+    let other = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let answer = other.get(&url).send().await.unwrap();
+    assert_ne!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 backend_tests!(
+    rate_limited_per_peer,
     invitation_through_authorize,
     switch_organization_on_refresh,
     expired_code_and_flow,

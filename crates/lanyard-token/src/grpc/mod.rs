@@ -33,6 +33,9 @@ pub struct Limiters {
     pub exchange: PeerLimiter,
     /// `ExchangeToken` with an invitation grant, on top of `exchange`.
     pub invitation_grant: PeerLimiter,
+    /// The OpenID Provider's `/oauth2/*` endpoints (used by `provider`, kept here with the
+    /// others so one worker prunes them all).
+    pub sign_in: PeerLimiter,
     /// How the peer of a call is found.
     pub peer_rule: PeerRule,
 }

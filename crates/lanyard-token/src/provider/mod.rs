@@ -22,10 +22,13 @@ pub mod store;
 mod token;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -36,6 +39,7 @@ use subtle::ConstantTimeEq;
 
 use crate::service::Tokens;
 pub use clients::{ClientType, Clients, NewClient, OAuthClient, Registered};
+use lanyard_core::limit::{PeerLimiter, PeerRule};
 pub use pages::Trouble;
 pub use store::ProviderStore;
 
@@ -55,6 +59,9 @@ pub struct Provider {
 
 struct Inner {
     tokens: Tokens,
+    /// Requests per peer to every endpoint here, before anything else runs.
+    limiter: PeerLimiter,
+    peer_rule: PeerRule,
     clients: Clients,
     store: ProviderStore,
     /// The issuer exactly as configured: `iss` of every token and of every authorization
@@ -71,10 +78,18 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// The provider of `issuer` over the token service.
-    pub fn new(tokens: Tokens, clients: Clients, store: ProviderStore, issuer: &str) -> Self {
+    /// The provider of `issuer` over the token service; `limit` counts every request per peer
+    /// (the peer found by its rule from the connection's `ConnectInfo<SocketAddr>`).
+    pub fn new(
+        tokens: Tokens,
+        clients: Clients,
+        store: ProviderStore,
+        issuer: &str,
+        (limiter, peer_rule): (PeerLimiter, PeerRule),
+    ) -> Self {
         let base = issuer.trim_end_matches('/').to_owned();
-        Self { inner: Arc::new(Inner { tokens, clients, store, issuer: issuer.to_owned(), base }) }
+        let issuer = issuer.to_owned();
+        Self { inner: Arc::new(Inner { tokens, limiter, peer_rule, clients, store, issuer, base }) }
     }
 
     /// The routes, each answer with the security headers; merge into the token service's HTTP
@@ -87,6 +102,7 @@ impl Provider {
             .route("/oauth2/revoke", post(token::revoke))
             .route("/oauth2/userinfo", get(token::userinfo).post(token::userinfo))
             .route("/oauth2/logout", get(token::logout))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), limit))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(self.clone())
     }
@@ -141,6 +157,27 @@ pub fn discovery(issuer: &str) -> serde_json::Value {
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
     })
+}
+
+/// Takes one request of the peer from the limiter before anything else runs: `429` with
+/// `Retry-After` past it (a page for a browser, JSON for an application).
+async fn limit(State(p): State<Provider>, request: Request, next: Next) -> Response {
+    let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let peer = p.inner.peer_rule.peer(remote, forwarded);
+    let Err(limited) = p.inner.limiter.check(peer) else { return next.run(request).await };
+    let path = request.uri().path();
+    let mut response = if path == "/oauth2/token" || path == "/oauth2/revoke" || path == "/oauth2/userinfo" {
+        let body = serde_json::json!({ "error": "temporarily_unavailable", "error_description": "too many requests" });
+        json_response(StatusCode::TOO_MANY_REQUESTS, body.to_string())
+    } else {
+        pages::page(Trouble::RateLimited)
+    };
+    let wait = limited.retry_after.as_secs().max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&wait) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
 }
 
 /// `Content-Security-Policy`, `X-Content-Type-Options` and `Referrer-Policy` on every answer.

@@ -30,6 +30,8 @@ pub enum Trouble {
     LogoutUriMismatch,
     /// Signed out.
     SignedOut,
+    /// Too many requests from this address.
+    RateLimited,
     /// Lanyard failed; the cause is in the log.
     Internal,
 }
@@ -48,6 +50,7 @@ impl Trouble {
             Self::SignInRefused => "sign_in_refused",
             Self::LogoutUriMismatch => "post_logout_redirect_uri_mismatch",
             Self::SignedOut => "signed_out",
+            Self::RateLimited => "rate_limited",
             Self::Internal => "internal",
         }
     }
@@ -57,6 +60,7 @@ impl Trouble {
             Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
             Self::NotAMember | Self::SignInRefused | Self::ProviderRefused => StatusCode::FORBIDDEN,
             Self::SignedOut => StatusCode::OK,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -96,6 +100,9 @@ impl Trouble {
                 ("Unknown return address", "This application asked to return to an address it has not registered.")
             }
             Self::SignedOut => ("Signed out", "You are signed out. You may close this window."),
+            Self::RateLimited => {
+                ("Too many attempts", "Too many sign-in attempts from your network. Wait a minute and try again.")
+            }
             Self::Internal => ("Something went wrong", "Something went wrong on our side. Try again in a moment."),
         }
     }
