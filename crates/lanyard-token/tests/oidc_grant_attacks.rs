@@ -161,21 +161,6 @@ async fn operator_and_service_rpcs(backend: Backend) {
         let err = tokens.register_client(op(register(vec![bad]))).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}");
     }
-    let listed = tokens.list_clients(op(pb::ListClientsRequest::default())).await.unwrap().into_inner();
-    assert_eq!(listed.clients.len(), 1);
-    assert_eq!(listed.clients[0].client_id, f.rp.client_id);
-    tokens
-        .delete_client(op(pb::DeleteClientRequest { client_id: f.rp.client_id.clone(), request_id: String::new() }))
-        .await
-        .unwrap();
-    let attempt = Attempt::new();
-    assert_page(&f.rp.get(&f.rp.authorize_url(&attempt, &f.org, &[]), &[]).await, "unknown_client");
-    let err = tokens
-        .delete_client(op(pb::DeleteClientRequest { client_id: f.rp.client_id.clone(), request_id: String::new() }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-
     let connections = f
         .app
         .tenancy
@@ -199,6 +184,24 @@ async fn operator_and_service_rpcs(backend: Backend) {
     assert_eq!(tenancy.get_sso_client_secret(ask()).await.unwrap_err().code(), Code::Unauthenticated);
     let secret = tenancy.get_sso_client_secret(with_key(ask(), SERVICE_KEY)).await.unwrap().into_inner();
     assert_eq!(secret.client_secret, f.idp.client_secret);
+
+    // Deleting the application ends the sessions it signed in.
+    assert!(authorized(&f.app, &access).await);
+    let listed = tokens.list_clients(op(pb::ListClientsRequest::default())).await.unwrap().into_inner();
+    assert_eq!(listed.clients.len(), 1);
+    assert_eq!(listed.clients[0].client_id, f.rp.client_id);
+    tokens
+        .delete_client(op(pb::DeleteClientRequest { client_id: f.rp.client_id.clone(), request_id: String::new() }))
+        .await
+        .unwrap();
+    assert!(!authorized(&f.app, &access).await, "the deleted client's session ended");
+    let attempt = Attempt::new();
+    assert_page(&f.rp.get(&f.rp.authorize_url(&attempt, &f.org, &[]), &[]).await, "unknown_client");
+    let err = tokens
+        .delete_client(op(pb::DeleteClientRequest { client_id: f.rp.client_id.clone(), request_id: String::new() }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
 }
 
 backend_tests!(

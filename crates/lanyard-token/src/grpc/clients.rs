@@ -79,7 +79,7 @@ impl TokenGrpc {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
         check_request_id(&req.request_id)?;
-        self.clients.delete(&caller, &req.client_id).await?;
+        self.clients.delete(&caller, &req.client_id, &self.tokens).await?;
         Ok(Response::new(pb::DeleteClientResponse {}))
     }
 }

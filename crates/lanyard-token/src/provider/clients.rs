@@ -215,9 +215,10 @@ impl Clients {
         Ok(page.finish(clients, |c| c.client_id.clone()))
     }
 
-    /// Deletes an application (operators only): its codes stop working and its sessions can no
-    /// longer be refreshed through the token endpoint.
-    pub async fn delete(&self, caller: &Caller, client_id: &str) -> Result<()> {
+    /// Deletes an application (operators only): its codes stop working, and every session it
+    /// signed in ends (`tokens` revokes them everywhere before this returns), so neither its
+    /// refresh tokens nor its access tokens outlive it.
+    pub async fn delete(&self, caller: &Caller, client_id: &str, tokens: &crate::service::Tokens) -> Result<usize> {
         caller.require_operator()?;
         if client_id.is_empty() {
             return Err(ValueError::Missing("client_id").into());
@@ -231,8 +232,21 @@ impl Clients {
             return Err(TokenError::ClientNotFound);
         }
         sqlx::query("DELETE FROM oauth_codes WHERE client_id = $1").bind(client_id).execute(&self.db.pool).await?;
-        tracing::info!(client_id, actor = %caller.actor(), "OAuth client deleted");
-        Ok(())
+        let rows = sqlx::query(
+            "SELECT b.session_id FROM oauth_sessions b JOIN sessions s ON s.id = b.session_id
+             WHERE b.client_id = $1 AND s.revoked_at IS NULL",
+        )
+        .bind(client_id)
+        .fetch_all(&self.db.pool)
+        .await?;
+        let actor = caller.actor();
+        for row in &rows {
+            let id: String = row.try_get("session_id")?;
+            let id = lanyard_core::stored::parse("client session id", &id, lanyard_core::SessionId::parse)?;
+            tokens.end_session_by_id(id, "client_deleted", &actor).await?;
+        }
+        tracing::info!(client_id, actor = %actor, sessions = rows.len(), "OAuth client deleted");
+        Ok(rows.len())
     }
 
     /// The application `client_id`, if registered.
