@@ -105,9 +105,10 @@ impl Fixture {
         let facts = Subscribed::start(Facts::new(cache)).await;
         let db = TestDb::new(Backend::Sqlite).await;
         // Access tokens outlive any run the flags can ask for, so expiry never turns into denials.
-        let app = TestApp::spawn_with(&db, |config| {
+        let shared = facts.facts.clone();
+        let app = TestApp::spawn_with(&db, move |config| {
             config.lifetimes.access = Duration::from_secs(3600);
-            config.facts = facts.facts.clone();
+            config.facts = shared;
         })
         .await;
         let idp = FakeIdp::start(Kind::Google, DOMAIN).await;

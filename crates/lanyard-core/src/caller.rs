@@ -121,19 +121,6 @@ impl Authenticator {
         self
     }
 
-    /// Authenticates a gRPC request's `authorization` metadata, and records the caller kind on the
-    /// current span (the per-RPC span declares a `caller` field).
-    pub async fn authenticate_metadata(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Caller, AuthError> {
-        let header = match metadata.get("authorization").map(|v| v.to_str()) {
-            Some(Ok(v)) => Some(v),
-            Some(Err(_)) => return Err(AuthError::Malformed),
-            None => None,
-        };
-        let caller = self.authenticate(header).await?;
-        tracing::Span::current().record("caller", caller.kind());
-        Ok(caller)
-    }
-
     /// Authenticates the value of an `authorization` header.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let header = authorization.ok_or(AuthError::Missing)?;
@@ -149,6 +136,86 @@ impl Authenticator {
             // A JWT has two dots; an API key never needs any.
             Some(v) if credential.matches('.').count() == 2 => v.verify(credential).await.map(Caller::Member),
             _ => Err(AuthError::Invalid),
+        }
+    }
+}
+
+/// Authentication as a layer around a gRPC service: every request gets its [`Credential`] in its
+/// extensions, and a handler asks for the caller with [`caller_of`] instead of authenticating
+/// itself. The credential is checked when asked, so RPCs that need no caller (previews, sign-in)
+/// pay nothing for it.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S> Authenticated<S> {
+    /// Authenticates the callers of `inner` with `auth`.
+    pub fn new(auth: Authenticator, inner: S) -> Self {
+        Self { inner, auth: Arc::new(auth) }
+    }
+
+    /// Adjusts the wrapped service (its message size limits, for example).
+    pub fn map(self, adjust: impl FnOnce(S) -> S) -> Self {
+        Self { inner: adjust(self.inner), auth: self.auth }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authenticated<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let header = request.headers().get(http::header::AUTHORIZATION).cloned();
+        request.extensions_mut().insert(Credential { auth: self.auth.clone(), header });
+        self.inner.call(request)
+    }
+}
+
+/// What a request presented as its credential, with the authenticator that checks it; put into
+/// every request's extensions by [`Authenticated`].
+#[derive(Clone)]
+pub struct Credential {
+    auth: Arc<Authenticator>,
+    header: Option<http::HeaderValue>,
+}
+
+impl Credential {
+    /// The caller, and records its kind on the current span (the per-RPC span declares a
+    /// `caller` field).
+    pub async fn caller(&self) -> Result<Caller, AuthError> {
+        let header = match self.header.as_ref().map(|v| v.to_str()) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => return Err(AuthError::Malformed),
+            None => None,
+        };
+        let caller = self.auth.authenticate(header).await?;
+        tracing::Span::current().record("caller", caller.kind());
+        Ok(caller)
+    }
+}
+
+/// The caller of a request served behind [`Authenticated`]. A request that did not pass through
+/// the layer has no credential, and is refused as one without credentials would be.
+pub async fn caller_of<T>(request: &tonic::Request<T>) -> Result<Caller, AuthError> {
+    match request.extensions().get::<Credential>() {
+        Some(credential) => credential.caller().await,
+        None => {
+            tracing::error!("a request reached a handler without passing the authentication layer");
+            Err(AuthError::Missing)
         }
     }
 }

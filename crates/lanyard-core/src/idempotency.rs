@@ -316,7 +316,24 @@ impl Replays {
 
 /// What a sealed reply is bound to: it cannot be moved to another record.
 fn context(scope: &str, id: &RequestId) -> String {
-    format!("idempotency:{scope}:{}", id.as_str())
+    reply_context(scope, id.as_str())
+}
+
+fn reply_context(scope: &str, id: &str) -> String {
+    format!("idempotency:{scope}:{id}")
+}
+
+/// Where [`Replays::sealed`] keeps its sealed replies, for `lanyard keys reencrypt` (pending
+/// records hold an empty reply, and are passed over).
+pub const SEALED_REPLIES: crate::rekey::SealedColumn = crate::rekey::SealedColumn {
+    table: "idempotency_keys",
+    column: "response",
+    keys: &["scope", "request_id"],
+    context: sealed_reply_context,
+};
+
+fn sealed_reply_context(keys: &[String]) -> String {
+    reply_context(&keys[0], &keys[1])
 }
 
 /// The replays of one service's gRPC calls, whose work fails with the service's error `E`.

@@ -15,6 +15,8 @@ pub mod idempotency;
 pub mod limit;
 #[cfg(feature = "outbound")]
 pub mod outbound;
+#[cfg(feature = "db")]
+pub mod rekey;
 pub mod status;
 pub mod tls;
 pub mod trace;

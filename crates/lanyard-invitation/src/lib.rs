@@ -167,7 +167,7 @@ impl InvitationConfig {
 /// The built service: the tonic server to mount, and the workers to start.
 pub struct InvitationParts {
     /// Mount this on the tonic router.
-    pub server: InvitationServiceServer<InvitationGrpc>,
+    pub server: lanyard_core::caller::Authenticated<InvitationServiceServer<InvitationGrpc>>,
     /// The domain service (for in-process callers such as the CLI's embedded mode).
     pub invitations: Invitations,
     /// The store (for readiness checks: `parts.store.database().ping()`).

@@ -21,6 +21,22 @@ use lanyard_core::db::{Open, Tx, Work};
 /// The migrations, for both backends.
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Every column the invitation service seals with the key-encryption key, for `lanyard keys
+/// reencrypt`: queued emails (bound to their outbox id) and the replies of idempotent calls.
+pub const SEALED_COLUMNS: &[lanyard_core::rekey::SealedColumn] = &[
+    lanyard_core::rekey::SealedColumn {
+        table: "email_outbox",
+        column: "sealed_message",
+        keys: &["id"],
+        context: outbox_context,
+    },
+    lanyard_core::idempotency::SEALED_REPLIES,
+];
+
+fn outbox_context(keys: &[String]) -> String {
+    keys[0].clone()
+}
+
 /// Who made a change and when, for the audit events.
 #[derive(Clone, Debug)]
 pub struct Change {

@@ -12,23 +12,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use lanyard_clients::{InvitationClient, TenancyClient};
-use lanyard_core::crypto::SecretBox;
-use lanyard_core::db::{Database, DatabaseConfig};
-use lanyard_core::{ApiKeys, Authenticator};
-use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig};
+use lanyard::{Application, ServiceName, Settings, Tuning};
+use lanyard_core::db::DatabaseConfig;
 use lanyard_proto::authz::v1::authorization_service_client::AuthorizationServiceClient;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use lanyard_proto::token::v1 as pb;
 use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
-use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
-use lanyard_token::{TokenConfig, UpstreamConfig};
+use lanyard_token::TokenConfig;
 use secrecy::SecretString;
 use sqlx::{Connection, Executor};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -156,6 +150,45 @@ impl Drop for TestDb {
     }
 }
 
+/// The settings of a test server on `db`: loopback listeners on free ports, the test keys and
+/// issuer, the DNS server at `dns` as the resolver, plain-http identity providers allowed (they
+/// run on loopback), mail written as files in the test directory.
+pub fn settings(db: &TestDb, dns: SocketAddr) -> Settings {
+    let secret = |s: &str| SecretString::from(s.to_owned());
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    Settings {
+        listen_addr: loopback,
+        http_addr: Some(loopback),
+        data_dir: db.dir().clone(),
+        database_url: db.url.as_deref().map(secret),
+        operator_keys: vec![secret(OPERATOR_KEY)],
+        service_keys: vec![secret(SERVICE_KEY)],
+        encryption_key: Some(secret(KEK)),
+        token_issuer: ISSUER.into(),
+        allow_http_issuers: true,
+        dns_servers: vec![dns],
+        dns_timeout_ms: 2000,
+        database_max_connections: 8,
+        invitation_link_template: "https://app.test/invite?token={token}".into(),
+        mail_transport: Some(lanyard::settings::MailTransportKind::Files),
+        mail_dir: Some(db.dir().join("mail")),
+        mail_from: "Lanyard <no-reply@lanyard.example>".into(),
+        shutdown_grace_seconds: 1,
+        ..Settings::default()
+    }
+}
+
+/// Runs `app` until `stop` turns true.
+pub fn run(app: Application, stop: &tokio::sync::watch::Sender<bool>) -> JoinHandle<()> {
+    let mut stopped = stop.subscribe();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        app.run_until(shutdown).await.expect("server");
+    })
+}
+
 /// A running app: tenancy, invitation and token services on one loopback gRPC server, and the
 /// token service's HTTP documents on another port.
 pub struct TestApp {
@@ -169,9 +202,8 @@ pub struct TestApp {
     /// The DNS server tenancy checks domain challenges against, and the token service resolves
     /// identity-provider hosts with.
     pub dns: crate::dns::FakeDns,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
-    http: Option<JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
 }
 
 /// Adds `authorization: Bearer <key>`.
@@ -199,114 +231,85 @@ pub fn assert_status(status: &tonic::Status, code: tonic::Code, wanted: &str) {
 
 impl TestApp {
     /// Starts an app on `db`; `tune` adjusts the token configuration.
-    pub async fn spawn_with(db: &TestDb, tune: impl FnOnce(&mut TokenConfig)) -> Self {
-        Self::spawn_full(db, false, tune).await
+    pub async fn spawn_with(db: &TestDb, tune: impl FnOnce(&mut TokenConfig) + Send + 'static) -> Self {
+        Self::spawn_full(db, false, |_| {}, tune).await
+    }
+
+    /// Starts an app whose services seal with the key-encryption key `primary` (base64) and also
+    /// open what `previous` keys sealed (a rotation of the key-encryption key).
+    pub async fn spawn_with_keys(db: &TestDb, primary: &str, previous: &[&str]) -> Self {
+        let secret = |k: &str| SecretString::from(k.to_owned());
+        let (primary, previous) = (secret(primary), previous.iter().copied().map(secret).collect::<Vec<_>>());
+        Self::spawn_full(
+            db,
+            false,
+            |settings| {
+                settings.encryption_key = Some(primary);
+                settings.previous_encryption_keys = previous;
+            },
+            |_| {},
+        )
+        .await
     }
 
     /// Starts an app whose token service reaches tenancy and invitation over a TCP channel, as
     /// separate processes do, instead of calling the local servers directly.
     pub async fn spawn_over_channel(db: &TestDb) -> Self {
-        Self::spawn_full(db, true, |_| {}).await
+        Self::spawn_full(db, true, |_| {}, |_| {}).await
     }
 
-    async fn spawn_full(db: &TestDb, over_channel: bool, tune: impl FnOnce(&mut TokenConfig)) -> Self {
+    async fn spawn_full(
+        db: &TestDb,
+        over_channel: bool,
+        adjust: impl FnOnce(&mut Settings),
+        tune: impl FnOnce(&mut TokenConfig) + Send + 'static,
+    ) -> Self {
         init_logs();
-        let secrets = SecretBox::from_base64(KEK).expect("kek");
         // Tenancy checks domain challenges, and the token service resolves identity-provider
         // hosts, against this DNS server.
         let dns = crate::dns::FakeDns::start().await;
-        // The facts tenancy writes and the token service reads, in this process (a test may give
-        // the token service others through `tune`, as the benchmark gives it Redis's).
-        let facts = lanyard_token::Facts::new(lanyard_core::cache::Cache::local("lanyard"));
-        let mut config = TokenConfig::new(db.config("token"), secrets.clone(), ISSUER, facts);
-        config.upstream = UpstreamConfig {
-            allow_http_loopback: true,
-            min_refetch_interval: Duration::from_millis(0),
-            dns_servers: vec![dns.addr()],
-            dns_timeout: Duration::from_secs(2),
-            ..UpstreamConfig::default()
-        };
-        // Tests sign many people in from one address; the rate-limit tests turn limits on.
-        config.rate_limits = lanyard_token::RateLimits::off();
-        tune(&mut config);
-        let access = config.access_tokens();
-        let keys = ApiKeys::new([OPERATOR_KEY], [SERVICE_KEY]).expect("keys");
-        let auth = Authenticator::new(keys).with_access_tokens(Arc::new(access.clone()));
-
-        let tenancy_db = Database::connect(&db.config("tenancy")).await.expect("tenancy database");
-        let store = TenancyStore::new(tenancy_db);
-        store.migrate().await.expect("tenancy migrations");
-        // Tenancy publishes membership changes to the facts the token service's authorizer reads.
-        let verifier = lanyard_tenancy::dns::DomainVerifier::new(&lanyard_tenancy::dns::DnsConfig {
-            servers: vec![dns.addr()],
-            timeout: Duration::from_secs(2),
-        })
-        .expect("DNS resolver");
-        let tenancy = Tenancy::new(store, secrets.clone(), verifier, config.facts.clone()).allow_http_issuers(true);
-        let tenancy_server = TenancyGrpc::new(tenancy, auth.clone()).into_server();
-        let key = SecretString::from(SERVICE_KEY.to_owned());
-
-        let mailer = MailerConfig::new(
-            MailTransport::Files { dir: db.dir().join("mail") },
-            "Lanyard <no-reply@lanyard.example>",
-        );
-        let inv_config =
-            InvitationConfig::new(db.config("invitation"), "https://app.test/invite?token={token}", secrets, mailer);
-        let inv_tenancy = TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client");
-        let inv = lanyard_invitation::build(inv_config, inv_tenancy, auth.clone()).await.expect("invitation service");
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tenancy_client, inv_client) = if over_channel {
-            let url = format!("http://{addr}");
-            let timeout = Duration::from_secs(30);
-            (
-                TenancyClient::connect_lazy(&url, timeout, &key).expect("tenancy client"),
-                InvitationClient::connect_lazy(&url, timeout, &key).expect("invitation client"),
-            )
-        } else {
-            (
-                TenancyClient::in_process(tenancy_server.clone(), &key).expect("tenancy client"),
-                InvitationClient::in_process(inv.server.clone(), &key).expect("invitation client"),
-            )
-        };
-        let parts =
-            lanyard_token::build(config, access, tenancy_client, Some(inv_client), auth).await.expect("token service");
-
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
-            .add_service(tenancy_server)
-            .add_service(inv.server.clone())
-            .add_service(parts.server.clone())
-            .add_service(parts.authz_server.clone());
-        let server = tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            router
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stopped.await;
-                })
+        let mut settings = settings(db, dns.addr());
+        adjust(&mut settings);
+        // What settings do not reach: upstream documents refetched at once, and no per-peer limits
+        // (tests sign many people in from one address; the rate-limit tests turn them on).
+        let token = Tuning::default().token(|config| {
+            config.upstream.min_refetch_interval = Duration::from_millis(0);
+            config.rate_limits = lanyard_token::RateLimits::off();
+            tune(config);
+        });
+        let (first, second) = if over_channel {
+            // Two processes, as a split deployment runs them: tenancy and invitation in one, the
+            // token service in the other, reaching them over TCP.
+            let first = Application::build(settings.clone(), &[ServiceName::Tenancy, ServiceName::Invitation])
                 .await
-                .expect("server");
-        });
-        let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-        let http_addr = http_listener.local_addr().expect("http addr");
-        let router = parts.http.clone();
-        let http = tokio::spawn(async move {
-            let _ = axum::serve(http_listener, router.into_make_service_with_connect_info::<SocketAddr>()).await;
-        });
+                .expect("the tenancy and invitation process");
+            let url = format!("http://{}", first.local_addr());
+            let split = Settings { tenancy_url: Some(url.clone()), invitation_url: Some(url), ..settings };
+            let second =
+                Application::build_tuned(split, &[ServiceName::Token], token).await.expect("the token process");
+            (Some(first), second)
+        } else {
+            (None, Application::build_tuned(settings, &ServiceName::ALL, token).await.expect("lanyard"))
+        };
+        let parts = second.token_parts().expect("the token service runs");
+        let http_addr = second.http_addr().expect("the token service's HTTP listener");
+        let token_addr = second.local_addr();
+        let addr = first.as_ref().map_or(token_addr, Application::local_addr);
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let servers = first.into_iter().chain([second]).map(|app| run(app, &stop)).collect();
         let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let token_channel = Channel::from_shared(format!("http://{token_addr}")).expect("uri").connect_lazy();
         Self {
             addr,
             http_addr,
             tenancy: TenancyServiceClient::new(channel.clone()),
-            invitations: InvitationServiceClient::new(channel.clone()),
-            tokens: TokenServiceClient::new(channel.clone()),
-            authz: AuthorizationServiceClient::new(channel),
-            parts: Arc::new(parts),
+            invitations: InvitationServiceClient::new(channel),
+            tokens: TokenServiceClient::new(token_channel.clone()),
+            authz: AuthorizationServiceClient::new(token_channel),
+            parts,
             dns,
-            stop: Some(stop),
-            server: Some(server),
-            http: Some(http),
+            stop,
+            servers,
         }
     }
 
@@ -440,27 +443,17 @@ impl TestApp {
         self.tokens.clone().refresh_session(req).await.map(tonic::Response::into_inner)
     }
 
-    /// Stops the servers.
+    /// Stops the servers, as a process shutdown does, and waits for them.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
+        let _ = self.stop.send(true);
+        for server in std::mem::take(&mut self.servers) {
             let _ = server.await;
-        }
-        if let Some(http) = self.http.take() {
-            http.abort();
         }
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(http) = self.http.take() {
-            http.abort();
-        }
+        let _ = self.stop.send(true);
     }
 }

@@ -224,7 +224,7 @@ pub const ACCESS_TOKEN_AUDIENCE: &str = "lanyard";
 /// The built service.
 pub struct TokenParts {
     /// Mount on the tonic router: `lanyard.token.v1.TokenService`.
-    pub server: TokenServiceServer<TokenGrpc>,
+    pub server: lanyard_core::caller::Authenticated<TokenServiceServer<TokenGrpc>>,
     /// Mount on the tonic router: `lanyard.authz.v1.AuthorizationService`.
     pub authz_server: AuthorizationServiceServer<TokenGrpc>,
     /// Mount on the tonic router: Envoy's `envoy.service.auth.v3.Authorization` (ext_authz).

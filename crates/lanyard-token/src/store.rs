@@ -94,6 +94,25 @@ fn key_context(kid: &str) -> String {
     format!("signing_key:{kid}")
 }
 
+fn key_context_of_row(keys: &[String]) -> String {
+    key_context(&keys[0])
+}
+
+/// Every column the token service seals with the key-encryption key, for `lanyard keys
+/// reencrypt`: signing keys' private keys, the replies of idempotent exchanges, and the OpenID
+/// Provider's flows and codes in flight.
+pub const SEALED_COLUMNS: &[lanyard_core::rekey::SealedColumn] = &[
+    lanyard_core::rekey::SealedColumn {
+        table: "signing_keys",
+        column: "private_key",
+        keys: &["kid"],
+        context: key_context_of_row,
+    },
+    lanyard_core::idempotency::SEALED_REPLIES,
+    crate::provider::store::SEALED_FLOWS,
+    crate::provider::store::SEALED_CODES,
+];
+
 impl TokenStore {
     /// Over a connected database.
     pub fn new(db: Database) -> Self {

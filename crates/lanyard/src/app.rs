@@ -27,6 +27,7 @@ pub use crate::config::{invitation_config, token_config};
 use crate::listener::{ActivityLayer, ConnectionLimits};
 use crate::settings::Settings;
 use crate::telemetry::RpcTraceLayer;
+use crate::tuning::Tuning;
 
 /// A service the binary can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -98,6 +99,8 @@ pub struct Application {
     http: Option<(TcpListener, axum::Router)>,
     limits: Limits,
     tls: Option<crate::tls::ServerTls>,
+    token: Option<Arc<lanyard_token::TokenParts>>,
+    invitation: Option<Arc<lanyard_invitation::InvitationParts>>,
 }
 
 /// The limits of both listeners, from settings.
@@ -224,20 +227,29 @@ fn read_or_create_key(path: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// The key-encryption key: configured, or (embedded default) a generated file.
+/// The key-encryption key: configured, or (embedded default) a generated file; with the previous
+/// keys it still opens what they sealed (`LANYARD_PREVIOUS_ENCRYPTION_KEYS`).
 pub fn secret_box(settings: &Settings) -> anyhow::Result<SecretBox> {
-    match &settings.encryption_key {
-        Some(k) => SecretBox::from_base64(k.expose_secret()).context("LANYARD_ENCRYPTION_KEY"),
-        None if settings.is_embedded() => {
-            SecretBox::load_or_create(&settings.data_dir.join(ENCRYPTION_KEY_FILE)).context("the encryption key file")
-        }
+    let primary = match &settings.encryption_key {
+        Some(k) => SecretBox::from_base64(k.expose_secret()).context("LANYARD_ENCRYPTION_KEY")?,
+        None if settings.is_embedded() => SecretBox::load_or_create(&settings.data_dir.join(ENCRYPTION_KEY_FILE))
+            .context("the encryption key file")?,
         None => anyhow::bail!("LANYARD_ENCRYPTION_KEY is required with LANYARD_DATABASE_URL"),
-    }
+    };
+    primary
+        .with_previous(settings.previous_encryption_keys.iter().map(|k| k.expose_secret()))
+        .context("LANYARD_PREVIOUS_ENCRYPTION_KEYS")
 }
 
 impl Application {
     /// Binds the listener, connects and migrates the databases, and assembles the server.
     pub async fn build(settings: Settings, services: &[ServiceName]) -> anyhow::Result<Self> {
+        Self::build_tuned(settings, services, Tuning::default()).await
+    }
+
+    /// [`Application::build`] with the adjustments of `tuning` (see [`Tuning`]).
+    pub async fn build_tuned(settings: Settings, services: &[ServiceName], tuning: Tuning) -> anyhow::Result<Self> {
+        let Tuning { token: tune_token, invitation: tune_invitation, member_tokens, background_work } = tuning;
         let services: Vec<ServiceName> =
             if services.is_empty() { ServiceName::ALL.to_vec() } else { services.to_vec() };
         lanyard_core::tls::install_crypto_provider();
@@ -286,19 +298,32 @@ impl Application {
         // Access tokens are verified with the token service's keys; in this process they exist only
         // when the token service runs here.
         let token_config = match services.contains(&ServiceName::Token) {
-            true => Some(token_config(&settings, &facts)?),
+            true => {
+                let mut config = token_config(&settings, &facts)?;
+                if let Some(adjust) = tune_token {
+                    adjust(&mut config);
+                }
+                Some(config)
+            }
             false => None,
         };
+        // The token configuration's facts are the process's facts: a tuning that gives the token
+        // service another fact store gives it to tenancy too, so removals reach the reader.
+        let facts = token_config.as_ref().map_or(facts, |c| c.facts.clone());
         let access_tokens = token_config.as_ref().map(|c| c.access_tokens());
         if let Some(access) = &access_tokens {
             auth = auth.with_access_tokens(Arc::new(access.clone()));
         } else if let Some(remote) = remote_member_verifier(&settings, &facts, &client_tls)? {
             // Split deployment: member callers are checked as the token service checks them.
             auth = auth.with_access_tokens(Arc::new(remote));
+        } else if let Some(verifier) = member_tokens {
+            auth = auth.with_access_tokens(verifier);
         }
         let mut local_invitation = None;
         let mut http = None;
         let mut local_tenancy: Option<TenancyGrpc> = None;
+        let (mut token_parts, mut invitation_parts) = (None, None);
+        let mut tune_invitation = tune_invitation;
         let mut workers = Vec::new();
         let (facts_stop, facts_stopped) = tokio::sync::watch::channel(false);
         workers.push(lanyard_core::workers::Workers::new("authz", facts_stop, vec![facts.subscribe(facts_stopped)]));
@@ -337,7 +362,8 @@ impl Application {
                     let grpc = TenancyGrpc::new(tenancy, auth.clone());
                     local_tenancy = Some(grpc.clone());
                     router = router.add_service(
-                        grpc.into_server().max_decoding_message_size(settings.grpc_max_tenancy_request_bytes),
+                        grpc.into_server()
+                            .map(|s| s.max_decoding_message_size(settings.grpc_max_tenancy_request_bytes)),
                     );
                 }
                 ServiceName::Invitation => {
@@ -353,12 +379,19 @@ impl Application {
                             "the invitation service needs the tenancy service: run both, or set LANYARD_TENANCY_URL"
                         ),
                     };
-                    let parts = lanyard_invitation::build(invitation_config(&settings)?, tenancy, auth.clone()).await?;
+                    let mut config = invitation_config(&settings)?;
+                    if let Some(adjust) = tune_invitation.take() {
+                        adjust(&mut config);
+                    }
+                    let parts = lanyard_invitation::build(config, tenancy, auth.clone()).await?;
                     parts.store.database().ping().await.context("the invitation database does not answer")?;
                     probes.push((ServiceName::Invitation, parts.store.database().clone()));
-                    workers.push(parts.spawn_workers());
+                    if background_work {
+                        workers.push(parts.spawn_workers());
+                    }
                     local_invitation = Some(parts.server.clone());
-                    router = router.add_service(parts.server.max_decoding_message_size(small));
+                    router = router.add_service(parts.server.clone().map(|s| s.max_decoding_message_size(small)));
+                    invitation_parts = Some(Arc::new(parts));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
                 ServiceName::Token => {
@@ -386,7 +419,9 @@ impl Application {
                     let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
                     parts.store.database().ping().await.context("the token database does not answer")?;
                     probes.push((ServiceName::Token, parts.store.database().clone()));
-                    workers.push(parts.spawn_workers());
+                    if background_work {
+                        workers.push(parts.spawn_workers());
+                    }
                     if let Some(addr) = settings.http_addr {
                         let listener = TcpListener::bind(addr)
                             .await
@@ -394,8 +429,8 @@ impl Application {
                         http = Some((listener, parts.http.clone()));
                     }
                     router = router
-                        .add_service(parts.server.max_decoding_message_size(small))
-                        .add_service(parts.authz_server.max_decoding_message_size(small))
+                        .add_service(parts.server.clone().map(|s| s.max_decoding_message_size(small)))
+                        .add_service(parts.authz_server.clone().max_decoding_message_size(small))
                         .add_service(
                             parts
                                 .ext_authz
@@ -403,6 +438,7 @@ impl Application {
                                 .into_server()
                                 .max_decoding_message_size(settings.grpc_max_ext_authz_request_bytes),
                         );
+                    token_parts = Some(Arc::new(parts));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
             }
@@ -420,7 +456,19 @@ impl Application {
             http,
             limits: Limits::new(&settings),
             tls,
+            token: token_parts,
+            invitation: invitation_parts,
         })
+    }
+
+    /// The token service's parts, when this process runs it (for an embedding program's own checks).
+    pub fn token_parts(&self) -> Option<Arc<lanyard_token::TokenParts>> {
+        self.token.clone()
+    }
+
+    /// The invitation service's parts, when this process runs it.
+    pub fn invitation_parts(&self) -> Option<Arc<lanyard_invitation::InvitationParts>> {
+        self.invitation.clone()
     }
 
     /// The bound address (useful with port 0).
@@ -446,8 +494,9 @@ impl Application {
     /// Serves until `shutdown` completes; then reports NOT_SERVING, stops accepting and lets
     /// in-flight RPCs finish within the grace period.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Self { listener, router, health, services, grace, metrics, probes, cache, workers, http, limits, tls } =
-            self;
+        let Self {
+            listener, router, health, services, grace, metrics, probes, cache, workers, http, limits, tls, ..
+        } = self;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, services = ?services.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "lanyard is serving");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

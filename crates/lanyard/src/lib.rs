@@ -5,9 +5,12 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod listener;
+pub mod rekey;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod tuning;
 
 pub use app::{Application, ServiceName};
 pub use settings::Settings;
+pub use tuning::Tuning;

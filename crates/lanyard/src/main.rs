@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use lanyard::cli::keys::KeysCommand;
 use lanyard::cli::{Cli, Command};
 use lanyard::{telemetry, Application, Settings};
 
@@ -26,6 +27,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Serve { services } => Application::build(settings, &services).await?.run_until_stopped().await,
         Command::Migrate { services } => lanyard::app::migrate(&settings, &services).await,
+        Command::Keys(KeysCommand::Reencrypt(args)) => match lanyard::rekey::reencrypt(&settings, &args).await {
+            Ok(outcome) => lanyard::cli::keys::report_reencrypt(&outcome, args.json),
+            Err(e) => Err(e),
+        },
         other => lanyard::cli::run_operator(other, &settings.data_dir).await,
     };
     // Spans buffered for export leave before the process does.

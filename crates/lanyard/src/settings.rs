@@ -49,6 +49,11 @@ pub struct Settings {
     /// Base64 of the 32-byte key-encryption key (`LANYARD_ENCRYPTION_KEY`); the embedded default
     /// creates one in `data_dir`.
     pub encryption_key: Option<SecretString>,
+    /// Earlier key-encryption keys, comma-separated in the environment
+    /// (`LANYARD_PREVIOUS_ENCRYPTION_KEYS`): they open what they sealed and never seal, so the
+    /// services keep reading every secret while `lanyard keys reencrypt` moves them to
+    /// `encryption_key`.
+    pub previous_encryption_keys: Vec<SecretString>,
     /// `text` or `json` (`LANYARD_LOG_FORMAT`).
     pub log_format: LogFormat,
     /// Accept SSO issuers, and fetch discovery and JWKS documents, on loopback (`http://` too):
@@ -199,6 +204,7 @@ impl Default for Settings {
             operator_keys: Vec::new(),
             service_keys: Vec::new(),
             encryption_key: None,
+            previous_encryption_keys: Vec::new(),
             log_format: LogFormat::Text,
             allow_http_issuers: false,
             sso_issuer_allowlist: Vec::new(),
@@ -267,11 +273,19 @@ const NOT_SETTINGS: [&str; 7] = [
 
 /// The secret settings: each may instead be read from the file that `LANYARD_<NAME>_FILE` names
 /// (as Kubernetes mounts a Secret), never both.
-const SECRET_KEYS: [&str; 6] =
-    ["DATABASE_URL", "REDIS_URL", "OPERATOR_KEYS", "SERVICE_KEYS", "ENCRYPTION_KEY", "SMTP_URL"];
+const SECRET_KEYS: [&str; 7] = [
+    "DATABASE_URL",
+    "REDIS_URL",
+    "OPERATOR_KEYS",
+    "SERVICE_KEYS",
+    "ENCRYPTION_KEY",
+    "PREVIOUS_ENCRYPTION_KEYS",
+    "SMTP_URL",
+];
 
 /// The environment variables read as comma-separated lists.
-const LIST_KEYS: [&str; 4] = ["operator_keys", "service_keys", "dns_servers", "sso_issuer_allowlist"];
+const LIST_KEYS: [&str; 5] =
+    ["operator_keys", "service_keys", "previous_encryption_keys", "dns_servers", "sso_issuer_allowlist"];
 
 impl Settings {
     /// Loads defaults, then the file (explicit, or `LANYARD_CONFIG_FILE`), then the environment.
@@ -564,6 +578,14 @@ mod tests {
         assert_eq!(s.database_url_for("tenancy"), "postgres://u:hunter2@db/x");
         assert_eq!(s.operator_keys.len(), 2);
         assert_eq!(s.operator_keys[1].expose_secret(), "bbbbbbbbbbbbbbbb");
+        let previous = dir.path().join("previous-encryption-keys");
+        std::fs::write(&previous, "a2V5LW9uZQ==,a2V5LXR3bw==\n").unwrap();
+        let s =
+            Settings::load_from(None, env(&[("LANYARD_PREVIOUS_ENCRYPTION_KEYS_FILE", previous.to_str().unwrap())]))
+                .unwrap();
+        let keys: Vec<&str> = s.previous_encryption_keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, ["a2V5LW9uZQ==", "a2V5LXR3bw=="]);
+        assert!(!format!("{s:?}").contains("a2V5LW9uZQ"), "previous keys never print");
     }
 
     #[test]

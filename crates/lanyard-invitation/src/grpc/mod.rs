@@ -3,6 +3,7 @@
 
 mod status;
 
+use lanyard_core::caller::{caller_of, Authenticated};
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::idempotency::{CallReplays, Replays, RequestId};
 use lanyard_core::page::Page;
@@ -39,7 +40,8 @@ impl std::fmt::Debug for InvitationGrpc {
 }
 
 impl InvitationGrpc {
-    /// Serves `invitations`, authenticating callers with `auth` and limiting previews.
+    /// Serves `invitations` and limits previews; the server authenticates callers with `auth`
+    /// (see [`Authenticated`]).
     /// Idempotency records live in the invitation database, sealed with `secrets`.
     pub fn new(
         invitations: Invitations,
@@ -52,13 +54,13 @@ impl InvitationGrpc {
         Self { invitations, auth, preview_limiter, peer_rule, replays }
     }
 
-    /// The tonic server for this adapter.
-    pub fn into_server(self) -> InvitationServiceServer<Self> {
-        InvitationServiceServer::new(self)
+    /// The tonic server for this adapter, behind the authentication layer.
+    pub fn into_server(self) -> Authenticated<InvitationServiceServer<Self>> {
+        Authenticated::new(self.auth.clone(), InvitationServiceServer::new(self))
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(InvitationError::from)?)
+        Ok(caller_of(req).await.map_err(InvitationError::from)?)
     }
 }
 
@@ -279,8 +281,7 @@ impl InvitationService for InvitationGrpc {
     ) -> Result<Response<pb::PreviewInvitationResponse>, Status> {
         // No credential needed: the limiter is the gate, before any lookup. The token service
         // (a service key) previews for every sign-in it handles, so it is not limited per peer.
-        let is_service =
-            matches!(self.auth.authenticate_metadata(request.metadata()).await, Ok(Caller::Service { .. }));
+        let is_service = matches!(caller_of(&request).await, Ok(Caller::Service { .. }));
         if !is_service {
             let peer = self.peer_rule.of(&request);
             if let Err(limited) = self.preview_limiter.check(peer) {

@@ -15,26 +15,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lanyard_authz::Facts;
-use lanyard_clients::TenancyClient;
-use lanyard_core::cache::Cache;
+use lanyard::settings::MailTransportKind;
+use lanyard::{Application, ServiceName, Settings, Tuning};
 use lanyard_core::caller::{AccessTokenVerifier, AuthError, MemberPrincipal};
-use lanyard_core::crypto::SecretBox;
-use lanyard_core::db::Database;
-use lanyard_core::{ApiKeys, Authenticator, OrganizationId, Permission, RoleName, UserId};
-use lanyard_invitation::{InvitationConfig, MailTransport, MailerConfig, OffsetClock, RateLimit};
+use lanyard_core::{OrganizationId, Permission, RoleName, UserId};
+use lanyard_invitation::{OffsetClock, RateLimit};
 use lanyard_proto::invitation::v1 as ipb;
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
-use lanyard_tenancy::{Tenancy, TenancyGrpc, TenancyStore};
 use secrecy::SecretString;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use lanyard_testkit::app::{init_logs, KEK};
+use lanyard_testkit::app::init_logs;
 pub use lanyard_testkit::app::{Backend, TestDb, OPERATOR_KEY, SERVICE_KEY};
 
 /// The link template of every test server.
@@ -127,8 +121,8 @@ pub struct TestApp {
     pub parts_sweeper: lanyard_invitation::Sweeper,
     pub mailer: lanyard_invitation::Mailer,
     pub mail_dir: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
     workers: Option<lanyard_invitation::Workers>,
 }
 
@@ -171,94 +165,82 @@ impl TestApp {
         Self::spawn_with(db, Options::default()).await
     }
 
-    /// Starts an app on `db`.
+    /// Starts an app on `db`: the binary's composition root with the tenancy and invitation
+    /// services, in one process or (`Transport::Channel`) in two, as a split deployment runs them.
     pub async fn spawn_with(db: &TestDb, options: Options) -> Self {
         init_logs();
-        let keys = ApiKeys::new([OPERATOR_KEY], [SERVICE_KEY]).expect("keys");
-        let auth = Authenticator::new(keys).with_access_tokens(Arc::new(TestTokens));
-        let secrets = SecretBox::from_base64(KEK).expect("kek");
-
-        let tenancy_db = Database::connect(&db.config("tenancy")).await.expect("tenancy database");
-        let store = TenancyStore::new(tenancy_db);
-        store.migrate().await.expect("tenancy migrations");
         // These tests verify no domain by DNS: a resolver that reaches nothing is enough.
-        let dns = lanyard_tenancy::dns::DomainVerifier::new(&lanyard_tenancy::dns::DnsConfig {
-            servers: vec!["127.0.0.1:9".parse().expect("address")],
-            timeout: Duration::from_millis(200),
-        })
-        .expect("DNS resolver");
-        let tenancy_grpc = TenancyGrpc::new(
-            Tenancy::new(store, secrets.clone(), dns, Facts::new(Cache::local("lanyard"))),
-            auth.clone(),
-        );
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let key = SecretString::from(SERVICE_KEY.to_owned());
-        let tenancy_client = match options.transport {
-            Transport::InProcess => TenancyClient::in_process(tenancy_grpc.clone().into_server(), &key),
-            Transport::Channel => TenancyClient::connect_lazy(&format!("http://{addr}"), Duration::from_secs(30), &key),
+        let mut settings = lanyard_testkit::app::settings(db, "127.0.0.1:9".parse().expect("address"));
+        settings.dns_timeout_ms = 200;
+        settings.invitation_link_template = LINK.into();
+        if let Mail::Smtp(url) = &options.mail {
+            settings.smtp_url = Some(SecretString::from(url.clone()));
+            settings.mail_transport = Some(MailTransportKind::Smtp);
         }
-        .expect("tenancy client");
-
-        let mail_dir = db.dir().join("mail");
-        let transport = match &options.mail {
-            Mail::Files => MailTransport::Files { dir: mail_dir.clone() },
-            Mail::Smtp(url) => MailTransport::Smtp { url: SecretString::from(url.clone()) },
-        };
-        let mut mailer = MailerConfig::new(transport, "Lanyard <no-reply@lanyard.example>");
-        mailer.max_attempts = options.max_attempts;
-        mailer.backoff_base = options.backoff;
-        mailer.backoff_max = options.backoff * 4;
-        mailer.poll_interval = Duration::from_millis(50);
-        let mut config = InvitationConfig::new(db.config("invitation"), LINK, secrets, mailer);
+        let mail_dir = settings.mail_dir.clone().expect("a mail directory");
         let clock = Arc::new(OffsetClock::new());
-        config.clock = clock.clone();
-        config.min_ttl = options.min_ttl;
-        config.max_ttl = options.max_ttl;
-        config.preview_rate_limit = options.preview_limit;
-        config.operator_inviter_name = "Acme SaaS Ops".into();
-        let parts =
-            lanyard_invitation::build(config, tenancy_client, auth).await.expect("build the invitation service");
+        let tuning = {
+            let (clock, options) = (clock.clone(), options.clone());
+            Tuning::default().member_tokens(Arc::new(TestTokens)).without_background_work().invitation(move |config| {
+                config.clock = clock;
+                config.min_ttl = options.min_ttl;
+                config.max_ttl = options.max_ttl;
+                config.preview_rate_limit = options.preview_limit;
+                config.operator_inviter_name = "Acme SaaS Ops".into();
+                config.mailer.max_attempts = options.max_attempts;
+                config.mailer.backoff_base = options.backoff;
+                config.mailer.backoff_max = options.backoff * 4;
+                config.mailer.poll_interval = Duration::from_millis(50);
+            })
+        };
+        let apps = match options.transport {
+            Transport::InProcess => {
+                vec![Application::build_tuned(settings, &[ServiceName::Tenancy, ServiceName::Invitation], tuning)
+                    .await
+                    .expect("the tenancy and invitation process")]
+            }
+            Transport::Channel => {
+                let members = Tuning::default().member_tokens(Arc::new(TestTokens));
+                let tenancy = Application::build_tuned(settings.clone(), &[ServiceName::Tenancy], members)
+                    .await
+                    .expect("the tenancy process");
+                let split = Settings { tenancy_url: Some(format!("http://{}", tenancy.local_addr())), ..settings };
+                let invitation = Application::build_tuned(split, &[ServiceName::Invitation], tuning)
+                    .await
+                    .expect("the invitation process");
+                vec![tenancy, invitation]
+            }
+        };
+        let addr = apps[0].local_addr();
+        let invitation_addr = apps[apps.len() - 1].local_addr();
+        let parts = apps[apps.len() - 1].invitation_parts().expect("the invitation service runs");
         let workers = options.mailer.then(|| parts.spawn_mailer());
-
-        let (stop, stopped) = oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder()
-            .add_service(tenancy_grpc.into_server())
-            .add_service(parts.server.clone());
-        let server = tokio::spawn(async move {
-            router
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("server");
-        });
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let servers = apps.into_iter().map(|app| lanyard_testkit::app::run(app, &stop)).collect();
         let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let invitation_channel = Channel::from_shared(format!("http://{invitation_addr}")).expect("uri").connect_lazy();
         Self {
             addr,
-            tenancy: TenancyServiceClient::new(channel.clone()),
-            invitations: InvitationServiceClient::new(channel),
+            tenancy: TenancyServiceClient::new(channel),
+            invitations: InvitationServiceClient::new(invitation_channel),
             clock,
             parts_sweeper: parts.sweeper.clone(),
             mailer: parts.mailer.clone(),
             mail_dir,
-            stop: Some(stop),
-            server: Some(server),
+            stop,
+            servers,
             workers,
         }
     }
 
-    /// Stops the workers and the server, as a process shutdown would.
+    /// Stops the workers and the servers, as a process shutdown would.
     pub async fn stop(mut self) {
         if let Some(w) = self.workers.take() {
             w.shutdown().await;
         }
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.server.take() {
-            let _ = h.await;
+        let _ = self.stop.send(true);
+        for server in std::mem::take(&mut self.servers) {
+            let _ = server.await;
         }
     }
 
@@ -448,9 +430,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+        let _ = self.stop.send(true);
     }
 }
 

@@ -5,6 +5,7 @@ mod status;
 
 use std::collections::BTreeMap;
 
+use lanyard_core::caller::{caller_of, Authenticated};
 use lanyard_core::idempotency::{CallReplays, Replays};
 use lanyard_core::page::Page;
 use lanyard_core::{
@@ -33,19 +34,19 @@ pub struct TenancyGrpc {
 }
 
 impl TenancyGrpc {
-    /// Serves `tenancy`, authenticating callers with `auth`.
+    /// Serves `tenancy`; the server authenticates callers with `auth` (see [`Authenticated`]).
     pub fn new(tenancy: Tenancy, auth: Authenticator) -> Self {
         let replays = CallReplays::new(Replays::new(tenancy.store().database().clone()));
         Self { tenancy, auth, replays }
     }
 
-    /// The tonic server for this adapter.
-    pub fn into_server(self) -> pb::tenancy_service_server::TenancyServiceServer<Self> {
-        pb::tenancy_service_server::TenancyServiceServer::new(self)
+    /// The tonic server for this adapter, behind the authentication layer.
+    pub fn into_server(self) -> Authenticated<pb::tenancy_service_server::TenancyServiceServer<Self>> {
+        Authenticated::new(self.auth.clone(), pb::tenancy_service_server::TenancyServiceServer::new(self))
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        Ok(self.auth.authenticate_metadata(req.metadata()).await.map_err(TenancyError::from)?)
+        Ok(caller_of(req).await.map_err(TenancyError::from)?)
     }
 }
 

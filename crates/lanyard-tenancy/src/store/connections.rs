@@ -2,6 +2,23 @@
 
 use super::*;
 
+/// What a connection's client secret is bound to when sealed: the connection.
+fn secret_context(id: &str) -> String {
+    format!("sso:{id}")
+}
+
+fn secret_context_of_row(keys: &[String]) -> String {
+    secret_context(&keys[0])
+}
+
+/// The sealed client secrets, for `lanyard keys reencrypt`.
+pub(super) const SEALED_SECRETS: lanyard_core::rekey::SealedColumn = lanyard_core::rekey::SealedColumn {
+    table: "sso_connections",
+    column: "client_secret_sealed",
+    keys: &["id"],
+    context: secret_context_of_row,
+};
+
 impl TenancyStore {
     /// Creates an SSO connection; the secret is sealed under `secrets`, bound to the connection id.
     pub async fn create_sso_connection(
@@ -13,7 +30,7 @@ impl TenancyStore {
         change: &Change,
     ) -> Result<SsoConnection> {
         let id = ConnectionId::new();
-        let sealed = new.client_secret.as_deref().map(|s| secrets.seal(s, &format!("sso:{id}")));
+        let sealed = new.client_secret.as_deref().map(|s| secrets.seal(s, &secret_context(&id.to_string())));
         let sealed = &sealed;
         self.transaction(|open| Box::pin(async move {
  let tx = open.tx;
@@ -80,7 +97,9 @@ impl TenancyStore {
         let sealed: Option<String> = row.try_get("client_secret_sealed")?;
         sealed
             .map(|s| {
-                secrets.open(&s, &format!("sso:{id}")).map_err(TenancyError::failed("a client secret does not open"))
+                secrets
+                    .open(&s, &secret_context(&id.to_string()))
+                    .map_err(TenancyError::failed("a client secret does not open"))
             })
             .transpose()
     }

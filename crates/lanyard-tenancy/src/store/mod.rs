@@ -36,6 +36,10 @@ use rows::*;
 const DOMAIN_CHALLENGE_BYTES: usize = 32;
 
 type Result<T, E = TenancyError> = std::result::Result<T, E>;
+
+/// Every column tenancy seals with the key-encryption key (its idempotency replies hold no secret
+/// and are stored in the clear), for `lanyard keys reencrypt`.
+pub const SEALED_COLUMNS: &[lanyard_core::rekey::SealedColumn] = &[connections::SEALED_SECRETS];
 use lanyard_core::db::{Open, Tx, Work};
 
 /// The most custom roles one organization may define.

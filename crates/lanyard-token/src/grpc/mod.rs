@@ -7,6 +7,7 @@ mod status;
 
 use std::future::Future;
 
+use lanyard_core::caller::{caller_of, Authenticated};
 use lanyard_core::crypto::{sha256_hex, SecretBox};
 use lanyard_core::idempotency::{Replays, RequestId};
 use lanyard_core::limit::{Peer, PeerLimiter, PeerRule};
@@ -65,26 +66,19 @@ impl TokenGrpc {
         Self { tokens, clients, auth, replays, limiters }
     }
 
-    /// The TokenService tonic server.
-    pub fn into_server(self) -> TokenServiceServer<Self> {
-        TokenServiceServer::new(self)
+    /// The TokenService tonic server, behind the authentication layer.
+    pub fn into_server(self) -> Authenticated<TokenServiceServer<Self>> {
+        Authenticated::new(self.auth.clone(), TokenServiceServer::new(self))
     }
 
-    /// The AuthorizationService tonic server.
+    /// The AuthorizationService tonic server. It authenticates no caller (a request carries the
+    /// token it asks about, and the hot path pays for nothing else), so it has no layer.
     pub fn into_authz_server(self) -> AuthorizationServiceServer<Self> {
         AuthorizationServiceServer::new(self)
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let header = req.metadata().get("authorization").map(|v| v.to_str().map_err(|_| ()));
-        let header = match header {
-            Some(Ok(v)) => Some(v),
-            Some(Err(())) => return Err(TokenError::from(lanyard_core::caller::AuthError::Malformed).into()),
-            None => None,
-        };
-        let caller = self.auth.authenticate(header).await.map_err(TokenError::from)?;
-        tracing::Span::current().record("caller", caller.kind());
-        Ok(caller)
+        Ok(caller_of(req).await.map_err(TokenError::from)?)
     }
 }
 

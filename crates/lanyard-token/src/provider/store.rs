@@ -79,6 +79,22 @@ fn code_context(hash: &str) -> String {
     format!("oauth_code:{hash}")
 }
 
+/// The sealed secrets of flows in flight (for `lanyard keys reencrypt`).
+pub const SEALED_FLOWS: lanyard_core::rekey::SealedColumn = lanyard_core::rekey::SealedColumn {
+    table: "oauth_flows",
+    column: "upstream",
+    keys: &["id"],
+    context: |keys| flow_context(&keys[0]),
+};
+
+/// The refresh tokens waiting beside their codes (for `lanyard keys reencrypt`).
+pub const SEALED_CODES: lanyard_core::rekey::SealedColumn = lanyard_core::rekey::SealedColumn {
+    table: "oauth_codes",
+    column: "sealed_refresh",
+    keys: &["code_hash"],
+    context: |keys| code_context(&keys[0]),
+};
+
 impl ProviderStore {
     /// Over the token service's database; `secrets` seals what must be read back.
     pub fn new(db: Database, secrets: SecretBox) -> Self {

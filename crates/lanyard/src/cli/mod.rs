@@ -18,7 +18,12 @@ use tonic::transport::Channel;
 use crate::app::{ServiceName, OPERATOR_KEY_FILE};
 
 mod clients;
+pub mod keys;
+pub mod org_admin;
 mod output;
+pub mod roles;
+pub mod sessions;
+pub mod sso;
 
 use output::*;
 
@@ -67,6 +72,21 @@ pub enum Command {
     /// Manage the applications that sign people in through Lanyard (OpenID Provider clients).
     #[command(subcommand)]
     Client(clients::ClientCommand),
+    /// Manage an organization's roles.
+    #[command(subcommand)]
+    Role(roles::RoleCommand),
+    /// Manage an organization's SSO connections.
+    #[command(subcommand)]
+    Sso(sso::SsoCommand),
+    /// Read an organization's audit log.
+    #[command(subcommand)]
+    Audit(org_admin::AuditCommand),
+    /// List and revoke sign-in sessions.
+    #[command(subcommand)]
+    Session(sessions::SessionCommand),
+    /// Rotate the signing key and the key-encryption key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Ask a server's gRPC health service whether it serves (no key needed): exit 0 when it
     /// answers SERVING, 1 otherwise. For a container HEALTHCHECK or a script waiting for start-up.
     Health {
@@ -280,6 +300,8 @@ pub enum OrgCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    #[command(flatten)]
+    Lifecycle(org_admin::OrgLifecycleCommand),
 }
 
 /// `lanyard member ...`
@@ -668,10 +690,20 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
         Command::Invitation(command) => run_invitation(command, data_dir).await?,
         Command::Domain(command) => run_domain(command, data_dir).await?,
         Command::Client(command) => clients::run(command, data_dir).await?,
+        Command::Org(OrgCommand::Lifecycle(command)) => org_admin::run_org(command, data_dir).await?,
+        Command::Role(command) => roles::run(command, data_dir).await?,
+        Command::Sso(command) => sso::run(command, data_dir).await?,
+        Command::Audit(command) => org_admin::run_audit(command, data_dir).await?,
+        Command::Session(command) => sessions::run(command, data_dir).await?,
+        Command::Keys(keys::KeysCommand::RotateSigning { algorithm, force, remote }) => {
+            keys::rotate_signing(algorithm, force, &remote, data_dir).await?
+        }
         Command::Health { service, endpoint, timeout_ms, tls } => {
             health(service, &endpoint, &tls, std::time::Duration::from_millis(timeout_ms)).await?
         }
-        Command::Serve { .. } | Command::Migrate { .. } => unreachable!("handled by main"),
+        Command::Serve { .. } | Command::Migrate { .. } | Command::Keys(keys::KeysCommand::Reencrypt(_)) => {
+            unreachable!("handled by main")
+        }
     }
     Ok(())
 }

@@ -157,3 +157,9 @@ pub(super) fn print_invitation(remote: &Remote, i: &ipb::Invitation, link: Optio
         println!("\nlink: {link}");
     }
 }
+
+/// A protobuf timestamp as RFC 3339, empty when unset.
+pub(super) fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.map(|t| lanyard_core::Timestamp(t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000).to_rfc3339())
+        .unwrap_or_default()
+}
