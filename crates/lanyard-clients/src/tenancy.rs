@@ -192,6 +192,16 @@ impl TenancyClient {
         Ok(resp.connections.iter().any(|c| c.enabled && c.connection_id == id.to_string()))
     }
 
+    /// The client secret of `org`'s SSO connection `id` (`None` when none is stored): what the
+    /// token service presents at the organization's provider.
+    pub async fn sso_client_secret(&self, org: OrganizationId, id: ConnectionId) -> Result<Option<SecretString>> {
+        let req = self
+            .link
+            .request(pb::GetSsoClientSecretRequest { organization_id: org.to_string(), connection_id: id.to_string() });
+        let resp = answer(self.inner.clone().get_sso_client_secret(req).await)?;
+        Ok((!resp.client_secret.is_empty()).then(|| SecretString::from(resp.client_secret)))
+    }
+
     /// The user a verified identity signs in to `org` as, under tenancy's identity rules; the
     /// user is an active member of `org`. Tenancy links a new identity only when the sign-in is
     /// allowed, and never on a `dry_run`.

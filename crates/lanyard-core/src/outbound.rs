@@ -370,10 +370,33 @@ impl OutboundClient {
     /// `GET url`, returning the body of a 2xx answer of at most `max_body_bytes`.
     pub async fn get(&self, url: &str) -> Result<Vec<u8>, OutboundError> {
         let url = check_url(url, self.policy)?;
-        let mut resp = self.http.get(url).send().await.map_err(request_error)?;
+        let resp = self.http.get(url).send().await.map_err(request_error)?;
         if !resp.status().is_success() {
             return Err(OutboundError::Status(resp.status().as_u16()));
         }
+        self.read_body(resp).await
+    }
+
+    /// `POST url` with a form body (and HTTP Basic credentials, when given), returning the
+    /// status and the body of at most `max_body_bytes`, whatever the status: an OAuth token
+    /// endpoint explains its refusals in the body.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<(u16, Vec<u8>), OutboundError> {
+        let url = check_url(url, self.policy)?;
+        let mut request = self.http.post(url).form(form).header(reqwest::header::ACCEPT, "application/json");
+        if let Some((user, password)) = basic {
+            request = request.basic_auth(user, Some(password));
+        }
+        let resp = request.send().await.map_err(request_error)?;
+        let status = resp.status().as_u16();
+        Ok((status, self.read_body(resp).await?))
+    }
+
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, OutboundError> {
         let limit = self.max_body_bytes;
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(OutboundError::TooLarge { limit });

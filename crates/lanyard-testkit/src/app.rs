@@ -384,7 +384,7 @@ impl TestApp {
                 kind: kind as i32,
                 issuer: idp.issuer.clone(),
                 client_id: idp.client_id.clone(),
-                client_secret: "s3cret".into(),
+                client_secret: idp.client_secret.clone(),
                 hosted_domains: idp.hosted_domain.iter().cloned().collect(),
                 tenant_id: idp.tenant_id.clone(),
                 ..Default::default()

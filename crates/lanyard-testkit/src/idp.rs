@@ -2,13 +2,20 @@
 //! the paths the real ones use relative to their issuers (Google's issuer is the host, Entra ID's
 //! is `/<tenant>/v2.0`, Okta's `/oauth2/default`), counts every request it gets, and signs ID
 //! tokens shaped like theirs with its own RSA keys.
+//!
+//! It also signs people in by the authorization code flow: `/authorize` answers at once for the
+//! person set with [`FakeIdp::sign_in_next`] (or with the error set by
+//! [`FakeIdp::fail_next_authorization`]), and `/token` redeems the code once, checking the client
+//! secret (Basic or in the form), the redirect URI and the PKCE S256 verifier, and returns an ID
+//! token with the nonce of the authorization request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -62,12 +69,41 @@ impl IdpKey {
     }
 }
 
+/// The provider's claims, as its handlers need them.
+#[derive(Clone)]
+struct Profile {
+    kind: Kind,
+    issuer: String,
+    client_id: String,
+    client_secret: String,
+    hosted_domain: Option<String>,
+    tenant_id: String,
+}
+
+/// A code the provider issued and not yet redeemed.
+struct PendingCode {
+    redirect_uri: String,
+    code_challenge: String,
+    nonce: Option<String>,
+    subject: String,
+    email: String,
+}
+
 struct IdpState {
     issuer_path: String,
     issuer: String,
     base: String,
     published: Vec<Value>,
     hits: HashMap<String, usize>,
+    profile: Profile,
+    key: IdpKey,
+    /// Who signs in at the next authorization request.
+    next_user: Option<(String, String)>,
+    /// The error the next authorization request is answered with.
+    next_error: Option<String>,
+    /// Claims merged into the ID tokens the token endpoint returns.
+    patch: Option<Value>,
+    codes: HashMap<String, PendingCode>,
 }
 
 /// A running fake provider.
@@ -75,6 +111,8 @@ pub struct FakeIdp {
     pub kind: Kind,
     pub issuer: String,
     pub client_id: String,
+    /// The secret its token endpoint expects of `client_id`.
+    pub client_secret: String,
     pub hosted_domain: Option<String>,
     pub tenant_id: String,
     pub key: IdpKey,
@@ -90,10 +128,22 @@ impl Drop for FakeIdp {
     }
 }
 
-async fn serve(State(state): State<Arc<Mutex<IdpState>>>, uri: Uri) -> impl IntoResponse {
+async fn serve(
+    State(state): State<Arc<Mutex<IdpState>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut s = state.lock().unwrap();
     let path = uri.path().to_owned();
     *s.hits.entry(path.clone()).or_default() += 1;
+    if path == "/authorize" && method == Method::GET {
+        return authorize(&mut s, uri.query().unwrap_or_default());
+    }
+    if path == "/token" && method == Method::POST {
+        return token(&mut s, &headers, &body);
+    }
     if path == format!("{}/.well-known/openid-configuration", s.issuer_path) {
         let doc = json!({
             "issuer": s.issuer,
@@ -104,12 +154,97 @@ async fn serve(State(state): State<Arc<Mutex<IdpState>>>, uri: Uri) -> impl Into
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
         });
-        (StatusCode::OK, doc.to_string())
+        (StatusCode::OK, doc.to_string()).into_response()
     } else if path == "/keys" {
-        (StatusCode::OK, json!({ "keys": s.published }).to_string())
+        (StatusCode::OK, json!({ "keys": s.published }).to_string()).into_response()
     } else {
-        (StatusCode::NOT_FOUND, String::new())
+        (StatusCode::NOT_FOUND, String::new()).into_response()
     }
+}
+
+fn form(raw: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw).into_owned().collect()
+}
+
+fn redirect(location: String) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
+    let mut url = url::Url::parse(base).expect("redirect_uri");
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.to_string()
+}
+
+fn authorize(s: &mut IdpState, query: &str) -> Response {
+    let q = form(query.as_bytes());
+    let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+    if get("client_id") != s.profile.client_id || get("response_type") != "code" {
+        return (StatusCode::BAD_REQUEST, "unknown client or response type").into_response();
+    }
+    let state = get("state");
+    if let Some(error) = s.next_error.take() {
+        return redirect(with_query(&get("redirect_uri"), &[("error", &error), ("state", &state)]));
+    }
+    if get("code_challenge_method") != "S256" || get("code_challenge").is_empty() {
+        return (StatusCode::BAD_REQUEST, "PKCE S256 required").into_response();
+    }
+    let Some((subject, email)) = s.next_user.take() else {
+        return (StatusCode::BAD_REQUEST, "nobody signs in").into_response();
+    };
+    let code = uuid::Uuid::new_v4().simple().to_string();
+    s.codes.insert(
+        code.clone(),
+        PendingCode {
+            redirect_uri: get("redirect_uri"),
+            code_challenge: get("code_challenge"),
+            nonce: q.get("nonce").cloned(),
+            subject,
+            email,
+        },
+    );
+    redirect(with_query(&get("redirect_uri"), &[("code", &code), ("state", &state)]))
+}
+
+fn token(s: &mut IdpState, headers: &HeaderMap, body: &[u8]) -> Response {
+    let f = form(body);
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    let (id, secret) = match basic {
+        Some(pair) => {
+            let (id, secret) = pair.split_once(':').unwrap_or_default();
+            let decode = |v: &str| form(format!("v={v}").as_bytes()).remove("v").unwrap_or_default();
+            (decode(id), decode(secret))
+        }
+        None => (get("client_id"), get("client_secret")),
+    };
+    let refuse = |status: StatusCode, error: &str| (status, json!({ "error": error }).to_string()).into_response();
+    if id != s.profile.client_id || secret != s.profile.client_secret {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let Some(pending) = s.codes.remove(&get("code")) else { return refuse(StatusCode::BAD_REQUEST, "invalid_grant") };
+    let challenge = URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(get("code_verifier").as_bytes()));
+    if pending.redirect_uri != get("redirect_uri") || pending.code_challenge != challenge {
+        return refuse(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let mut claims = claims_of(&s.profile, &pending.subject, &pending.email);
+    if let Some(nonce) = pending.nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    if let Some(Value::Object(patch)) = s.patch.clone() {
+        for (k, v) in patch {
+            claims[k] = v;
+        }
+    }
+    let header = json!({ "alg": "RS256", "kid": s.key.kid, "typ": "JWT" });
+    let id_token = sign_raw(&header, &claims, &s.key.encoding, Algorithm::RS256);
+    let body = json!({ "id_token": id_token, "access_token": "upstream-access", "token_type": "Bearer" });
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 fn now() -> i64 {
@@ -130,12 +265,26 @@ impl FakeIdp {
         let issuer = format!("{base}{issuer_path}");
         let key = IdpKey::from_pem("key-1", RSA_1);
         let other_key = IdpKey::from_pem("key-2", RSA_2);
+        let profile = Profile {
+            kind,
+            issuer: issuer.clone(),
+            client_id: format!("client-{}", uuid::Uuid::new_v4().simple()),
+            client_secret: "s3cret".into(),
+            hosted_domain: (kind == Kind::Google).then(|| domain.to_owned()),
+            tenant_id,
+        };
         let state = Arc::new(Mutex::new(IdpState {
             issuer_path,
             issuer: issuer.clone(),
             base,
             published: vec![key.jwk.clone()],
             hits: HashMap::new(),
+            profile: profile.clone(),
+            key: key.clone(),
+            next_user: None,
+            next_error: None,
+            patch: None,
+            codes: HashMap::new(),
         }));
         let app = Router::new().fallback(serve).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -144,9 +293,10 @@ impl FakeIdp {
         Self {
             kind,
             issuer,
-            client_id: format!("client-{}", uuid::Uuid::new_v4().simple()),
-            hosted_domain: (kind == Kind::Google).then(|| domain.to_owned()),
-            tenant_id,
+            client_id: profile.client_id,
+            client_secret: profile.client_secret,
+            hosted_domain: profile.hosted_domain,
+            tenant_id: profile.tenant_id,
             key,
             other_key,
             state,
@@ -171,41 +321,23 @@ impl FakeIdp {
 
     /// The claims of a typical ID token of this provider for `email` (subject `subject`).
     pub fn claims(&self, subject: &str, email: &str) -> Value {
-        let t = now();
-        let mut c = json!({
-            "iss": self.issuer,
-            "aud": self.client_id,
-            "sub": subject,
-            "iat": t,
-            "exp": t + 3600,
-            "email": email,
-            "name": format!("User {subject}"),
-            // Real providers give every token its own id: two tokens of one second differ.
-            "jti": uuid::Uuid::new_v4().to_string(),
-        });
-        match self.kind {
-            Kind::Google => {
-                c["azp"] = json!(self.client_id);
-                c["email_verified"] = json!(true);
-                c["hd"] = json!(self.hosted_domain.clone().unwrap_or_default());
-            }
-            Kind::Azure => {
-                // Entra ID v2: sub is pairwise per app; oid is the user's id in the tenant.
-                c["tid"] = json!(self.tenant_id);
-                c["oid"] = json!(subject);
-                c["sub"] = json!(format!("pairwise-{subject}"));
-                c["ver"] = json!("2.0");
-                c["preferred_username"] = json!(email);
-                c["xms_edov"] = json!(true);
-                c["nbf"] = json!(t);
-            }
-            Kind::Okta => {
-                c["email_verified"] = json!(true);
-                c["ver"] = json!(1);
-                c["auth_time"] = json!(t);
-            }
-        }
-        c
+        claims_of(&self.state.lock().unwrap().profile, subject, email)
+    }
+
+    /// Who signs in at the next authorization request (the code flow).
+    pub fn sign_in_next(&self, subject: &str, email: &str) {
+        self.state.lock().unwrap().next_user = Some((subject.to_owned(), email.to_owned()));
+    }
+
+    /// Answers the next authorization request with `error` (`access_denied`, say).
+    pub fn fail_next_authorization(&self, error: &str) {
+        self.state.lock().unwrap().next_error = Some(error.to_owned());
+    }
+
+    /// Merges `patch` into every ID token the token endpoint returns from now on (a wrong
+    /// nonce, another audience...).
+    pub fn patch_id_tokens(&self, patch: Value) {
+        self.state.lock().unwrap().patch = Some(patch);
     }
 
     /// Signs `claims` as this provider does (RS256 with its published key).
@@ -218,6 +350,45 @@ impl FakeIdp {
     pub fn id_token(&self, subject: &str, email: &str) -> String {
         self.sign(&self.claims(subject, email))
     }
+}
+
+/// The claims of a typical ID token of the provider `p` for `email` (subject `subject`).
+fn claims_of(p: &Profile, subject: &str, email: &str) -> Value {
+    let t = now();
+    let mut c = json!({
+        "iss": p.issuer,
+        "aud": p.client_id,
+        "sub": subject,
+        "iat": t,
+        "exp": t + 3600,
+        "email": email,
+        "name": format!("User {subject}"),
+        // Real providers give every token its own id: two tokens of one second differ.
+        "jti": uuid::Uuid::new_v4().to_string(),
+    });
+    match p.kind {
+        Kind::Google => {
+            c["azp"] = json!(p.client_id);
+            c["email_verified"] = json!(true);
+            c["hd"] = json!(p.hosted_domain.clone().unwrap_or_default());
+        }
+        Kind::Azure => {
+            // Entra ID v2: sub is pairwise per app; oid is the user's id in the tenant.
+            c["tid"] = json!(p.tenant_id);
+            c["oid"] = json!(subject);
+            c["sub"] = json!(format!("pairwise-{subject}"));
+            c["ver"] = json!("2.0");
+            c["preferred_username"] = json!(email);
+            c["xms_edov"] = json!(true);
+            c["nbf"] = json!(t);
+        }
+        Kind::Okta => {
+            c["email_verified"] = json!(true);
+            c["ver"] = json!(1);
+            c["auth_time"] = json!(t);
+        }
+    }
+    c
 }
 
 /// Signs any header and claims with any key: the tool of every forgery test.

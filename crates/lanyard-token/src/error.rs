@@ -57,6 +57,8 @@ pub enum TokenError {
     NextKeyTooNew { retry_after_secs: u64 },
     #[error("session not found")]
     SessionNotFound,
+    #[error("OAuth client not found")]
+    ClientNotFound,
     #[error("organization not found")]
     OrganizationNotFound,
     #[error("an invitation grant needs the invitation service, which this process does not reach")]

@@ -1,6 +1,7 @@
 //! The token service's small HTTP surface for JWT consumers that do not speak gRPC (Envoy's
 //! `jwt_authn`, Istio's `RequestAuthentication`, ordinary JWT libraries):
-//! `/.well-known/jwks.json` and `/.well-known/openid-configuration`, with cache headers.
+//! `/.well-known/jwks.json` and `/.well-known/openid-configuration`, with cache headers. The
+//! OpenID Provider's endpoints (`crate::provider`) are served beside them.
 
 use std::time::Duration;
 
@@ -53,17 +54,16 @@ async fn openid_configuration(State(w): State<Wellknown>) -> Response {
     let mut algs: Vec<String> = w.ring.jwks(Timestamp::now()).into_iter().map(|k| k.alg).collect();
     algs.sort();
     algs.dedup();
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "issuer": w.issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "response_types_supported": ["token"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
-        "token_endpoint_auth_methods_supported": ["none"],
-        "grant_types_supported": [
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-            "refresh_token"
-        ],
     });
+    // The OpenID Provider endpoints (crate::provider).
+    if let (Some(doc), serde_json::Value::Object(provider)) = (doc.as_object_mut(), crate::provider::discovery(issuer))
+    {
+        doc.extend(provider);
+    }
     json(doc.to_string(), w.max_age)
 }

@@ -21,7 +21,8 @@
 //! let invitations = Some(InvitationClient::in_process(invitation_server, &service_key)?);
 //! let parts = lanyard_token::build(config, access, tenancy, invitations, auth).await?; // connects, migrates, loads keys
 //! router.add_service(parts.server).add_service(parts.authz_server);
-//! axum::serve(http_listener, parts.http.clone());        // /.well-known/jwks.json, /.well-known/openid-configuration
+//! // /.well-known/*, and the OpenID Provider's /oauth2/*, which count requests per peer address:
+//! axum::serve(http_listener, parts.http.clone().into_make_service_with_connect_info::<SocketAddr>());
 //! let workers = parts.spawn_workers();                    // key reload and scheduled rotation
 //! // ... on shutdown:
 //! workers.shutdown().await;
@@ -75,6 +76,7 @@ pub mod facts;
 pub mod grpc;
 pub mod http;
 pub mod keys;
+pub mod provider;
 pub mod service;
 pub mod signing;
 pub mod store;
@@ -148,18 +150,25 @@ pub struct RateLimits {
     /// `ExchangeToken` with an invitation grant, on top of `exchange` (20 at once, then 20 a
     /// minute): the grant that takes a guessable-looking secret.
     pub invitation_grant: RateLimit,
+    /// The OpenID Provider's endpoints together (`/oauth2/*`: 300 at once, then 300 a minute;
+    /// one sign-in takes three, and a company's people may share one address).
+    pub sign_in: RateLimit,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self { exchange: RateLimit::new(60, 60), invitation_grant: RateLimit::new(20, 20) }
+        Self {
+            exchange: RateLimit::new(60, 60),
+            invitation_grant: RateLimit::new(20, 20),
+            sign_in: RateLimit::new(300, 300),
+        }
     }
 }
 
 impl RateLimits {
     /// No limits (tests that sign many people in from one address).
     pub fn off() -> Self {
-        Self { exchange: RateLimit::off(), invitation_grant: RateLimit::off() }
+        Self { exchange: RateLimit::off(), invitation_grant: RateLimit::off(), sign_in: RateLimit::off() }
     }
 }
 
@@ -220,8 +229,11 @@ pub struct TokenParts {
     pub authz_server: AuthorizationServiceServer<TokenGrpc>,
     /// Mount on the tonic router: Envoy's `envoy.service.auth.v3.Authorization` (ext_authz).
     pub ext_authz: lanyard_authz::envoy::ExtAuthz,
-    /// Serve over HTTP: `/.well-known/jwks.json` and `/.well-known/openid-configuration`.
+    /// Serve over HTTP: `/.well-known/jwks.json`, `/.well-known/openid-configuration` and the
+    /// OpenID Provider's `/oauth2/*` endpoints.
     pub http: axum::Router,
+    /// The OpenID Provider (its store and registered clients, for tests and operators).
+    pub provider: provider::Provider,
     /// For the other services' `Authenticator::with_access_tokens` (the same keys as `access_tokens`).
     pub verifier: Arc<dyn AccessTokenVerifier>,
     /// Mints and verifies access tokens.
@@ -288,14 +300,25 @@ pub async fn build(
     let limiters = Limiters {
         exchange: PeerLimiter::new("exchange", config.rate_limits.exchange),
         invitation_grant: PeerLimiter::new("invitation_grant", config.rate_limits.invitation_grant),
+        sign_in: PeerLimiter::new("sign_in", config.rate_limits.sign_in),
         peer_rule: config.peer_rule,
     };
-    let grpc = TokenGrpc::new(tokens.clone(), auth, config.secrets.clone(), limiters.clone());
+    let clients = provider::Clients::new(store.database().clone());
+    let provider_store = provider::ProviderStore::new(store.database().clone(), config.secrets.clone());
+    let provider = provider::Provider::new(
+        tokens.clone(),
+        clients.clone(),
+        provider_store,
+        &config.issuer,
+        (limiters.sign_in.clone(), config.peer_rule),
+    );
+    let grpc = TokenGrpc::new(tokens.clone(), clients, auth, config.secrets.clone(), limiters.clone());
     Ok(TokenParts {
         server: grpc.clone().into_server(),
         authz_server: grpc.into_authz_server(),
         ext_authz: lanyard_authz::envoy::ExtAuthz::new(tokens.authorizer().clone()),
-        http: http::router(ring, config.issuer.clone(), config.jwks_max_age),
+        http: http::router(ring, config.issuer.clone(), config.jwks_max_age).merge(provider.router()),
+        provider,
         verifier: Arc::new(access.clone()),
         access_tokens: access,
         tokens,
@@ -315,6 +338,7 @@ impl TokenParts {
         let mut handles = vec![
             tokio::spawn(self.limiters.exchange.clone().run_housekeeping(stopped.clone())),
             tokio::spawn(self.limiters.invitation_grant.clone().run_housekeeping(stopped.clone())),
+            tokio::spawn(self.limiters.sign_in.clone().run_housekeeping(stopped.clone())),
         ];
         let keys = self.keys.clone();
         let (every, rotation) = (self.reload_interval, self.rotation_interval);

@@ -573,6 +573,68 @@ impl Tokens {
         self.store.list_sessions(user, org, include_revoked, page).await
     }
 
+    // ----- for the OpenID Provider endpoints ------------------------------------------------
+
+    /// The verifier of the organizations' providers (and the way to their endpoints).
+    pub fn upstream(&self) -> &UpstreamVerifier {
+        &self.upstream
+    }
+
+    /// An active organization named by id or by slug, for a sign-in.
+    pub async fn organization_for_sign_in(&self, key: &str) -> Result<Organization> {
+        match OrganizationId::parse(key) {
+            Ok(id) => self.active_organization(id).await,
+            Err(_) => self.active_organization_by_slug(key).await,
+        }
+    }
+
+    /// The enabled connection a sign-in into `org` goes through: `wanted` when named, else the
+    /// oldest enabled one. [`TokenError::NoConnection`] when there is none.
+    pub async fn sign_in_connection(
+        &self,
+        org: OrganizationId,
+        wanted: Option<lanyard_core::ConnectionId>,
+    ) -> Result<Connection> {
+        let connections = self.connections(org).await?;
+        let found = match wanted {
+            Some(id) => connections.into_iter().find(|c| c.id == id),
+            None => connections.into_iter().next(),
+        };
+        found.ok_or(TokenError::NoConnection)
+    }
+
+    /// The client secret of `org`'s connection, which Lanyard presents at the provider.
+    pub async fn connection_secret(
+        &self,
+        org: OrganizationId,
+        connection: lanyard_core::ConnectionId,
+    ) -> Result<Option<secrecy::SecretString>> {
+        Ok(self.tenancy.sso_client_secret(org, connection).await?)
+    }
+
+    /// The organization an invitation is for; every failure is
+    /// [`TokenError::InvitationGrantInvalid`] (see [`TokenError::hide_invitation`]).
+    pub async fn invitation_organization(&self, invitation_token: &str) -> Result<OrganizationId> {
+        let invitations = self.invitations.as_ref().ok_or(TokenError::InvitationsUnavailable)?;
+        let preview = invitations.preview(invitation_token).await.map_err(|e| TokenError::from(e).hide_invitation())?;
+        let org = self.active_organization_by_slug(&preview.organization_slug).await;
+        Ok(org.map_err(TokenError::hide_invitation)?.id)
+    }
+
+    /// The membership record of `user` in `org` (email and name for ID tokens and userinfo).
+    pub async fn member_profile(&self, org: OrganizationId, user: UserId) -> Result<Option<lanyard_clients::Member>> {
+        Ok(self.tenancy.member(org, user).await?)
+    }
+
+    /// Ends the session `id` for a reason of the system's (a code redeemed twice, a logout, a
+    /// revocation at the provider endpoints); an unknown or ended session is left as it is.
+    pub async fn end_session_by_id(&self, id: SessionId, reason: &str, actor: &str) -> Result<()> {
+        if let Some(session) = self.store.session(id).await?.filter(|s| s.revoked_at.is_none()) {
+            self.end_session(&session, reason, actor, Timestamp::now()).await?;
+        }
+        Ok(())
+    }
+
     // ----- keys ----------------------------------------------------------------------------
 
     /// The published keys and the JWKS document.

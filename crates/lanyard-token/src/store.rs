@@ -99,7 +99,8 @@ fn key_context_of_row(keys: &[String]) -> String {
 }
 
 /// Every column the token service seals with the key-encryption key, for `lanyard keys
-/// reencrypt`: signing keys' private keys and the replies of idempotent exchanges.
+/// reencrypt`: signing keys' private keys, the replies of idempotent exchanges, and the OpenID
+/// Provider's flows and codes in flight.
 pub const SEALED_COLUMNS: &[lanyard_core::rekey::SealedColumn] = &[
     lanyard_core::rekey::SealedColumn {
         table: "signing_keys",
@@ -108,6 +109,8 @@ pub const SEALED_COLUMNS: &[lanyard_core::rekey::SealedColumn] = &[
         context: key_context_of_row,
     },
     lanyard_core::idempotency::SEALED_REPLIES,
+    crate::provider::store::SEALED_FLOWS,
+    crate::provider::store::SEALED_CODES,
 ];
 
 impl TokenStore {

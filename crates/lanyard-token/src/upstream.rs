@@ -112,6 +112,27 @@ impl Connection {
     }
 }
 
+/// A provider's endpoints, from its discovery document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub authorization: String,
+    pub token: String,
+    /// Whether the client secret goes in the form (`client_secret_post`: the provider does not
+    /// take `client_secret_basic`).
+    pub secret_in_body: bool,
+}
+
+/// What redeeming a code at a provider takes.
+#[derive(Clone, Copy, Debug)]
+pub struct Redemption<'a> {
+    pub endpoints: &'a Endpoints,
+    pub client_id: &'a str,
+    pub client_secret: Option<&'a str>,
+    pub code: &'a str,
+    pub redirect_uri: &'a str,
+    pub code_verifier: &'a str,
+}
+
 /// An identity the connection vouches for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -322,6 +343,82 @@ impl UpstreamVerifier {
             // A stale cached key still verifies while the provider cannot be reached.
             Err(e) => cached.ok_or(e),
         }
+    }
+
+    /// Where the connection's provider signs people in: its authorization and token endpoints,
+    /// from discovery at the connection's issuer (never from anything a browser sent). Both must
+    /// be URLs the outbound rules accept: the browser is sent to one, Lanyard posts to the other.
+    pub async fn endpoints(&self, connection: &Connection) -> Result<Endpoints, UpstreamError> {
+        self.check_issuer(&connection.issuer)?;
+        let issuer = &connection.issuer;
+        let discovery_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let doc = self.get_json(&discovery_url).await?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
+            return Err(UpstreamError::Unavailable(format!("{discovery_url}: the document names another issuer")));
+        }
+        let endpoint = |name: &str| -> Result<String, UpstreamError> {
+            let url = doc
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| UpstreamError::Unavailable(format!("{discovery_url}: no {name}")))?;
+            outbound::check_url(url, self.http.policy())
+                .map_err(|e| UpstreamError::Unavailable(format!("{discovery_url}: {name}: {e}")))?;
+            Ok(url.to_owned())
+        };
+        let methods: Vec<&str> = doc
+            .get("token_endpoint_auth_methods_supported")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        // client_secret_basic is the default when the provider names none.
+        let secret_in_body = !methods.is_empty() && !methods.contains(&"client_secret_basic");
+        Ok(Endpoints {
+            authorization: endpoint("authorization_endpoint")?,
+            token: endpoint("token_endpoint")?,
+            secret_in_body: secret_in_body && methods.contains(&"client_secret_post"),
+        })
+    }
+
+    /// Redeems an authorization code at the provider's token endpoint (with Lanyard's PKCE
+    /// verifier and, when the connection has one, its client secret) and returns the ID token,
+    /// unverified: the caller verifies it with [`UpstreamVerifier::verify`] and the flow's nonce.
+    pub async fn redeem_code(&self, redemption: &Redemption<'_>) -> Result<String, UpstreamError> {
+        let r = redemption;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", r.code),
+            ("redirect_uri", r.redirect_uri),
+            ("code_verifier", r.code_verifier),
+            ("client_id", r.client_id),
+        ];
+        let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic_pair;
+        let basic = match r.client_secret {
+            Some(secret) if r.endpoints.secret_in_body => {
+                form.push(("client_secret", secret));
+                None
+            }
+            Some(secret) => {
+                basic_pair = (encode(r.client_id), encode(secret));
+                Some((basic_pair.0.as_str(), basic_pair.1.as_str()))
+            }
+            None => None,
+        };
+        let url = &r.endpoints.token;
+        let (status, body) = self
+            .http
+            .post_form(url, &form, basic)
+            .await
+            .map_err(|e| UpstreamError::Unavailable(format!("{url}: {e}")))?;
+        let doc: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !(200..300).contains(&status) {
+            let error = doc.get("error").and_then(Value::as_str).unwrap_or("none");
+            return Err(invalid(format!("the token endpoint refused the code: HTTP {status}, error {error:?}")));
+        }
+        doc.get("id_token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| invalid("the token endpoint returned no id_token"))
     }
 
     /// Verifies `token` against `connection`; `nonce`, when the flow set one, must match.

@@ -25,6 +25,8 @@ pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyar
     config.rate_limits = lanyard_token::RateLimits {
         exchange: RateLimit::new(settings.rate_limit_exchange_burst, settings.rate_limit_exchange_per_minute),
         invitation_grant: invitation_rate_limit(settings),
+        // Not a setting yet: the documented default (lanyard_token::RateLimits).
+        sign_in: lanyard_token::RateLimits::default().sign_in,
     };
     config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
     config.audience = token_audience(settings)?;

@@ -499,6 +499,14 @@ pub async fn serve_http(
         tokio::spawn(async move {
             // The TLS handshake, if any, runs here: a slow peer holds up only its own task.
             let Ok(connection) = accepted.establish().await else { return };
+            // Handlers that count requests per peer (the OpenID Provider's) read the peer here.
+            let remote = connection.tcp.remote_addr();
+            let app = tower::ServiceExt::map_request(app, move |mut req: http::Request<hyper::body::Incoming>| {
+                if let Some(addr) = remote {
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+                }
+                req
+            });
             let service = hyper_util::service::TowerToHyperService::new(app);
             let serving = builder.serve_connection(hyper_util::rt::TokioIo::new(connection), service);
             tokio::pin!(serving);

@@ -661,6 +661,18 @@ impl TenancyService for TenancyGrpc {
         }))
     }
 
+    async fn get_sso_client_secret(
+        &self,
+        request: Request<pb::GetSsoClientSecretRequest>,
+    ) -> Result<Response<pb::GetSsoClientSecretResponse>, Status> {
+        let caller = self.caller(&request).await?;
+        let req = request.into_inner();
+        let org = org_id(&req.organization_id)?;
+        let id = connection_id(&req.connection_id, "connection_id")?;
+        let client_secret = self.tenancy.sso_client_secret(&caller, org, id).await?.unwrap_or_default();
+        Ok(Response::new(pb::GetSsoClientSecretResponse { client_secret }))
+    }
+
     async fn record_audit_event(
         &self,
         request: Request<pb::RecordAuditEventRequest>,

@@ -65,6 +65,18 @@ impl Tenancy {
         self.store.sso_connection_by_id(id).await
     }
 
+    /// The opened client secret of `org`'s connection `id` (service keys only): how the token
+    /// service signs in at the organization's provider. It leaves tenancy only this way.
+    pub async fn sso_client_secret(
+        &self,
+        caller: &Caller,
+        org: OrganizationId,
+        id: ConnectionId,
+    ) -> Result<Option<String>> {
+        caller.require_service()?;
+        self.store.sso_client_secret(org, id, &self.secrets).await
+    }
+
     /// The enabled connections of active organizations with `issuer` (service keys only): how the
     /// token service finds the organizations a first sign-in may be for.
     pub async fn find_sso_connections(&self, caller: &Caller, issuer: &str) -> Result<Vec<SsoConnection>> {

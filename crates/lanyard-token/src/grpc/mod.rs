@@ -2,6 +2,7 @@
 //! values at the edge, call [`Tokens`], convert back. The only module of this crate that knows
 //! tonic's server side.
 
+mod clients;
 mod status;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::TokenError;
 use crate::keys::{KeyState, LoadedKey, PublicJwk, SigningAlgorithm};
+use crate::provider::Clients;
 use crate::service::{ClientInfo, Issued, Tokens};
 use crate::store::Session;
 use lanyard_authz::authorizer::principal_to_pb;
@@ -32,6 +34,9 @@ pub struct Limiters {
     pub exchange: PeerLimiter,
     /// `ExchangeToken` with an invitation grant, on top of `exchange`.
     pub invitation_grant: PeerLimiter,
+    /// The OpenID Provider's `/oauth2/*` endpoints (used by `provider`, kept here with the
+    /// others so one worker prunes them all).
+    pub sign_in: PeerLimiter,
     /// How the peer of a call is found.
     pub peer_rule: PeerRule,
 }
@@ -47,17 +52,18 @@ impl Limiters {
 #[derive(Clone)]
 pub struct TokenGrpc {
     tokens: Tokens,
+    clients: Clients,
     auth: Authenticator,
     replays: Replays,
     limiters: Limiters,
 }
 
 impl TokenGrpc {
-    /// Serves `tokens`, authenticating callers with `auth`; `secrets` seals replayable replies;
+    /// Serves `tokens` and the registered OAuth `clients`, authenticating callers with `auth`; `secrets` seals replayable replies;
     /// `limiters` limit the unauthenticated RPCs per peer.
-    pub fn new(tokens: Tokens, auth: Authenticator, secrets: SecretBox, limiters: Limiters) -> Self {
+    pub fn new(tokens: Tokens, clients: Clients, auth: Authenticator, secrets: SecretBox, limiters: Limiters) -> Self {
         let replays = Replays::new(tokens.store().database().clone()).sealed(secrets);
-        Self { tokens, auth, replays, limiters }
+        Self { tokens, clients, auth, replays, limiters }
     }
 
     /// The TokenService tonic server, behind the authentication layer.
@@ -335,6 +341,27 @@ impl TokenService for TokenGrpc {
         };
         let key = self.tokens.rotate(&caller, algorithm, req.force).await?;
         Ok(Response::new(pb::RotateSigningKeyResponse { key: Some(key_to_pb(&key)) }))
+    }
+
+    async fn register_client(
+        &self,
+        request: Request<pb::RegisterClientRequest>,
+    ) -> Result<Response<pb::RegisterClientResponse>, Status> {
+        self.register_client_rpc(request).await
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        self.list_clients_rpc(request).await
+    }
+
+    async fn delete_client(
+        &self,
+        request: Request<pb::DeleteClientRequest>,
+    ) -> Result<Response<pb::DeleteClientResponse>, Status> {
+        self.delete_client_rpc(request).await
     }
 }
 

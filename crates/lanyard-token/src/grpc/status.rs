@@ -45,6 +45,7 @@ impl ServiceError for TokenError {
             OrganizationInactive => Problem::new(Code::PermissionDenied, "ORGANIZATION_INACTIVE", msg),
             ReauthenticationRequired => Problem::new(Code::PermissionDenied, "REAUTHENTICATION_REQUIRED", msg),
             SessionNotFound => Problem::new(Code::NotFound, "SESSION_NOT_FOUND", msg),
+            ClientNotFound => Problem::new(Code::NotFound, "CLIENT_NOT_FOUND", msg),
             NextKeyTooNew { retry_after_secs } => {
                 Problem::new(Code::FailedPrecondition, "SIGNING_KEY_NOT_PUBLISHED", msg.clone())
                     .with_metadata("retry_after_seconds", retry_after_secs)

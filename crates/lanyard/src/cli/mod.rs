@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use crate::app::{ServiceName, OPERATOR_KEY_FILE};
 
+mod clients;
 pub mod keys;
 pub mod org_admin;
 mod output;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Manage invitations.
     #[command(subcommand)]
     Invitation(InvitationCommand),
+    /// Manage the applications that sign people in through Lanyard (OpenID Provider clients).
+    #[command(subcommand)]
+    Client(clients::ClientCommand),
     /// Manage an organization's roles.
     #[command(subcommand)]
     Role(roles::RoleCommand),
@@ -685,6 +689,7 @@ pub async fn run_operator(command: Command, data_dir: &std::path::Path) -> anyho
         }
         Command::Invitation(command) => run_invitation(command, data_dir).await?,
         Command::Domain(command) => run_domain(command, data_dir).await?,
+        Command::Client(command) => clients::run(command, data_dir).await?,
         Command::Org(OrgCommand::Lifecycle(command)) => org_admin::run_org(command, data_dir).await?,
         Command::Role(command) => roles::run(command, data_dir).await?,
         Command::Sso(command) => sso::run(command, data_dir).await?,
