@@ -172,7 +172,7 @@ impl Clients {
 
     /// Registers an application (operators only).
     pub async fn register(&self, caller: &Caller, new: NewClient) -> Result<Registered> {
-        caller.require_operator()?;
+        caller.require_operator_key()?;
         let name = lanyard_core::values::DisplayName::parse(&new.display_name, "display_name")?;
         check_uris(&new.redirect_uris, "redirect_uris", true)?;
         check_uris(&new.post_logout_redirect_uris, "post_logout_redirect_uris", false)?;
@@ -219,7 +219,7 @@ impl Clients {
     /// signed in ends (`tokens` revokes them everywhere before this returns), so neither its
     /// refresh tokens nor its access tokens outlive it.
     pub async fn delete(&self, caller: &Caller, client_id: &str, tokens: &crate::service::Tokens) -> Result<usize> {
-        caller.require_operator()?;
+        caller.require_operator_key()?;
         if client_id.is_empty() {
             return Err(ValueError::Missing("client_id").into());
         }
