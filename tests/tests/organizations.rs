@@ -2,7 +2,7 @@
 
 use lanyard_core::db::Backend;
 use lanyard_proto::tenancy::v1 as pb;
-use lanyard_tests::{assert_error, backend_tests, spawn_app, unique_slug};
+use lanyard_tests::{assert_error, backend_tests, spawn_app, spawn_app_with, unique_slug};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -308,7 +308,8 @@ async fn domains_are_normalized_and_public_webmail_refused(backend: Backend) {
 }
 
 async fn retried_create_returns_the_first_result(backend: Backend) {
-    let app = spawn_app(backend).await;
+    const SECOND_OPERATOR_KEY: &str = "test-second-operator-key-0123456789";
+    let app = spawn_app_with(backend, |s| s.operator_keys.push(SECOND_OPERATOR_KEY.to_owned().into())).await;
     let request = pb::CreateOrganizationRequest {
         slug: unique_slug(),
         display_name: "Acme".into(),
@@ -321,8 +322,9 @@ async fn retried_create_returns_the_first_result(backend: Backend) {
     assert_eq!(first, second);
     let orgs = app.operator().list_organizations(pb::ListOrganizationsRequest::default()).await.unwrap().into_inner();
     assert_eq!(orgs.organizations.len(), 1);
-    // The same id with another caller is another request.
-    assert_error(app.service().create_organization(request).await, Code::AlreadyExists, "SLUG_TAKEN");
+    // The same id with another caller (another operator key) is another request.
+    let other = app.client_with(Some(&format!("Bearer {SECOND_OPERATOR_KEY}")));
+    assert_error(other.clone().create_organization(request).await, Code::AlreadyExists, "SLUG_TAKEN");
 }
 
 async fn owner_email_makes_an_owner_member(backend: Backend) {

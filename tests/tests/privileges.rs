@@ -12,7 +12,7 @@ use lanyard_proto::tenancy::v1 as pb;
 use lanyard_tests::{assert_error, backend_tests, spawn_services, sso, TestApp};
 use tonic::Code;
 
-backend_tests!(an_admin_cannot_become_owner);
+backend_tests!(an_admin_cannot_become_owner, a_service_key_cannot_administer);
 
 async fn all(backend: Backend) -> TestApp {
     spawn_services(backend, &[ServiceName::Tenancy, ServiceName::Invitation, ServiceName::Token], |s| {
@@ -166,4 +166,85 @@ async fn an_admin_cannot_become_owner(backend: Backend) {
         .organization
         .unwrap();
     assert_eq!(organization.owner_user_id, owner_id);
+}
+
+/// The service key, which every product service holds to authorize requests, acts across
+/// organizations for the internal RPCs but cannot change who the customers are or how identity is
+/// trusted: creating, suspending, resizing or deleting an organization, verifying a domain on the
+/// operator's word and rotating the signing keys need the operator's key. Each refusal writes
+/// nothing.
+async fn a_service_key_cannot_administer(backend: Backend) {
+    let app = all(backend).await;
+    let org = app.create_org(5, &["acme.com"]).await;
+    let id = org.organization_id.clone();
+    app.operator()
+        .add_domain(pb::AddDomainRequest {
+            organization_id: id.clone(),
+            domain: "acme.com".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("AddDomain");
+    let before = app.snapshot().await;
+    let service = app.service();
+    let status = service
+        .clone()
+        .create_organization(pb::CreateOrganizationRequest {
+            slug: lanyard_tests::unique_slug(),
+            display_name: "Mallory".into(),
+            seat_limit: 5,
+            ..Default::default()
+        })
+        .await;
+    assert_error(status, Code::PermissionDenied, "OPERATOR_ONLY");
+    for (path, organization) in [
+        ("status", pb::Organization { status: pb::OrganizationStatus::Suspended as i32, ..org.clone() }),
+        ("seat_limit", pb::Organization { seat_limit: 500, ..org.clone() }),
+    ] {
+        let status = service
+            .clone()
+            .update_organization(pb::UpdateOrganizationRequest {
+                organization: Some(organization),
+                update_mask: Some(prost_types::FieldMask { paths: vec![path.into()] }),
+                ..Default::default()
+            })
+            .await;
+        assert_error(status, Code::PermissionDenied, "OPERATOR_ONLY");
+    }
+    let status = service
+        .clone()
+        .delete_organization(pb::DeleteOrganizationRequest { organization_id: id.clone(), ..Default::default() })
+        .await;
+    assert_error(status, Code::PermissionDenied, "OPERATOR_ONLY");
+    let status = service
+        .clone()
+        .verify_domain(pb::VerifyDomainRequest {
+            organization_id: id.clone(),
+            domain: "acme.com".into(),
+            method: pb::DomainVerificationMethod::Operator as i32,
+            ..Default::default()
+        })
+        .await;
+    assert_error(status, Code::PermissionDenied, "OPERATOR_ONLY");
+    assert_eq!(app.snapshot().await, before, "no refused call wrote anything");
+
+    let service_key = format!("Bearer {}", lanyard_tests::SERVICE_KEY);
+    let keys = |header: &str| {
+        let mut tokens = app.tokens_with(Some(header));
+        async move { tokens.get_jwks(lanyard_proto::token::v1::GetJwksRequest {}).await.expect("JWKS").into_inner() }
+    };
+    let published = keys(&service_key).await;
+    let status = app
+        .tokens_with(Some(&service_key))
+        .rotate_signing_key(lanyard_proto::token::v1::RotateSigningKeyRequest { force: true, ..Default::default() })
+        .await;
+    assert_error(status, Code::PermissionDenied, "OPERATOR_ONLY");
+    assert_eq!(keys(&service_key).await, published, "the refused rotation published no key");
+    // The operator's key still may, which shows the refusals above were about the key.
+    let operator_key = format!("Bearer {}", lanyard_tests::OPERATOR_KEY);
+    app.tokens_with(Some(&operator_key))
+        .rotate_signing_key(lanyard_proto::token::v1::RotateSigningKeyRequest { force: true, ..Default::default() })
+        .await
+        .expect("the operator rotates");
+    assert_ne!(keys(&operator_key).await, published);
 }

@@ -646,7 +646,7 @@ impl Tokens {
 
     /// Rotates the signing keys (operators only).
     pub async fn rotate(&self, caller: &Caller, algorithm: Option<SigningAlgorithm>, force: bool) -> Result<LoadedKey> {
-        caller.require_operator()?;
+        caller.require_operator_key()?;
         self.keys.rotate(algorithm, &caller.actor(), force).await
     }
 }

@@ -86,6 +86,19 @@ impl Caller {
         }
     }
 
+    /// Requires the operator's key itself, not a service key: for what changes who the customers
+    /// are and how identity is trusted (creating, changing, suspending and deleting organizations,
+    /// verifying a domain on the operator's word, rotating the signing keys). A service key is
+    /// held by every product service that authorizes requests; it may act across organizations
+    /// for the internal RPCs, but a compromised product service must not delete customers or
+    /// vouch for a domain.
+    pub fn require_operator_key(&self) -> Result<(), Denied> {
+        match self {
+            Self::Operator { .. } => Ok(()),
+            _ => Err(Denied::OperatorOnly),
+        }
+    }
+
     /// Requires a service key, for internal RPCs.
     pub fn require_service(&self) -> Result<(), Denied> {
         match self {
@@ -131,5 +144,10 @@ mod tests {
         let op = Caller::Operator { key_id: "x".into() };
         assert_eq!(op.require_service(), Err(Denied::ServiceOnly));
         assert_eq!(op.require(org, "members:write"), Ok(()));
+        assert_eq!(op.require_operator_key(), Ok(()));
+        let service = Caller::Service { key_id: "y".into() };
+        assert_eq!(service.require_operator(), Ok(()), "services act across organizations");
+        assert_eq!(service.require_operator_key(), Err(Denied::OperatorOnly), "but administer nothing");
+        assert_eq!(member.require_operator_key(), Err(Denied::OperatorOnly));
     }
 }

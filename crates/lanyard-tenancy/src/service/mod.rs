@@ -237,7 +237,7 @@ impl Tenancy {
         mut new: NewOrganization,
         allow_public_domains: bool,
     ) -> Result<Organization> {
-        caller.require_operator()?;
+        caller.require_operator_key()?;
         check_seat_limit(new.seat_limit)?;
         check_metadata(&new.metadata)?;
         new.allowed_domains.sort();
@@ -291,7 +291,7 @@ impl Tenancy {
         patch: OrganizationPatch,
     ) -> Result<Organization> {
         if patch.seat_limit.is_some() || patch.status.is_some() {
-            caller.require_operator()?;
+            caller.require_operator_key()?;
         } else {
             self.require(caller, id, "organization:write")?;
         }
@@ -317,7 +317,7 @@ impl Tenancy {
 
     /// Soft-deletes an organization (operator only).
     pub async fn delete_organization(&self, caller: &Caller, id: OrganizationId) -> Result<Organization> {
-        caller.require_operator()?;
+        caller.require_operator_key()?;
         let result = self.store.delete_organization(id, &Change::by(caller.actor())).await?;
         self.organization_changed(&result).await;
         self.seats_changed(id).await;
@@ -353,7 +353,7 @@ impl Tenancy {
     ) -> Result<(Organization, OrgDomain)> {
         self.require(caller, id, "domains:write")?;
         if method == VerificationMethod::Operator {
-            caller.require_operator()?;
+            caller.require_operator_key()?;
         }
         self.org(id).await?;
         let current = self.store.domain(id, &domain).await?.ok_or(TenancyError::DomainNotFound)?;
