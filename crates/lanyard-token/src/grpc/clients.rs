@@ -31,7 +31,7 @@ impl TokenGrpc {
         request: Request<pb::RegisterClientRequest>,
     ) -> Result<Response<pb::RegisterClientResponse>, Status> {
         let caller = self.caller(&request).await?;
-        caller.require_operator().map_err(TokenError::from)?;
+        caller.require_operator_key().map_err(TokenError::from)?;
         let req = request.into_inner();
         let client_type = match pb::ClientType::try_from(req.client_type) {
             Ok(pb::ClientType::Public) => ClientType::Public,
