@@ -43,6 +43,12 @@ async fn full_flow(backend: Backend) {
     assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(doc["grant_types_supported"], serde_json::json!(["authorization_code", "refresh_token"]));
+    assert_eq!(
+        doc["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
+    );
+    assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
     for key in ["jwks_uri", "revocation_endpoint", "end_session_endpoint", "userinfo_endpoint"] {
         assert!(doc[key].as_str().is_some_and(|u| u.starts_with(ISSUER)), "{key}");
     }

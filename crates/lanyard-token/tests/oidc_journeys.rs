@@ -201,7 +201,25 @@ async fn rate_limited_per_peer(backend: Backend) {
     assert_ne!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// In a split deployment the token process reaches tenancy over the network, the connection's
+/// client secret included (service key), and the whole sign-in works the same.
+async fn split_deployment(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn_over_channel(&db).await;
+    let idp = FakeIdp::start(Kind::Azure, "acme.com").await;
+    let org = app.create_org("acme", &["acme.com"], "").await;
+    app.connect(&org, &idp).await;
+    app.add_member(&org, "alice@acme.com", &["admin"]).await;
+    let rp = Rp::register(&app, true).await;
+    let attempt = Attempt::new();
+    let code = rp.code(&idp, &attempt, "acme", "alice-oid", "alice@acme.com").await;
+    let tokens = rp.redeem(&code, &attempt.verifier).await;
+    assert_eq!(tokens.status, StatusCode::OK, "{tokens:?}");
+    assert!(authorized(&app, tokens.json()["access_token"].as_str().unwrap()).await);
+}
+
 backend_tests!(
+    split_deployment,
     rate_limited_per_peer,
     invitation_through_authorize,
     switch_organization_on_refresh,

@@ -170,7 +170,8 @@ impl Clients {
         Self { db }
     }
 
-    /// Registers an application (operators only).
+    /// Registers an application (the operator's key only: a product service's key may not choose
+    /// where sign-ins go).
     pub async fn register(&self, caller: &Caller, new: NewClient) -> Result<Registered> {
         caller.require_operator_key()?;
         let name = lanyard_core::values::DisplayName::parse(&new.display_name, "display_name")?;
@@ -201,9 +202,9 @@ impl Clients {
         Ok(Registered { client, secret })
     }
 
-    /// A page of the registered applications (operators only).
+    /// A page of the registered applications (the operator's key only).
     pub async fn list(&self, caller: &Caller, page: &Page) -> Result<(Vec<OAuthClient>, String)> {
-        caller.require_operator()?;
+        caller.require_operator_key()?;
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM oauth_clients WHERE client_id > $1 ORDER BY client_id LIMIT $2"
         ))
@@ -215,7 +216,7 @@ impl Clients {
         Ok(page.finish(clients, |c| c.client_id.clone()))
     }
 
-    /// Deletes an application (operators only): its codes stop working, and every session it
+    /// Deletes an application (the operator's key only): its codes stop working, and every session it
     /// signed in ends (`tokens` revokes them everywhere before this returns), so neither its
     /// refresh tokens nor its access tokens outlive it.
     pub async fn delete(&self, caller: &Caller, client_id: &str, tokens: &crate::service::Tokens) -> Result<usize> {

@@ -2,6 +2,9 @@
 //! authorization codes (`oauth_codes`) and the application each session signed in for
 //! (`oauth_sessions`). Secrets are kept as hashes, or sealed when they must be read back.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::Database;
 use lanyard_core::stored;
@@ -69,7 +72,12 @@ pub struct Code {
 pub struct ProviderStore {
     db: Database,
     secrets: SecretBox,
+    /// When expired rows were last pruned (microseconds since the epoch).
+    pruned: Arc<AtomicI64>,
 }
+
+/// How often expired flows, codes and client bindings are pruned, from the requests that add them.
+const PRUNE_EVERY_MICROS: i64 = 60_000_000;
 
 fn flow_context(id: &str) -> String {
     format!("oauth_flow:{id}")
@@ -98,7 +106,7 @@ pub const SEALED_CODES: lanyard_core::rekey::SealedColumn = lanyard_core::rekey:
 impl ProviderStore {
     /// Over the token service's database; `secrets` seals what must be read back.
     pub fn new(db: Database, secrets: SecretBox) -> Self {
-        Self { db, secrets }
+        Self { db, secrets, pruned: Arc::default() }
     }
 
     /// Records a flow, and forgets the flows and codes that expired.
@@ -123,10 +131,21 @@ impl ProviderStore {
     }
 
     async fn prune(&self, now: Timestamp) -> Result<()> {
+        let last = self.pruned.load(Ordering::Relaxed);
+        let due = now.0.saturating_sub(last) >= PRUNE_EVERY_MICROS;
+        // One request prunes; the others carry on.
+        if !due || self.pruned.compare_exchange(last, now.0, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return Ok(());
+        }
         sqlx::query("DELETE FROM oauth_flows WHERE expires_at < $1").bind(now.0).execute(&self.db.pool).await?;
         // Used codes stay a while past their expiry: a late second use still revokes.
         let grace = now.0.saturating_sub(3_600_000_000);
         sqlx::query("DELETE FROM oauth_codes WHERE expires_at < $1").bind(grace).execute(&self.db.pool).await?;
+        // A session past its end can never be refreshed again: its binding to a client is moot.
+        sqlx::query("DELETE FROM oauth_sessions WHERE session_id IN (SELECT id FROM sessions WHERE expires_at < $1)")
+            .bind(now.0)
+            .execute(&self.db.pool)
+            .await?;
         Ok(())
     }
 
