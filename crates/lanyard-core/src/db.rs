@@ -189,7 +189,15 @@ fn private_sqlite_files(url: &str) -> Result<(), sqlx::Error> {
         return Ok(());
     }
     let db = options.get_filename();
-    crate::fs::open_private(db, std::fs::OpenOptions::new().write(true).create(true))?;
+    // A new file is created private. An existing one is tightened by its path, never opened:
+    // closing any descriptor of a database file drops every POSIX lock this process holds on it,
+    // so opening it beside a live pool (a second connect in one process) would let another
+    // process write under this one's readers (lost writes, short reads).
+    match crate::fs::open_private(db, std::fs::OpenOptions::new().write(true).create_new(true)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => crate::fs::make_private(db)?,
+        Err(e) => return Err(e.into()),
+    }
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut sibling = db.as_os_str().to_owned();
         sibling.push(suffix);
