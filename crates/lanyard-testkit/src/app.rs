@@ -414,6 +414,27 @@ impl TestApp {
         resp.member.expect("member").user_id
     }
 
+    /// Invites `email` into `org` with `roles` as the caller of `key`, sending no email, and
+    /// returns the token of the invitation's link.
+    pub async fn invitation_token(&self, key: &str, org: &str, email: &str, roles: &[&str]) -> String {
+        let request = lanyard_proto::invitation::v1::CreateInvitationRequest {
+            organization_id: org.into(),
+            email: email.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            send_email: false,
+            ..Default::default()
+        };
+        let resp = self
+            .invitations
+            .clone()
+            .create_invitation(with_key(request, key))
+            .await
+            .expect("create invitation")
+            .into_inner();
+        let link = resp.invitation_link.expect("a link");
+        link.rsplit_once("token=").expect("a link with a token").1.to_owned()
+    }
+
     /// Signs in with an ID token.
     pub async fn sign_in(&self, id_token: &str, org: &str) -> Result<pb::ExchangeTokenResponse, tonic::Status> {
         let grant = pb::IdTokenGrant { id_token: id_token.into(), organization_id: org.into(), nonce: None };

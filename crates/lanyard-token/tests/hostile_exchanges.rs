@@ -34,23 +34,6 @@ fn guess() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
-async fn invite(app: &TestApp, org: &str, email: &str) -> String {
-    let resp = app
-        .invitations
-        .clone()
-        .create_invitation(op(ipb::CreateInvitationRequest {
-            organization_id: org.into(),
-            email: email.into(),
-            send_email: false,
-            ..Default::default()
-        }))
-        .await
-        .expect("create invitation")
-        .into_inner();
-    let link = resp.invitation_link.expect("a link");
-    link.rsplit_once("token=").expect("a token").1.to_owned()
-}
-
 /// A client of the app's server whose connections come from `source` (another loopback address:
 /// another peer).
 fn client_from(app: &TestApp, source: [u8; 4]) -> TokenServiceClient<tonic::transport::Channel> {
@@ -124,8 +107,8 @@ async fn unknown_and_real_invitations_answer_alike(backend: Backend) {
     let elsewhere = FakeIdp::start(Kind::Okta, "evil.example").await;
     let acme = app.create_org("acme", &["acme.com"], "it@acme.com").await;
     app.connect(&acme, &google).await;
-    let real = invite(&app, &acme, "bob@acme.com").await;
-    let revoked = invite(&app, &acme, "carol@acme.com").await;
+    let real = app.invitation_token(OPERATOR_KEY, &acme, "bob@acme.com", &[]).await;
+    let revoked = app.invitation_token(OPERATOR_KEY, &acme, "carol@acme.com", &[]).await;
     let listed = app
         .invitations
         .clone()
@@ -270,7 +253,7 @@ async fn replay(backend: Backend) {
     // Also without naming the organization, and through an invitation grant.
     let err = app.sign_in(&id_token, "").await.unwrap_err();
     assert_status(&err, Code::Unauthenticated, "ID_TOKEN_REPLAYED");
-    let link = invite(&app, &acme, "bob@acme.com").await;
+    let link = app.invitation_token(OPERATOR_KEY, &acme, "bob@acme.com", &[]).await;
     let err = app.exchange(invitation_grant(&link, &id_token)).await.unwrap_err();
     assert_status(&err, Code::Unauthenticated, "ID_TOKEN_REPLAYED");
     assert_eq!(sessions_of(&app, &first.user_id).await, 1, "no second session");

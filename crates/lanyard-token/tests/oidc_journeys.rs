@@ -8,35 +8,16 @@ mod support;
 
 use std::sync::Arc;
 
-use lanyard_proto::invitation::v1 as ipb;
 use oidc::*;
 use reqwest::StatusCode;
 use support::idp::{FakeIdp, Kind};
 use support::*;
 
-async fn invite(app: &TestApp, org: &str, email: &str, roles: &[&str]) -> String {
-    let resp = app
-        .invitations
-        .clone()
-        .create_invitation(op(ipb::CreateInvitationRequest {
-            organization_id: org.into(),
-            email: email.into(),
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            send_email: false,
-            ..Default::default()
-        }))
-        .await
-        .expect("create invitation")
-        .into_inner();
-    let link = resp.invitation_link.expect("a link");
-    link.rsplit_once("token=").expect("a token").1.to_owned()
-}
-
 /// The seed's journey: the operator invites the customer's admin; the application sends them
 /// to Lanyard with the invitation; they sign in at their company's provider and arrive as admin.
 async fn invitation_through_authorize(backend: Backend) {
     let f = Fixture::new(backend).await;
-    let invitation = invite(&f.app, &f.org, "it@acme.com", &["admin"]).await;
+    let invitation = f.app.invitation_token(OPERATOR_KEY, &f.org, "it@acme.com", &["admin"]).await;
     // The wrong person at the provider: refused, nothing written, the invitation still open.
     let url = f.rp.authorize_url(&Attempt::new(), "", &[("organization", None), ("invitation", Some(&invitation))]);
     let answer = f.rp.through_provider(&f.idp, &url, "mallory", "mallory@acme.com").await;
@@ -57,7 +38,7 @@ async fn invitation_through_authorize(backend: Backend) {
     let again = f.rp.get(&url, &[]).await;
     assert_eq!(again.param("error").as_deref(), Some("access_denied"), "{again:?}");
     // An invitation and an organization that disagree.
-    let other = invite(&f.app, &f.org, "dan@acme.com", &["member"]).await;
+    let other = f.app.invitation_token(OPERATOR_KEY, &f.org, "dan@acme.com", &["member"]).await;
     let beta = f.app.create_org("beta", &["beta.io"], "").await;
     let mixed = f.rp.authorize_url(&Attempt::new(), &beta, &[("invitation", Some(&other))]);
     assert_eq!(f.rp.get(&mixed, &[]).await.param("error").as_deref(), Some("access_denied"));

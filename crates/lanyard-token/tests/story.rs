@@ -7,36 +7,11 @@
 mod support;
 
 use lanyard_proto::authz::v1 as apb;
-use lanyard_proto::invitation::v1 as ipb;
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::token::v1 as pb;
 use support::idp::{FakeIdp, Kind};
 use support::*;
 use tonic::Code;
-
-fn token_of(link: &str) -> String {
-    link.rsplit_once("token=").expect("a link with a token").1.to_owned()
-}
-
-async fn invite(app: &TestApp, caller_key: &str, org: &str, email: &str, roles: &[&str]) -> String {
-    let resp = app
-        .invitations
-        .clone()
-        .create_invitation(with_key(
-            ipb::CreateInvitationRequest {
-                organization_id: org.into(),
-                email: email.into(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                send_email: false,
-                ..Default::default()
-            },
-            caller_key,
-        ))
-        .await
-        .expect("create invitation")
-        .into_inner();
-    token_of(&resp.invitation_link.expect("a link"))
-}
 
 async fn accept(app: &TestApp, invitation: &str, id_token: &str) -> Result<pb::ExchangeTokenResponse, tonic::Status> {
     let grant = pb::InvitationGrant { invitation_token: invitation.into(), id_token: id_token.into(), nonce: None };
@@ -65,7 +40,7 @@ async fn story(backend: Backend) {
     // The operator signs the contract: an organization, its SSO connection, and the admin's link.
     let acme = app.create_org("acme", &["acme.com"], "").await;
     app.connect(&acme, &google).await;
-    let admin_link = invite(&app, OPERATOR_KEY, &acme, "it@acme.com", &["admin"]).await;
+    let admin_link = app.invitation_token(OPERATOR_KEY, &acme, "it@acme.com", &["admin"]).await;
 
     // The admin opens the link and signs in with Google Workspace.
     let admin = accept(&app, &admin_link, &google.id_token("g-it", "it@acme.com")).await.expect("admin accepts");
@@ -240,7 +215,7 @@ async fn sign_in_across_processes() {
     let google = FakeIdp::start(Kind::Google, "acme.com").await;
     let acme = app.create_org("acme", &["acme.com"], "").await;
     app.connect(&acme, &google).await;
-    let link = invite(&app, OPERATOR_KEY, &acme, "it@acme.com", &["admin"]).await;
+    let link = app.invitation_token(OPERATOR_KEY, &acme, "it@acme.com", &["admin"]).await;
     let admin = accept(&app, &link, &google.id_token("g-it", "it@acme.com")).await.expect("accept over a channel");
     assert_eq!(admin.active_organization.unwrap().organization_id, acme);
     let again = app.sign_in(&google.id_token("g-it", "it@acme.com"), &acme).await.expect("sign in over a channel");
