@@ -7,7 +7,6 @@ use lanyard_core::page::Page;
 use lanyard_core::{Caller, Timestamp, ValueError};
 use sqlx::any::AnyRow;
 use sqlx::Row;
-use subtle::ConstantTimeEq;
 
 use crate::error::TokenError;
 
@@ -72,7 +71,7 @@ impl OAuthClient {
     /// client has none, and no secret is its secret.
     pub fn secret_matches(&self, secret: &str) -> bool {
         match &self.secret_hash {
-            Some(stored) => sha256_hex(secret.as_bytes()).as_bytes().ct_eq(stored.as_bytes()).into(),
+            Some(stored) => super::same(&sha256_hex(secret.as_bytes()), stored),
             None => false,
         }
     }
