@@ -188,6 +188,19 @@ async fn operator_and_service_rpcs(backend: Backend) {
     assert_eq!(tenancy.get_sso_client_secret(ask()).await.unwrap_err().code(), Code::Unauthenticated);
     let secret = tenancy.get_sso_client_secret(with_key(ask(), SERVICE_KEY)).await.unwrap().into_inner();
     assert_eq!(secret.client_secret, f.idp.client_secret);
+    // Bad ids, and a connection paired with another organization, answer a status, never a secret.
+    let globex = f.app.create_org("globex", &["globex.com"], "").await;
+    let connection = connections[0].connection_id.as_str();
+    for (org, id, code) in [
+        ("not-an-id", connection, Code::InvalidArgument),
+        (f.org.as_str(), "not-an-id", Code::InvalidArgument),
+        (globex.as_str(), connection, Code::NotFound),
+    ] {
+        let req = tpb::GetSsoClientSecretRequest { organization_id: org.into(), connection_id: id.into() };
+        let err = tenancy.get_sso_client_secret(with_key(req, SERVICE_KEY)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{org} {id}: {err:?}");
+        assert!(!reason(&err).is_empty(), "a stable reason: {err:?}");
+    }
 
     // Deleting the application ends the sessions it signed in.
     assert!(authorized(&f.app, &access).await);
