@@ -183,6 +183,59 @@ async fn upstream_error(backend: Backend) {
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
     assert_page(&answer, "provider_unavailable");
     assert!(!answer.body.contains("127.0.0.1"), "no detail leaks: {}", answer.body);
+
+    // A provider whose discovery sends the code redemption to an internal address: refused before
+    // any redirect, on a page, with no flow written.
+    let inward = ["https://169.254.169.254/latest/token", "https://10.0.0.1/token", "http://192.168.0.1/token"];
+    for (i, endpoint) in inward.into_iter().enumerate() {
+        let issuer = discovery_naming_token_endpoint(endpoint).await;
+        let org = f.app.create_org(&format!("inward-{i}"), &[], "").await;
+        f.app
+            .tenancy
+            .clone()
+            .create_sso_connection(op(lanyard_proto::tenancy::v1::CreateSsoConnectionRequest {
+                organization_id: org.clone(),
+                kind: lanyard_proto::tenancy::v1::SsoConnectionKind::Okta as i32,
+                issuer: issuer.clone(),
+                client_id: "lanyard".into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("create SSO connection");
+        let answer = f.rp.get(&f.rp.authorize_url(&attempt, &org, &[]), &[]).await;
+        assert_page(&answer, "provider_unavailable");
+        assert!(answer.location.is_none(), "{endpoint}: redirected to {:?}", answer.location);
+        let (sessions, refresh, flows, codes, _) = rows(&f.app).await;
+        assert_eq!((sessions, refresh, flows, codes), (0, 0, 0, 0), "{endpoint}");
+    }
+}
+
+/// A loopback provider whose discovery document is sound except for its `token_endpoint`; returns
+/// its issuer. It answers every request with the document.
+async fn discovery_naming_token_endpoint(token_endpoint: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let body = serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": token_endpoint,
+        "jwks_uri": format!("{issuer}/keys"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+    .to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
+        }
+    });
+    issuer
 }
 
 backend_tests!(
