@@ -10,23 +10,19 @@ use std::sync::Once;
 pub mod projects;
 pub mod sso;
 
-use base64::Engine;
 use lanyard::{Application, ServiceName, Settings};
 use lanyard_core::db::{Backend, Database, DatabaseConfig};
 use lanyard_proto::invitation::v1::invitation_service_client::InvitationServiceClient;
 use lanyard_proto::tenancy::v1 as pb;
 use lanyard_proto::tenancy::v1::tenancy_service_client::TenancyServiceClient;
 use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
-use secrecy::SecretString;
 use sqlx::Row;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// The operator key every test server accepts.
-pub const OPERATOR_KEY: &str = "test-operator-key-0123456789";
-/// The service key every test server accepts.
-pub const SERVICE_KEY: &str = "test-service-key-0123456789";
+/// The keys every test server accepts, and the key-encryption key it seals secrets with.
+pub use lanyard_testkit::app::{KEK, OPERATOR_KEY, SERVICE_KEY};
 
 /// A tenancy client that sends a fixed `authorization` header (or none).
 pub type Client = TenancyServiceClient<InterceptedService<Channel, Auth>>;
@@ -53,7 +49,7 @@ fn init_logs() {
     });
 }
 
-pub use lanyard_testkit::app::{drop_postgres_database, fresh_postgres_database, postgres_admin_url};
+pub use lanyard_testkit::app::{drop_postgres_database, fresh_postgres_database, postgres_admin_url, TestDb};
 
 /// A fresh Postgres database that several servers of one test share, dropped with it.
 pub struct SharedDatabase {
@@ -93,10 +89,10 @@ pub struct TestApp {
     channel: Channel,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    pg_database: Option<String>,
     /// The DNS server tenancy checks domain challenges against.
     pub dns: lanyard_testkit::dns::FakeDns,
-    _dir: tempfile::TempDir,
+    /// Its databases and data directory, removed with it.
+    _databases: TestDb,
 }
 
 /// Starts the tenancy service on `backend` with a fresh database.
@@ -110,35 +106,25 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Settings))
 }
 
 /// Starts `services` in one process on `backend`; [`TestApp::db`] is the first service's database.
+///
+/// The settings are the testkit's ([`lanyard_testkit::app::settings`]) brought back to what a
+/// deployment has by default where these tests rely on it: plain-http identity providers refused,
+/// the default issuer and invitation link, per-peer limits off (tests sign many people in from
+/// one address; the rate-limit tests turn them on).
 pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
-    let dir = tempfile::tempdir().expect("temp dir");
+    let databases = TestDb::new(backend).await;
     let dns = lanyard_testkit::dns::FakeDns::start().await;
-    let (database_url, pg_database) = match backend {
-        Backend::Sqlite => (None, None),
-        Backend::Postgres => {
-            let (url, name) = fresh_postgres_database().await;
-            (Some(url), Some(name))
-        }
-    };
+    let defaults = Settings::default();
     let mut settings = Settings {
-        listen_addr: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        database_url: database_url.map(SecretString::from),
-        operator_keys: vec![SecretString::from(OPERATOR_KEY)],
-        service_keys: vec![SecretString::from(SERVICE_KEY)],
-        encryption_key: Some(SecretString::from(base64::engine::general_purpose::STANDARD.encode([42u8; 32]))),
-        // Tests read the invitation emails as the embedded mailer's `.eml` files, on Postgres too.
-        mail_transport: Some(lanyard::settings::MailTransportKind::Files),
+        allow_http_issuers: defaults.allow_http_issuers,
+        token_issuer: defaults.token_issuer.clone(),
+        invitation_link_template: defaults.invitation_link_template.clone(),
         database_max_connections: 10,
         shutdown_grace_seconds: 5,
-        http_addr: Some("127.0.0.1:0".parse().expect("address")),
-        dns_servers: vec![dns.addr()],
-        dns_timeout_ms: 2000,
-        // Tests sign many people in from one address; the rate-limit tests turn limits on.
         rate_limit_exchange_per_minute: 0,
         rate_limit_invitation_per_minute: 0,
-        ..Settings::default()
+        ..lanyard_testkit::app::settings(&databases, dns.addr())
     };
     tweak(&mut settings);
     let first = services.first().copied().unwrap_or(ServiceName::Tenancy);
@@ -165,20 +151,18 @@ pub async fn spawn_services(backend: Backend, services: &[ServiceName], tweak: i
     let db = Database::connect(&DatabaseConfig { url: db_url, schema: first.as_str().into(), max_connections: 2 })
         .await
         .expect("test database handle");
-    let data_dir = dir.path().to_path_buf();
     TestApp {
         endpoint,
         dns,
         backend,
         db,
-        data_dir,
+        data_dir: databases.dir().clone(),
         http_addr,
         metrics_addr,
         channel,
         stop: Some(stop),
         server: Some(server),
-        pg_database,
-        _dir: dir,
+        _databases: databases,
     }
 }
 
@@ -321,9 +305,6 @@ impl Drop for TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(name) = self.pg_database.take() {
-            drop_postgres_database(name);
-        }
     }
 }
 
@@ -376,37 +357,16 @@ pub fn assert_error<T: std::fmt::Debug>(
 pub use lanyard_testkit::backend_tests;
 
 /// A migrated tenancy store on a fresh database, without a server (for the storage conformance
-/// suite). Keep the guard alive for as long as the store is used.
-pub async fn fresh_store(backend: Backend) -> (lanyard_tenancy::TenancyStore, StoreGuard) {
+/// suite). Keep the databases alive for as long as the store is used.
+pub async fn fresh_store(backend: Backend) -> (lanyard_tenancy::TenancyStore, TestDb) {
     init_logs();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (url, pg_database) = match backend {
-        Backend::Sqlite => (format!("sqlite://{}?mode=rwc", dir.path().join("tenancy.db").display()), None),
-        Backend::Postgres => {
-            let (url, name) = fresh_postgres_database().await;
-            (url, Some(name))
-        }
-    };
-    let db = Database::connect(&DatabaseConfig { url, schema: "tenancy".into(), max_connections: 10 })
+    let databases = TestDb::new(backend).await;
+    let db = Database::connect(&DatabaseConfig { max_connections: 10, ..databases.config("tenancy") })
         .await
         .expect("connects");
     let store = lanyard_tenancy::TenancyStore::new(db);
     store.migrate().await.expect("migrates");
-    (store, StoreGuard { pg_database, _dir: dir })
-}
-
-/// Removes a [`fresh_store`]'s database when dropped.
-pub struct StoreGuard {
-    pg_database: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for StoreGuard {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_database.take() {
-            drop_postgres_database(name);
-        }
-    }
+    (store, databases)
 }
 
 /// The Redis server tests use (`LANYARD_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).

@@ -6,7 +6,7 @@ use lanyard_proto::token::v1 as tpb;
 use lanyard_proto::token::v1::token_service_client::TokenServiceClient;
 use serde_json::json;
 
-use super::output::{print, status_error};
+use super::output::{print, print_deleted, status_error};
 use super::{channel, Remote};
 
 /// `lanyard client ...`
@@ -111,7 +111,7 @@ pub async fn run(command: ClientCommand, data_dir: &std::path::Path) -> anyhow::
                 .delete_client(tpb::DeleteClientRequest { client_id: client_id.clone(), request_id: String::new() })
                 .await
                 .map_err(status_error)?;
-            print(&remote, json!({ "deleted": client_id }), &["deleted"], vec![vec![client_id]]);
+            print_deleted(&remote, "client_id", client_id);
         }
     }
     Ok(())

@@ -75,6 +75,12 @@ pub(super) fn print(remote: &Remote, value: serde_json::Value, headers: &[&str],
     }
 }
 
+/// What a delete command prints: the deleted thing's `field` and `deleted: true`.
+pub(super) fn print_deleted(remote: &Remote, field: &str, value: String) {
+    let json = serde_json::json!({ field: value, "deleted": true });
+    print(remote, json, &[field, "deleted"], vec![vec![value, "true".into()]]);
+}
+
 pub(super) const ORG_HEADERS: [&str; 6] = ["id", "slug", "name", "seats", "domains", "status"];
 
 pub(super) fn org_row(o: &pb::Organization) -> Vec<String> {

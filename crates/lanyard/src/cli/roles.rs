@@ -151,12 +151,7 @@ pub(super) async fn run(command: RoleCommand, data_dir: &std::path::Path) -> any
             c.delete_role(pb::DeleteRoleRequest { organization_id, name: name.clone(), request_id: String::new() })
                 .await
                 .map_err(status_error)?;
-            print(
-                &remote,
-                json!({"name": name, "deleted": true}),
-                &["name", "deleted"],
-                vec![vec![name, "true".into()]],
-            );
+            print_deleted(&remote, "name", name);
         }
     }
     Ok(())

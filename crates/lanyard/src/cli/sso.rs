@@ -176,12 +176,7 @@ pub(super) async fn run(command: SsoCommand, data_dir: &std::path::Path) -> anyh
             })
             .await
             .map_err(status_error)?;
-            print(
-                &remote,
-                json!({"connection_id": id, "deleted": true}),
-                &["id", "deleted"],
-                vec![vec![id, "true".into()]],
-            );
+            print_deleted(&remote, "connection_id", id);
         }
     }
     Ok(())
