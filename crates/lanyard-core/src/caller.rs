@@ -156,6 +156,13 @@ impl<S> Authenticated<S> {
         Self { inner, auth: Arc::new(auth) }
     }
 
+    /// The same service, its callers authenticated with `auth` instead: a process serves a
+    /// service with the authenticator it has once every service is built, while its in-process
+    /// clients (which present API keys) already use it.
+    pub fn authenticate_with(self, auth: Authenticator) -> Self {
+        Self { inner: self.inner, auth: Arc::new(auth) }
+    }
+
     /// Adjusts the wrapped service (its message size limits, for example).
     pub fn map(self, adjust: impl FnOnce(S) -> S) -> Self {
         Self { inner: adjust(self.inner), auth: self.auth }

@@ -2,7 +2,7 @@
 //! verifier the other services use as their `AccessTokenVerifier` (keys in memory, no I/O).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use lanyard_authz::{Audience, Authorizer};
@@ -38,22 +38,12 @@ pub struct AccessTokens {
     ttl: Duration,
     /// Sessions revoked in this process, until their last access token has expired.
     revoked: Arc<RwLock<HashMap<SessionId, Timestamp>>>,
-    /// The token service's authorizer, once built: member callers of every service in this
-    /// process are checked against revocations with it.
-    authorizer: Arc<OnceLock<Authorizer>>,
 }
 
 impl AccessTokens {
     /// Tokens of `issuer` for `audience`, living `ttl`.
     pub fn new(ring: KeyRing, issuer: String, audience: String, ttl: Duration) -> Self {
-        Self { ring, issuer, audience, ttl, revoked: Arc::default(), authorizer: Arc::default() }
-    }
-
-    /// From now on, member callers are checked with `authorizer` (sessions, memberships and
-    /// organizations). Until it is bound, every member call is refused `UNAVAILABLE`: the process
-    /// serves only after the token service is built, so this is a guard, not a state callers see.
-    pub fn bind_authorizer(&self, authorizer: Authorizer) {
-        let _ = self.authorizer.set(authorizer);
+        Self { ring, issuer, audience, ttl, revoked: Arc::default() }
     }
 
     /// Refuses the access tokens of `session` from now on, in every clone of this verifier. This
@@ -123,33 +113,31 @@ impl AccessTokens {
 
 /// The verifier the services' `Authenticator` uses for member callers: the full authorization
 /// check (revoked sessions, removed members, changed roles, suspended organizations), so a token
-/// stops working for every RPC the moment its member is removed.
-#[async_trait::async_trait]
-impl AccessTokenVerifier for AccessTokens {
-    async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
-        // Not bound yet (the token service is still being built): a signature alone says nothing
-        // about removals, so no member call is answered until revocations can be checked.
-        let authorizer = self.authorizer.get().ok_or(AuthError::Unavailable)?;
-        let p = authorizer.allowed_principal(token).await?;
-        // Sessions revoked in this process are refused before their fact reaches every cache.
-        if self.is_revoked(&p.session_id) {
-            return Err(AuthError::Invalid);
-        }
-        Ok(p.as_member())
+/// stops working for every RPC the moment its member is removed. Made by the token service once
+/// its authorizer exists ([`crate::TokenParts::verifier`]); there is no state in which a member
+/// call is checked by its signature alone.
+#[derive(Clone, Debug)]
+pub struct MemberTokens {
+    authorizer: Authorizer,
+    access: AccessTokens,
+}
+
+impl MemberTokens {
+    /// Member callers checked with `authorizer`, and refused at once for the sessions `access`
+    /// saw revoked in this process.
+    pub fn new(authorizer: Authorizer, access: AccessTokens) -> Self {
+        Self { authorizer, access }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Before the token service's authorizer is bound, a member call is refused as unavailable:
-    /// a signature alone cannot say whether the member was removed since.
-    #[tokio::test]
-    async fn unbound_verifier_answers_unavailable() {
-        let access = AccessTokens::new(KeyRing::default(), "iss".into(), "lanyard".into(), Duration::from_secs(60));
-        for token in ["a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.sig", ""] {
-            assert_eq!(AccessTokenVerifier::verify(&access, token).await, Err(AuthError::Unavailable));
+#[async_trait::async_trait]
+impl AccessTokenVerifier for MemberTokens {
+    async fn verify(&self, token: &str) -> Result<MemberPrincipal, AuthError> {
+        let p = self.authorizer.allowed_principal(token).await?;
+        // Sessions revoked in this process are refused before their fact reaches every cache.
+        if self.access.is_revoked(&p.session_id) {
+            return Err(AuthError::Invalid);
         }
+        Ok(p.as_member())
     }
 }

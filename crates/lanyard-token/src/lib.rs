@@ -12,15 +12,19 @@
 //!
 //! ```ignore
 //! let mut config = TokenConfig::new(database, secrets, "https://auth.example.com", facts.clone());
-//! // The verifier exists before the services, so tenancy and invitation can accept access tokens:
 //! let access = config.access_tokens();
-//! let auth = Authenticator::new(api_keys).with_access_tokens(Arc::new(access.clone()));
-//! // ... build tenancy and invitation with `auth` ...
+//! let keys_only = Authenticator::new(api_keys);
+//! // ... build tenancy and invitation with `keys_only` (the token service calls them with its
+//! // service key) ...
 //! let tenancy = lanyard_clients::TenancyClient::in_process(tenancy_server, &service_key)?;
 //! // or: TenancyClient::connect_lazy("http://tenancy:50051", timeout, &service_key)?
 //! let invitations = Some(InvitationClient::in_process(invitation_server, &service_key)?);
-//! let parts = lanyard_token::build(config, access, tenancy, invitations, auth).await?; // connects, migrates, loads keys
-//! router.add_service(parts.server).add_service(parts.authz_server);
+//! let parts = lanyard_token::build(config, access, tenancy, invitations, keys_only.clone()).await?; // connects, migrates, loads keys
+//! // Member callers of tenancy and invitation get the token service's full check:
+//! let auth = keys_only.with_access_tokens(parts.verifier.clone());
+//! router.add_service(tenancy_server.authenticate_with(auth.clone()))
+//!     .add_service(invitation_server.authenticate_with(auth))
+//!     .add_service(parts.server).add_service(parts.authz_server);
 //! // /.well-known/*, and the OpenID Provider's /oauth2/*, which count requests per peer address:
 //! axum::serve(http_listener, parts.http.clone().into_make_service_with_connect_info::<SocketAddr>());
 //! let workers = parts.spawn_workers();                    // key reload and scheduled rotation
@@ -234,7 +238,8 @@ pub struct TokenParts {
     pub http: axum::Router,
     /// The OpenID Provider (its store and registered clients, for tests and operators).
     pub provider: provider::Provider,
-    /// For the other services' `Authenticator::with_access_tokens` (the same keys as `access_tokens`).
+    /// For the other services' `Authenticator::with_access_tokens`: member callers checked as
+    /// `Authorize` checks them (revocations, removals, suspensions).
     pub verifier: Arc<dyn AccessTokenVerifier>,
     /// Mints and verifies access tokens.
     pub access_tokens: AccessTokens,
@@ -296,7 +301,11 @@ pub async fn build(
         config.lifetimes,
         config.facts.clone(),
     );
-    let auth = auth.with_access_tokens(Arc::new(access.clone()));
+    // Member callers of this service (and, through `TokenParts::verifier`, of the others in this
+    // process) get the full check, never a signature alone.
+    let verifier: Arc<dyn AccessTokenVerifier> =
+        Arc::new(access::MemberTokens::new(tokens.authorizer().clone(), access.clone()));
+    let auth = auth.with_access_tokens(verifier.clone());
     let limiters = Limiters {
         exchange: PeerLimiter::new("exchange", config.rate_limits.exchange),
         invitation_grant: PeerLimiter::new("invitation_grant", config.rate_limits.invitation_grant),
@@ -319,7 +328,7 @@ pub async fn build(
         ext_authz: lanyard_authz::envoy::ExtAuthz::new(tokens.authorizer().clone()),
         http: http::router(ring, config.issuer.clone(), config.jwks_max_age).merge(provider.router()),
         provider,
-        verifier: Arc::new(access.clone()),
+        verifier,
         access_tokens: access,
         tokens,
         store,

@@ -108,7 +108,6 @@ impl Tokens {
         let source = TokenFacts { store: store.clone(), tenancy: tenancy.clone() };
         let authorizer =
             Authorizer::new(Arc::new(access.ring()), access.audience(), facts, Fallback::Source(Arc::new(source)));
-        access.bind_authorizer(authorizer.clone());
         Self { store, keys, access, upstream, tenancy, invitations, lifetimes, authorizer }
     }
 

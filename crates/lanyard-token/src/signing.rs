@@ -8,6 +8,7 @@
 //! any replica signs with it. A retired key stays published for the access-token lifetime plus
 //! the leeway, until every token it signed has expired.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lanyard_core::crypto::{random_token, SecretBox};
@@ -36,6 +37,11 @@ pub struct KeyManager {
     /// How long a next key must have been published before it may sign: the longest time a JWKS
     /// consumer caches the key set, or a replica goes without reloading the keys.
     min_publish: Duration,
+    /// Reloads of this process one at a time, so that the ring is replaced in the order the keys
+    /// were read: a reload that read the table before a rotation never replaces the ring after the
+    /// rotation's own reload (which would hide the new next key, or bring back the retired one as
+    /// active, until the next reload).
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl KeyManager {
@@ -48,7 +54,15 @@ impl KeyManager {
         access_ttl: Duration,
         min_publish: Duration,
     ) -> Self {
-        Self { store, secrets, ring, default_algorithm, retire_publish: access_ttl + ACCESS_TOKEN_LEEWAY, min_publish }
+        Self {
+            store,
+            secrets,
+            ring,
+            default_algorithm,
+            retire_publish: access_ttl + ACCESS_TOKEN_LEEWAY,
+            min_publish,
+            reloading: Arc::default(),
+        }
     }
 
     /// The ring it keeps current.
@@ -58,6 +72,7 @@ impl KeyManager {
 
     /// Reads the keys again (other replicas may have rotated).
     pub async fn reload(&self) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
         let keys = self.store.load_keys(&self.secrets).await?;
         self.ring.replace(keys);
         Ok(())

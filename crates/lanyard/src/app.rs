@@ -12,6 +12,7 @@ use anyhow::Context;
 use lanyard_authz::{Authorizer, Facts};
 use lanyard_clients::{InvitationClient, TenancyClient};
 use lanyard_core::cache::Cache;
+use lanyard_core::caller::AccessTokenVerifier;
 use lanyard_core::crypto::SecretBox;
 use lanyard_core::db::{Database, DatabaseConfig};
 use lanyard_core::{ApiKeys, Authenticator};
@@ -294,9 +295,9 @@ impl Application {
         let facts = lanyard_authz::Facts::new(cache.clone());
         private_data_dir(&settings)?;
         let (keys, service_key) = api_keys(&settings)?;
-        let mut auth = Authenticator::new(keys);
-        // Access tokens are verified with the token service's keys; in this process they exist only
-        // when the token service runs here.
+        // The services are built with API keys only (their in-process clients present the service
+        // key); member callers are accepted once the process has its member-token verifier, below.
+        let keys_only = Authenticator::new(keys);
         let token_config = match services.contains(&ServiceName::Token) {
             true => {
                 let mut config = token_config(&settings, &facts)?;
@@ -310,15 +311,17 @@ impl Application {
         // The token configuration's facts are the process's facts: a tuning that gives the token
         // service another fact store gives it to tenancy too, so removals reach the reader.
         let facts = token_config.as_ref().map_or(facts, |c| c.facts.clone());
-        let access_tokens = token_config.as_ref().map(|c| c.access_tokens());
-        if let Some(access) = &access_tokens {
-            auth = auth.with_access_tokens(Arc::new(access.clone()));
-        } else if let Some(remote) = remote_member_verifier(&settings, &facts, &client_tls)? {
-            // Split deployment: member callers are checked as the token service checks them.
-            auth = auth.with_access_tokens(Arc::new(remote));
-        } else if let Some(verifier) = member_tokens {
-            auth = auth.with_access_tokens(verifier);
-        }
+        // Member callers are checked as `Authorize` checks them: by the token service's own
+        // verifier when it runs here (known once it is built), by the remote token service's keys
+        // and the shared facts in a split deployment, or as a tuning says.
+        let mut member_verifier: Option<Arc<dyn AccessTokenVerifier>> = match &token_config {
+            Some(_) => None,
+            None => match remote_member_verifier(&settings, &facts, &client_tls)? {
+                Some(remote) => Some(Arc::new(remote)),
+                None => member_tokens,
+            },
+        };
+        let (mut tenancy_server, mut invitation_server) = (None, None);
         let mut local_invitation = None;
         let mut http = None;
         let mut local_tenancy: Option<TenancyGrpc> = None;
@@ -359,9 +362,9 @@ impl Application {
                         .allow_http_issuers(settings.allow_http_issuers)
                         .issuer_allowlist(issuer_allowlist(&settings)?)
                         .max_sso_connections(settings.max_sso_connections_per_org);
-                    let grpc = TenancyGrpc::new(tenancy, auth.clone());
+                    let grpc = TenancyGrpc::new(tenancy, keys_only.clone());
                     local_tenancy = Some(grpc.clone());
-                    router = router.add_service(
+                    tenancy_server = Some(
                         grpc.into_server()
                             .map(|s| s.max_decoding_message_size(settings.grpc_max_tenancy_request_bytes)),
                     );
@@ -383,14 +386,14 @@ impl Application {
                     if let Some(adjust) = tune_invitation.take() {
                         adjust(&mut config);
                     }
-                    let parts = lanyard_invitation::build(config, tenancy, auth.clone()).await?;
+                    let parts = lanyard_invitation::build(config, tenancy, keys_only.clone()).await?;
                     parts.store.database().ping().await.context("the invitation database does not answer")?;
                     probes.push((ServiceName::Invitation, parts.store.database().clone()));
                     if background_work {
                         workers.push(parts.spawn_workers());
                     }
                     local_invitation = Some(parts.server.clone());
-                    router = router.add_service(parts.server.clone().map(|s| s.max_decoding_message_size(small)));
+                    invitation_server = Some(parts.server.clone().map(|s| s.max_decoding_message_size(small)));
                     invitation_parts = Some(Arc::new(parts));
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
@@ -415,8 +418,9 @@ impl Application {
                         (None, None) => None,
                     };
                     let config = token_config.clone().context("token settings")?;
-                    let access = access_tokens.clone().context("token settings")?;
-                    let parts = lanyard_token::build(config, access, tenancy, invitations, auth.clone()).await?;
+                    let access = config.access_tokens();
+                    let parts = lanyard_token::build(config, access, tenancy, invitations, keys_only.clone()).await?;
+                    member_verifier = Some(parts.verifier.clone());
                     parts.store.database().ping().await.context("the token database does not answer")?;
                     probes.push((ServiceName::Token, parts.store.database().clone()));
                     if background_work {
@@ -442,6 +446,16 @@ impl Application {
                     health.set_service_status(service.grpc_name(), tonic_health::ServingStatus::Serving).await;
                 }
             }
+        }
+        let auth = match member_verifier {
+            Some(verifier) => keys_only.with_access_tokens(verifier),
+            None => keys_only,
+        };
+        if let Some(server) = tenancy_server {
+            router = router.add_service(server.authenticate_with(auth.clone()));
+        }
+        if let Some(server) = invitation_server {
+            router = router.add_service(server.authenticate_with(auth));
         }
         Ok(Self {
             listener,
