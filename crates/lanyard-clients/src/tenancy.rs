@@ -184,6 +184,14 @@ impl TenancyClient {
         Ok(resp.connections.into_iter().filter_map(convert::connection).collect())
     }
 
+    /// The enabled connections of the active organization that verified `domain` (none when
+    /// no organization did): home-realm discovery by a verified domain.
+    pub async fn sso_connections_for_domain(&self, domain: &str) -> Result<Vec<SsoConnection>> {
+        let req = self.link.request(pb::FindSsoConnectionsRequest { domain: domain.to_owned(), ..Default::default() });
+        let resp = answer(self.inner.clone().find_sso_connections(req).await)?;
+        Ok(resp.connections.into_iter().filter_map(convert::connection).collect())
+    }
+
     /// Whether the SSO connection exists and is enabled.
     pub async fn sso_connection_enabled(&self, id: ConnectionId) -> Result<bool> {
         let req =
