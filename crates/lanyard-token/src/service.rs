@@ -659,6 +659,24 @@ impl Tokens {
         Ok(found.into_iter().find(|c| c.enabled).map(|c| c.organization_id))
     }
 
+    /// The organizations the person of `session` may pick without signing in again: active ones
+    /// where they are an active member and whose enabled connections accept the session's
+    /// issuer (the rule a switch obeys), as (id, display name), the session's own first.
+    pub async fn pickable_organizations(&self, session: &Session) -> Result<Vec<(OrganizationId, String)>> {
+        let mut pickable = Vec::new();
+        for (org, member) in self.tenancy.user_organizations(session.user_id).await? {
+            if !org.is_active() || !member.active {
+                continue;
+            }
+            let accepts = self.connections(org.id).await?.iter().any(|c| c.accepts_issuer(&session.issuer));
+            if accepts || org.id == session.active_org_id {
+                pickable.push((org.id, org.display_name));
+            }
+        }
+        pickable.sort_by_key(|(id, _)| *id != session.active_org_id);
+        Ok(pickable)
+    }
+
     /// The membership record of `user` in `org` (email and name for ID tokens and userinfo).
     pub async fn member_profile(&self, org: OrganizationId, user: UserId) -> Result<Option<lanyard_clients::Member>> {
         Ok(self.tenancy.member(org, user).await?)

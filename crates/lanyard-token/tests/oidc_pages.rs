@@ -320,6 +320,67 @@ async fn email_first_ignores_unverified_claims(backend: Backend) {
     assert_eq!((sessions, refresh, codes, bindings), (0, 0, 0, 0));
 }
 
+/// `prompt=select_account` for a person in several organizations: once the provider signed them
+/// in, a picker lists acme and beta (both accept that provider) but not gamma (another provider)
+/// nor delta (not a member); the code is in no page. Picking gamma or delta anyway, or without
+/// the CSRF pair, is refused and writes nothing; picking beta switches the session, and the
+/// application's code is for beta.
+async fn picker_switches_within_the_rules(backend: Backend) {
+    let f = fixture(backend).await;
+    let beta = f.app.create_org("beta", &["beta.io"], "").await;
+    f.app.connect(&beta, &f.idp).await;
+    f.app.add_member(&beta, "alice@acme.com", &["admin"]).await;
+    let okta = FakeIdp::start(Kind::Okta, "gamma.io").await;
+    let gamma = f.app.create_org("gamma", &["gamma.io"], "").await;
+    f.app.connect(&gamma, &okta).await;
+    f.app.add_member(&gamma, "alice@acme.com", &["member"]).await;
+    let delta = f.app.create_org("delta", &["delta.io"], "").await;
+    f.app.connect(&delta, &f.idp).await;
+
+    // One organization to pick from: no picker.
+    let single = f.app.create_org("solo", &["solo.io"], "").await;
+    let solo_idp = FakeIdp::start(Kind::Google, "solo.io").await;
+    f.app.connect(&single, &solo_idp).await;
+    f.app.add_member(&single, "sam@solo.io", &["member"]).await;
+    let url = f.rp.authorize_url(&Attempt::new(), &single, &[("prompt", Some("select_account"))]);
+    let straight = f.rp.through_provider(&solo_idp, &url, "sam-sub", "sam@solo.io").await;
+    assert!(straight.param("code").is_some(), "{straight:?}");
+
+    let attempt = Attempt::new();
+    let url = f.rp.authorize_url(&attempt, &f.org, &[("prompt", Some("select_account"))]);
+    let shown = f.rp.through_provider(&f.idp, &url, "alice-sub", "alice@acme.com").await;
+    assert_eq!(shown.status, StatusCode::OK, "{shown:?}");
+    assert_eq!(shown.headers["x-lanyard-page"], "picker");
+    let offered: Vec<String> = forms(&shown.body).iter().map(|form| field(form, "organization").to_owned()).collect();
+    assert_eq!(offered, vec![f.org.clone(), beta.clone()]);
+    let pick = cookie_named(&shown.cookies, "__Host-lanyard-pick");
+    let code = pick.split_once('=').unwrap().1.split('.').next().unwrap().to_owned();
+    assert!(code.len() >= 43 && !shown.body.contains(&code), "the code is not in the page");
+    assert!(set_cookie_header(&shown, "__Host-lanyard-pick").contains("HttpOnly"));
+    let csrf = cookie_named(&shown.cookies, "__Host-lanyard-csrf");
+    let token = field(&forms(&shown.body)[0], "csrf").to_owned();
+    let cookies = [csrf, pick];
+    let before = rows(&f.app).await;
+    for (org, refused) in [(&gamma, "reauthentication_required"), (&delta, "not_a_member")] {
+        let answer = f.rp.submit("/oauth2/select", &[("csrf", &token), ("organization", org)], &cookies).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{answer:?}");
+        assert_page(&answer, refused);
+    }
+    let no_csrf = f.rp.submit("/oauth2/select", &[("organization", &beta)], &cookies).await;
+    assert_page(&no_csrf, "form_expired");
+    assert_eq!(rows(&f.app).await, before, "refused picks write nothing");
+
+    let picked = f.rp.submit("/oauth2/select", &[("csrf", &token), ("organization", &beta)], &cookies).await;
+    assert!(picked.location.as_deref().unwrap_or_default().starts_with(REDIRECT_URI), "{picked:?}");
+    assert_eq!(picked.param("state").as_deref(), Some(attempt.state.as_str()));
+    assert_eq!(picked.param("code").as_deref(), Some(code.as_str()));
+    let (id, access) = redeemed(&f, &picked, &attempt).await;
+    assert_eq!((id["org_id"].as_str(), id["roles"].clone()), (Some(beta.as_str()), serde_json::json!(["admin"])));
+    assert!(authorized(&f.app, &access).await);
+    let again = f.rp.submit("/oauth2/select", &[("csrf", &token), ("organization", &f.org)], &cookies).await;
+    assert_page(&again, "sign_in_expired");
+}
+
 /// `/sign-in` and the landing page count against the per-peer limit like every sign-in endpoint.
 async fn sign_in_is_rate_limited(backend: Backend) {
     let f = Fixture::with(backend, |c| c.rate_limits.sign_in = lanyard_token::RateLimit::new(3, 1)).await;
@@ -343,5 +404,6 @@ backend_tests!(
     forms_without_csrf_are_refused,
     email_first_with_a_verified_domain,
     email_first_ignores_unverified_claims,
+    picker_switches_within_the_rules,
     sign_in_is_rate_limited
 );

@@ -49,14 +49,14 @@ enum Stop {
 }
 
 /// The way back to the application, once its redirect URI matched.
-struct Back<'a> {
-    redirect_uri: &'a str,
-    state: Option<&'a str>,
-    issuer: &'a str,
+pub(super) struct Back<'a> {
+    pub(super) redirect_uri: &'a str,
+    pub(super) state: Option<&'a str>,
+    pub(super) issuer: &'a str,
 }
 
 impl Back<'_> {
-    fn to(&self, pairs: &[(&str, &str)]) -> Response {
+    pub(super) fn to(&self, pairs: &[(&str, &str)]) -> Response {
         let mut all: Vec<(&str, &str)> = pairs.to_vec();
         if let Some(state) = self.state {
             all.push(("state", state));
@@ -208,6 +208,7 @@ impl Provider {
                 nonce: nonce.map(str::to_owned),
                 code_challenge: challenge.to_owned(),
                 scope: scope.to_owned(),
+                select_account: params.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "select_account")),
             },
             org,
             connection: connection.id,
@@ -327,7 +328,7 @@ fn invitation_cookie(headers: &HeaderMap) -> Option<(ConnectionId, &str)> {
 }
 
 /// The page for a failed sign-in step.
-fn trouble_of(e: &TokenError) -> Trouble {
+pub(super) fn trouble_of(e: &TokenError) -> Trouble {
     use TokenError::*;
     match e {
         NotAMember => Trouble::NotAMember,
@@ -371,8 +372,7 @@ pub(super) async fn callback(State(p): State<Provider>, uri: Uri, headers: Heade
         Ok(false) => return page(Trouble::FlowInvalid),
         Err(e) => return internal(e),
     }
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut response = match p.finish(&flow, &params, user_agent).await {
+    let mut response = match p.finish(&flow, &params, &headers).await {
         Ok(response) => response,
         Err(trouble) => page(trouble),
     };
@@ -391,7 +391,8 @@ pub(super) async fn callback(State(p): State<Provider>, uri: Uri, headers: Heade
 impl Provider {
     /// The provider's answer to `flow`: redeem its code, sign in, and send the browser back to
     /// the application with a code of ours.
-    async fn finish(&self, flow: &Flow, params: &Params, user_agent: Option<String>) -> Result<Response, Trouble> {
+    async fn finish(&self, flow: &Flow, params: &Params, headers: &HeaderMap) -> Result<Response, Trouble> {
+        let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         if let Some(error) = params.get("error") {
             tracing::info!(error, "the organization's provider refused the sign-in");
             return Err(Trouble::ProviderRefused);
@@ -439,6 +440,15 @@ impl Provider {
             tracing::info!(error = %e, "federated sign-in refused");
             trouble_of(&e)
         })?;
+        // prompt=select_account and more than one organization to pick from: the picker first.
+        let pickable = match flow.app.select_account {
+            true => tokens.pickable_organizations(&issued.session).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "listing the organizations to pick from failed: no picker");
+                Vec::new()
+            }),
+            false => Vec::new(),
+        };
+        let picking = pickable.len() > 1;
         let code = random_token(SECRET_BYTES);
         let now = Timestamp::now();
         let record = Code {
@@ -448,13 +458,18 @@ impl Provider {
             nonce: flow.app.nonce.clone(),
             session_id: issued.session.id,
             refresh_token: issued.refresh_token,
-            expires_at: now.plus(CODE_TTL),
+            // A code waiting for the pick lives as long as a flow, known only to the browser's
+            // HttpOnly cookie; the pick gives it its usual minute.
+            expires_at: now.plus(if picking { FLOW_TTL } else { CODE_TTL }),
             used_at: None,
         };
         if let Err(e) = self.store().insert_code(&sha256_hex(code.as_bytes()), &record, now).await {
             // Nobody holds this session's tokens: end it rather than leave it.
             let _ = tokens.end_session_by_id(issued.session.id, "code_not_stored", "system:oauth").await;
             return Err(trouble_of(&e));
+        }
+        if picking {
+            return Ok(super::hosted::picker(&pickable, &code, flow.app.state.as_deref(), headers));
         }
         let back =
             Back { redirect_uri: &flow.app.redirect_uri, state: flow.app.state.as_deref(), issuer: self.issuer() };

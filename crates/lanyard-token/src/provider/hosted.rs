@@ -10,18 +10,26 @@
 //! request then finds the invitation in a `__Host-` cookie: the invitation token never travels in
 //! another URL, and no unsolicited code reaches an application.
 //!
+//! The organization picker (`prompt=select_account`) comes after the provider signed the person
+//! in, never before: it lists only organizations the authenticated person belongs to whose
+//! connections accept the provider they used (a switch's rule), and a pick switches the session
+//! through `Tokens::refresh`, which checks both again. The code waits for the pick in an HttpOnly
+//! cookie, not in the page.
+//!
 //! Every form carries a CSRF token, double-submitted in a `__Host-` cookie; a form without the
 //! matching pair is refused before anything else runs. Nothing here writes to a database.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::Response;
-use lanyard_core::crypto::random_token;
-use lanyard_core::{ConnectionId, Email};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use lanyard_core::crypto::{random_token, sha256_hex};
+use lanyard_core::{ConnectionId, Email, OrganizationId, Timestamp};
 
-use super::authorize::{authorize_with, set_cookie, INVITATION_COOKIE};
+use super::authorize::{authorize_with, set_cookie, trouble_of, Back, INVITATION_COOKIE};
 use super::pages::{self, page, Csrf, Trouble};
-use super::{cookie, same, see_other, with_query, Params, Provider, FLOW_TTL};
+use super::{cookie, same, see_other, with_query, Params, Provider, CODE_TTL, FLOW_TTL};
 use crate::error::TokenError;
 use crate::service::Landing;
 
@@ -194,6 +202,85 @@ pub(super) async fn sign_in(State(p): State<Provider>, headers: HeaderMap, body:
     params.0.insert("organization".into(), org.to_string());
     params.0.insert("login_hint".into(), email.to_string());
     authorize_with(&p, &params, &headers, None).await
+}
+
+/// The cookie that holds a code while its person picks an organization:
+/// `<code>.<the application's state, base64url>`.
+const PICK_COOKIE: &str = "__Host-lanyard-pick";
+
+/// The picker page for a signed-in person, the code (and the application's state) in its cookie.
+pub(super) fn picker(
+    organizations: &[(OrganizationId, String)],
+    code: &str,
+    state: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    let mut response = pages::picker(organizations, &csrf(headers));
+    let value = format!("{code}.{}", URL_SAFE_NO_PAD.encode(state.unwrap_or_default()));
+    if let Some(cookie) = set_cookie(PICK_COOKIE, &value, FLOW_TTL.as_secs()) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// `POST /oauth2/select`: the organization picked. The session switches to it under the
+/// token service's rules (an active member, and the organization accepts the session's provider;
+/// a refusal changes nothing and the picker stays usable), then the code goes to the application.
+pub(super) async fn select(State(p): State<Provider>, headers: HeaderMap, body: String) -> Response {
+    let form = match form(&headers, &body) {
+        Ok(form) => form,
+        Err(trouble) => return page(trouble),
+    };
+    if !csrf_ok(&headers, &form) {
+        return page(Trouble::FormExpired);
+    }
+    let waiting = cookie(&headers, PICK_COOKIE).and_then(|v| v.split_once('.'));
+    let Some((code, state)) = waiting else { return page(Trouble::FlowInvalid) };
+    let Some(state) = URL_SAFE_NO_PAD.decode(state).ok().and_then(|b| String::from_utf8(b).ok()) else {
+        return page(Trouble::FlowInvalid);
+    };
+    let Some(org) = form.get("organization").and_then(|o| OrganizationId::parse(o).ok()) else {
+        return page(Trouble::InvalidRequest);
+    };
+    let hash = sha256_hex(code.as_bytes());
+    let now = Timestamp::now();
+    let record = match p.store().code(&hash).await {
+        Ok(Some(record)) if record.used_at.is_none() && record.expires_at > now => record,
+        Ok(_) => return page(Trouble::FlowInvalid),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a code waiting for its pick failed");
+            return page(Trouble::Internal);
+        }
+    };
+    let issued = match p.tokens().refresh(&record.refresh_token, Some(org)).await {
+        Ok(issued) => issued,
+        Err(TokenError::ReauthenticationRequired) => return page(Trouble::ProviderRequired),
+        Err(
+            TokenError::RefreshTokenInvalid
+            | TokenError::RefreshTokenExpired
+            | TokenError::RefreshTokenReused
+            | TokenError::SessionRevoked,
+        ) => return page(Trouble::FlowInvalid),
+        Err(e) => {
+            tracing::info!(error = %e, "organization pick refused");
+            return page(trouble_of(&e));
+        }
+    };
+    match p.store().picked(&hash, &issued.refresh_token, now.plus(CODE_TTL)).await {
+        Ok(true) => {}
+        Ok(false) => return page(Trouble::FlowInvalid),
+        Err(e) => {
+            tracing::error!(error = %e, "recording a pick failed");
+            return page(Trouble::Internal);
+        }
+    }
+    let state = Some(state.as_str()).filter(|s| !s.is_empty());
+    let back = Back { redirect_uri: &record.redirect_uri, state, issuer: p.issuer() };
+    let mut response = back.to(&[("code", code)]);
+    if let Some(clear) = set_cookie(PICK_COOKIE, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
 }
 
 /// Drops the invitation cookie once its invitation was used.

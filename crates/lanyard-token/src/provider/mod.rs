@@ -110,6 +110,7 @@ impl Provider {
             .route("/oauth2/logout", get(token::logout))
             .route("/invite/{token}", get(hosted::invitation).post(hosted::accept_invitation))
             .route("/sign-in", get(hosted::sign_in_form).post(hosted::sign_in))
+            .route("/oauth2/select", post(hosted::select))
             .route(pages::STYLESHEET_PATH, get(pages::stylesheet))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), limit))
             .layer(axum::middleware::map_response(security_headers))

@@ -45,6 +45,8 @@ pub enum Trouble {
     NoOrganization,
     /// A hosted page has no application to send the browser to.
     NoApplication,
+    /// The organization picked does not accept the provider the person signed in with.
+    ProviderRequired,
     /// Lanyard failed; the cause is in the log.
     Internal,
 }
@@ -68,6 +70,7 @@ impl Trouble {
             Self::FormExpired => "form_expired",
             Self::NoOrganization => "no_organization",
             Self::NoApplication => "no_application",
+            Self::ProviderRequired => "reauthentication_required",
             Self::Internal => "internal",
         }
     }
@@ -75,7 +78,9 @@ impl Trouble {
     fn status(self) -> StatusCode {
         match self {
             Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
-            Self::NotAMember | Self::SignInRefused | Self::ProviderRefused => StatusCode::FORBIDDEN,
+            Self::NotAMember | Self::SignInRefused | Self::ProviderRefused | Self::ProviderRequired => {
+                StatusCode::FORBIDDEN
+            }
             Self::SignedOut => StatusCode::OK,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::InvitationInvalid | Self::NoOrganization => StatusCode::NOT_FOUND,
@@ -252,6 +257,23 @@ pub fn sign_in(csrf: &Csrf, carried: &[(&str, &str)], invalid_email: bool) -> Re
     ));
     let status = if invalid_email { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     form_page(status, "sign_in", t::TITLE, &main, csrf)
+}
+
+/// The organization picker: one button per organization (each its own form); the code waits in
+/// an HttpOnly cookie, never in the page.
+pub fn picker(organizations: &[(lanyard_core::OrganizationId, String)], csrf: &Csrf) -> Response {
+    use text::picker as t;
+    let mut main = format!("<main data-page=\"picker\"><h1>{}</h1><p>{}</p>", t::TITLE, t::INTRO);
+    for (id, name) in organizations {
+        main.push_str(&format!(
+            "<form method=\"post\" action=\"/oauth2/select\">{}{}<button type=\"submit\">{}</button></form>",
+            hidden("csrf", &csrf.token),
+            hidden("organization", &id.to_string()),
+            escape(name)
+        ));
+    }
+    main.push_str("</main>");
+    form_page(StatusCode::OK, "picker", t::TITLE, &main, csrf)
 }
 
 #[cfg(test)]

@@ -35,6 +35,13 @@ pub mod sign_in {
     pub const EMAIL_INVALID: &str = "Enter an email address such as name@company.com.";
 }
 
+/// The organization picker.
+pub mod picker {
+    pub const TITLE: &str = "Choose an organization";
+    pub const INTRO: &str =
+        "You belong to several organizations. Choose the one to continue with; you can switch later.";
+}
+
 /// The label of the button that signs in through a connection of `kind`.
 pub fn continue_with(kind: SsoKind) -> &'static str {
     match kind {
@@ -101,6 +108,11 @@ pub fn trouble(trouble: Trouble) -> (&'static str, &'static str) {
             "Open the application to continue",
             "This page was opened without an application to return to. Open the application you want to use and \
              sign in from there.",
+        ),
+        Trouble::ProviderRequired => (
+            "Sign in through that organization",
+            "That organization signs people in with its own identity provider. Go back to the application and \
+             sign in to it directly.",
         ),
         Trouble::Internal => ("Something went wrong", "Something went wrong on our side. Try again in a moment."),
     }
