@@ -381,6 +381,30 @@ async fn picker_switches_within_the_rules(backend: Backend) {
     assert_page(&again, "sign_in_expired");
 }
 
+/// Without an application login route, a page reached without an application says to open the
+/// application and hands out nothing; an organization without a connection shows no button.
+async fn pages_without_an_application(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let token = f.app.invitation_token(OPERATOR_KEY, &f.org, "it@acme.com", &["admin"]).await;
+    let (_, form, csrf) = landing(&f, &token).await;
+    let fields = [("csrf", field(&form, "csrf")), ("connection", field(&form, "connection"))];
+    let answer = f.rp.submit(&format!("/invite/{token}"), &fields, std::slice::from_ref(&csrf)).await;
+    assert_page(&answer, "no_application");
+    assert!(answer.cookies.is_empty(), "{answer:?}");
+    let page = f.rp.get(&format!("{}/sign-in", f.rp.base), &[]).await;
+    let csrf = cookie_named(&page.cookies, "__Host-lanyard-csrf");
+    let token_field = field(&forms(&page.body)[0], "csrf").to_owned();
+    let sent = [("csrf", token_field.as_str()), ("email", "alice@acme.com")];
+    assert_page(&f.rp.submit("/sign-in", &sent, &[csrf]).await, "no_application");
+
+    let bare = f.app.create_org("bare", &["bare.io"], "").await;
+    let invited = f.app.invitation_token(OPERATOR_KEY, &bare, "pat@bare.io", &["member"]).await;
+    let page = f.rp.get(&format!("{}/invite/{invited}", f.rp.base), &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("has not set up sign-in yet") && forms(&page.body).is_empty(), "{}", page.body);
+    assert_eq!(rows(&f.app).await, (0, 0, 0, 0, 0));
+}
+
 /// `/sign-in` and the landing page count against the per-peer limit like every sign-in endpoint.
 async fn sign_in_is_rate_limited(backend: Backend) {
     let f = Fixture::with(backend, |c| c.rate_limits.sign_in = lanyard_token::RateLimit::new(3, 1)).await;
@@ -405,5 +429,6 @@ backend_tests!(
     email_first_with_a_verified_domain,
     email_first_ignores_unverified_claims,
     picker_switches_within_the_rules,
+    pages_without_an_application,
     sign_in_is_rate_limited
 );

@@ -455,6 +455,25 @@ mod tests {
     }
 
     #[test]
+    fn invitation_links_land_on_the_token_service_by_default() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.invitation_link_template(), "http://127.0.0.1:50052/invite/{token}");
+        assert_eq!(s.application_login_url, None);
+        let s = Settings::load_from(None, env(&[("LANYARD_TOKEN_ISSUER", "https://auth.example.com/")])).unwrap();
+        assert_eq!(s.invitation_link_template(), "https://auth.example.com/invite/{token}");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_INVITATION_LINK_TEMPLATE", "https://app.example.com/join?t={token}"),
+                ("LANYARD_APPLICATION_LOGIN_URL", "https://app.example.com/login"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.invitation_link_template(), "https://app.example.com/join?t={token}");
+        assert_eq!(s.application_login_url.as_deref(), Some("https://app.example.com/login"));
+    }
+
+    #[test]
     fn server_limits_are_on_by_default_and_configurable() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.grpc_max_concurrent_streams, 100);
