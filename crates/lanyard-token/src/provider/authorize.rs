@@ -303,7 +303,7 @@ impl Provider {
         match (named, invited) {
             (Some(a), Some(b)) if a != b => Err(Redirect("access_denied", "the invitation is not valid")),
             (_, Some(org)) | (Some(org), None) => Ok(org),
-            // The email-first sign-in page will choose the organization here.
+            // `target` asks only with one of them; without either, email-first sign-in chooses.
             (None, None) => Err(Redirect("invalid_request", "organization or invitation is required")),
         }
     }
