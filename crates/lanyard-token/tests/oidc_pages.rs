@@ -381,6 +381,38 @@ async fn picker_switches_within_the_rules(backend: Backend) {
     assert_page(&again, "sign_in_expired");
 }
 
+/// A hostile owner names the organization with markup: the landing page and the picker show it
+/// as text.
+async fn hostile_names_are_text(backend: Backend) {
+    let f = fixture(backend).await;
+    let name = "Evil <script>alert(1)</script> & \"Co\" <a href=//evil.example>sign in here</a>";
+    let created = f
+        .app
+        .tenancy
+        .clone()
+        .create_organization(op(lanyard_proto::tenancy::v1::CreateOrganizationRequest {
+            slug: "evil".into(),
+            display_name: name.into(),
+            seat_limit: 5,
+            allowed_domains: vec!["evil.example".into()],
+            ..Default::default()
+        }))
+        .await
+        .expect("create organization")
+        .into_inner();
+    let evil = created.organization.unwrap().organization_id;
+    f.app.connect(&evil, &f.idp).await;
+    let token = f.app.invitation_token(OPERATOR_KEY, &evil, "pat@evil.example", &["member"]).await;
+    let (page, _, _) = landing(&f, &token).await;
+    assert!(!page.body.contains("<script>") && !page.body.contains("<a href"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("Evil &lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Co&quot; &lt;a href=//evil.example&gt;"),
+        "{}",
+        page.body
+    );
+}
+
 /// Without an application login route, a page reached without an application says to open the
 /// application and hands out nothing; an organization without a connection shows no button.
 async fn pages_without_an_application(backend: Backend) {
@@ -430,5 +462,6 @@ backend_tests!(
     email_first_ignores_unverified_claims,
     picker_switches_within_the_rules,
     pages_without_an_application,
+    hostile_names_are_text,
     sign_in_is_rate_limited
 );
