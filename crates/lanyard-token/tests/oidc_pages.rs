@@ -122,7 +122,7 @@ async fn invitation_landing_signs_in(backend: Backend) {
     assert_page(&used, "invitation_invalid");
 }
 
-/// Unknown, malformed, expired, revoked and used links all show one page: same status, same
+/// Unknown, malformed, expired, revoked and used links, and links of a suspended organization, all show one page: same status, same
 /// bytes; posting to them the same. Nothing is written.
 async fn unusable_invitations_look_alike(backend: Backend) {
     let f = fixture(backend).await;
@@ -150,11 +150,25 @@ async fn unusable_invitations_look_alike(backend: Backend) {
     let url = f.rp.authorize_url(&Attempt::new(), "", &[("organization", None), ("invitation", Some(&used))]);
     let done = f.rp.through_provider(&f.idp, &url, "used-sub", "used@acme.com").await;
     assert!(done.param("code").is_some(), "{done:?}");
+    // Pending, but its organization is suspended.
+    let sus = f.app.create_org("sus", &["sus.io"], "").await;
+    f.app.connect(&sus, &f.idp).await;
+    let suspended = f.app.invitation_token(OPERATOR_KEY, &sus, "kim@sus.io", &["member"]).await;
+    let suspend = lanyard_proto::tenancy::v1::UpdateOrganizationRequest {
+        organization: Some(lanyard_proto::tenancy::v1::Organization {
+            organization_id: sus.clone(),
+            status: lanyard_proto::tenancy::v1::OrganizationStatus::Suspended as i32,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["status".into()] }),
+        request_id: String::new(),
+    };
+    f.app.tenancy.clone().update_organization(op(suspend)).await.expect("suspend");
     let before = rows(&f.app).await;
 
     let unknown = "A".repeat(43);
     let mut pages = Vec::new();
-    for token in [unknown.as_str(), "not-a-token", &expired, &revoked, &used] {
+    for token in [unknown.as_str(), "not-a-token", &expired, &revoked, &used, &suspended] {
         let answer = f.rp.get(&format!("{}/invite/{token}", f.rp.base), &[]).await;
         assert_page(&answer, "invitation_invalid");
         pages.push((answer.status, answer.body));
