@@ -326,11 +326,15 @@ pub type TokenClient = TokenServiceClient<InterceptedService<Channel, Auth>>;
 /// An invitation client with a fixed `authorization` header.
 pub type InvitationClient = InvitationServiceClient<InterceptedService<Channel, Auth>>;
 
-/// Finds the registration token in an email: the link's `token=` parameter, undoing the
+/// Finds the registration token in an email: the last segment of the default link
+/// (`<issuer>/invite/<token>`) or a configured link's `token=` parameter, undoing the
 /// quoted-printable soft line breaks and `=3D` a mail transfer encoding may add.
 pub fn token_in_email(text: &str) -> Option<String> {
     let joined = text.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
-    let start = joined.find("token=")? + "token=".len();
+    let start = match joined.find("/invite/") {
+        Some(at) => at + "/invite/".len(),
+        None => joined.find("token=")? + "token=".len(),
+    };
     let token: String =
         joined[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
     (token.len() >= 43).then_some(token)

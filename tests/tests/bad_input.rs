@@ -355,6 +355,7 @@ async fn malformed_fields_are_refused(backend: Backend) {
             svc.find_sso_connections(pb::FindSsoConnectionsRequest {
                 issuer: "https://x.example".into(),
                 connection_id: uuid::Uuid::now_v7().to_string(),
+                ..Default::default()
             }),
         )
         .await,

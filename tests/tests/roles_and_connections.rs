@@ -251,6 +251,34 @@ async fn sso_connections_keep_their_secret(backend: Backend) {
     let none = app.service().find_sso_connections(find("https://accounts.google.com/")).await.unwrap().into_inner();
     assert!(none.connections.is_empty(), "issuers match exactly");
     assert_error(app.service().find_sso_connections(find("")).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    // Home-realm discovery by an email domain counts verified domains only (service keys only).
+    let by_domain = |domain: &str| pb::FindSsoConnectionsRequest { domain: domain.into(), ..Default::default() };
+    let pending = app.service().find_sso_connections(by_domain("acme.com")).await.unwrap().into_inner();
+    assert!(pending.connections.is_empty(), "a pending domain finds nothing");
+    op.verify_domain(pb::VerifyDomainRequest {
+        organization_id: id.clone(),
+        domain: "acme.com".into(),
+        method: pb::DomainVerificationMethod::Operator as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let verified = app.service().find_sso_connections(by_domain("ACME.com")).await.unwrap().into_inner();
+    assert_eq!(verified.connections, vec![google.clone(), entra.clone()]);
+    assert!(app
+        .service()
+        .find_sso_connections(by_domain("other.com"))
+        .await
+        .unwrap()
+        .into_inner()
+        .connections
+        .is_empty());
+    assert_error(op.find_sso_connections(by_domain("acme.com")).await, Code::PermissionDenied, "SERVICE_ONLY");
+    assert_error(
+        app.service().find_sso_connections(by_domain("not a domain")).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
 
     op.delete_sso_connection(pb::DeleteSsoConnectionRequest {
         organization_id: id.clone(),

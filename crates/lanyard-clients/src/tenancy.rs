@@ -94,6 +94,28 @@ impl TenancyClient {
         .await
     }
 
+    /// Every organization `user` has a membership in (active or removed), with the membership.
+    pub async fn user_organizations(&self, user: UserId) -> Result<Vec<(Organization, Member)>> {
+        paginate(|page_token| {
+            let req = self.link.request(pb::ListUserOrganizationsRequest {
+                user_id: user.to_string(),
+                page_size: PAGE_SIZE,
+                page_token,
+            });
+            let mut inner = self.inner.clone();
+            async move {
+                let resp = answer(inner.list_user_organizations(req).await)?;
+                let mut found = Vec::new();
+                for o in resp.organizations {
+                    let org = convert::organization(required(o.organization, "ListUserOrganizations' organization")?)?;
+                    found.push((org, convert::member(required(o.member, "ListUserOrganizations' member")?)?));
+                }
+                Ok((found, resp.next_page_token))
+            }
+        })
+        .await
+    }
+
     /// The organization's roles, built-in and custom, with their permissions.
     pub async fn roles(&self, org: OrganizationId) -> Result<Vec<Role>> {
         paginate(|page_token| {
@@ -180,6 +202,14 @@ impl TenancyClient {
     /// for a first sign-in that names no organization.
     pub async fn sso_connections_by_issuer(&self, issuer: &str) -> Result<Vec<SsoConnection>> {
         let req = self.link.request(pb::FindSsoConnectionsRequest { issuer: issuer.to_owned(), ..Default::default() });
+        let resp = answer(self.inner.clone().find_sso_connections(req).await)?;
+        Ok(resp.connections.into_iter().filter_map(convert::connection).collect())
+    }
+
+    /// The enabled connections of the active organization that verified `domain` (none when
+    /// no organization did): home-realm discovery by a verified domain.
+    pub async fn sso_connections_for_domain(&self, domain: &str) -> Result<Vec<SsoConnection>> {
+        let req = self.link.request(pb::FindSsoConnectionsRequest { domain: domain.to_owned(), ..Default::default() });
         let resp = answer(self.inner.clone().find_sso_connections(req).await)?;
         Ok(resp.connections.into_iter().filter_map(convert::connection).collect())
     }

@@ -169,7 +169,7 @@ pub fn settings(db: &TestDb, dns: SocketAddr) -> Settings {
         dns_servers: vec![dns],
         dns_timeout_ms: 2000,
         database_max_connections: 8,
-        invitation_link_template: "https://app.test/invite?token={token}".into(),
+        invitation_link_template: Some("https://app.test/invite?token={token}".into()),
         mail_transport: Some(lanyard::settings::MailTransportKind::Files),
         mail_dir: Some(db.dir().join("mail")),
         mail_from: "Lanyard <no-reply@lanyard.example>".into(),

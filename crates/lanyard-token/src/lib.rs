@@ -143,6 +143,10 @@ pub struct TokenConfig {
     pub rate_limits: RateLimits,
     /// How the peer of a call is found (the TCP peer by default).
     pub peer_rule: PeerRule,
+    /// The product application's login route (OpenID Connect `initiate_login_uri`), where the
+    /// hosted pages send a browser that came without an application; `None`: those pages say to
+    /// open the application.
+    pub application_login_url: Option<String>,
 }
 
 /// Per-peer limits of the unauthenticated RPCs, each answered `RESOURCE_EXHAUSTED` with reason
@@ -190,6 +194,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("upstream", &self.upstream)
             .field("rate_limits", &self.rate_limits)
             .field("peer_rule", &self.peer_rule)
+            .field("application_login_url", &self.application_login_url)
             .finish_non_exhaustive()
     }
 }
@@ -212,6 +217,7 @@ impl TokenConfig {
             facts,
             rate_limits: RateLimits::default(),
             peer_rule: PeerRule::default(),
+            application_login_url: None,
         }
     }
 
@@ -275,6 +281,15 @@ pub async fn build(
         config.issuer.starts_with("https://") || config.issuer.starts_with("http://"),
         "the token issuer must be an http(s) URL"
     );
+    anyhow::ensure!(
+        config.application_login_url.as_deref().is_none_or(|u| url::Url::parse(u).is_ok_and(|u| matches!(
+            u.scheme(),
+            "https" | "http"
+        ) && u
+            .fragment()
+            .is_none())),
+        "the application login URL must be an http(s) URL without a fragment"
+    );
     anyhow::ensure!(config.lifetimes.access >= Duration::from_secs(30), "access tokens must live at least 30 s");
     anyhow::ensure!(config.lifetimes.refresh <= config.lifetimes.session, "refresh tokens cannot outlive sessions");
     anyhow::ensure!(config.jwks_max_age < config.rotation_interval, "JWKS max-age must be below the rotation interval");
@@ -318,7 +333,7 @@ pub async fn build(
         tokens.clone(),
         clients.clone(),
         provider_store,
-        &config.issuer,
+        (&config.issuer, config.application_login_url.clone()),
         (limiters.sign_in.clone(), config.peer_rule),
     );
     let grpc = TokenGrpc::new(tokens.clone(), clients, auth, config.secrets.clone(), limiters.clone());

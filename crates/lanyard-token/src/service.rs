@@ -74,6 +74,16 @@ pub struct Membership {
     pub version: i64,
 }
 
+/// What an invitation link's landing page shows.
+#[derive(Clone, Debug)]
+pub struct Landing {
+    pub organization_id: OrganizationId,
+    pub organization_name: String,
+    pub email: String,
+    /// The organization's enabled connections, oldest first.
+    pub connections: Vec<Connection>,
+}
+
 /// The token service.
 #[derive(Clone, Debug)]
 pub struct Tokens {
@@ -618,6 +628,52 @@ impl Tokens {
         let preview = invitations.preview(invitation_token).await.map_err(|e| TokenError::from(e).hide_invitation())?;
         let org = self.active_organization_by_slug(&preview.organization_slug).await;
         Ok(org.map_err(TokenError::hide_invitation)?.id)
+    }
+
+    /// What an invitation's landing page shows: its organization, the invited email and the
+    /// organization's enabled connections. Every failure of the invitation itself (unknown,
+    /// expired, revoked, used, malformed, an inactive organization) is
+    /// [`TokenError::InvitationGrantInvalid`], so the page cannot tell them apart.
+    pub async fn invitation_landing(&self, invitation_token: &str) -> Result<Landing> {
+        let invitations = self.invitations.as_ref().ok_or(TokenError::InvitationsUnavailable)?;
+        let hide = |e: TokenError| match e.hide_invitation() {
+            TokenError::Upstream(e) if e.is_invalid_argument() => TokenError::InvitationGrantInvalid(e.to_string()),
+            other => other,
+        };
+        let preview = invitations.preview(invitation_token).await.map_err(|e| hide(TokenError::from(e)))?;
+        let org = self.active_organization_by_slug(&preview.organization_slug).await.map_err(hide)?;
+        let connections = self.connections(org.id).await?;
+        Ok(Landing {
+            organization_id: org.id,
+            organization_name: preview.organization_display_name,
+            email: preview.email,
+            connections,
+        })
+    }
+
+    /// Home-realm discovery: the active organization that holds `domain` verified and has an
+    /// enabled connection. A pending domain, claimed by anyone, finds nothing.
+    pub async fn home_organization(&self, domain: &lanyard_core::Domain) -> Result<Option<OrganizationId>> {
+        let found = self.tenancy.sso_connections_for_domain(domain.as_str()).await?;
+        Ok(found.into_iter().find(|c| c.enabled).map(|c| c.organization_id))
+    }
+
+    /// The organizations the person of `session` may pick without signing in again: active ones
+    /// where they are an active member and whose enabled connections accept the session's
+    /// issuer (the rule a switch obeys), as (id, display name), the session's own first.
+    pub async fn pickable_organizations(&self, session: &Session) -> Result<Vec<(OrganizationId, String)>> {
+        let mut pickable = Vec::new();
+        for (org, member) in self.tenancy.user_organizations(session.user_id).await? {
+            if !org.is_active() || !member.active {
+                continue;
+            }
+            let accepts = self.connections(org.id).await?.iter().any(|c| c.accepts_issuer(&session.issuer));
+            if accepts || org.id == session.active_org_id {
+                pickable.push((org.id, org.display_name));
+            }
+        }
+        pickable.sort_by_key(|(id, _)| *id != session.active_org_id);
+        Ok(pickable)
     }
 
     /// The membership record of `user` in `org` (email and name for ID tokens and userinfo).

@@ -29,6 +29,7 @@ pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyar
         sign_in: lanyard_token::RateLimits::default().sign_in,
     };
     config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
+    config.application_login_url = settings.application_login_url.clone();
     config.audience = token_audience(settings)?;
     config.lifetimes = token_lifetimes(settings)?;
     config.signing_algorithm =
@@ -95,7 +96,7 @@ pub fn invitation_config(settings: &Settings) -> anyhow::Result<InvitationConfig
     };
     let mut config = InvitationConfig::new(
         database,
-        settings.invitation_link_template.clone(),
+        settings.invitation_link_template(),
         secret_box(settings)?,
         MailerConfig::new(transport, settings.mail_from.clone()),
     );

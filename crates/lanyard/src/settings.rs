@@ -108,8 +108,15 @@ pub struct Settings {
     /// The settings file that was read, if any (`LANYARD_CONFIG_FILE`).
     pub config_file: Option<PathBuf>,
     /// The registration link sent in invitations; `{token}` marks where the token goes
-    /// (`LANYARD_INVITATION_LINK_TEMPLATE`).
-    pub invitation_link_template: String,
+    /// (`LANYARD_INVITATION_LINK_TEMPLATE`). Unset: the token service's invitation landing page,
+    /// `<LANYARD_TOKEN_ISSUER>/invite/{token}`.
+    pub invitation_link_template: Option<String>,
+    /// The product application's login route (OpenID Connect's `initiate_login_uri`): where the
+    /// hosted pages send a browser that came without an application (an invitation link, `/sign-in`
+    /// opened directly), with `iss` and `login_hint`, so that the application starts an ordinary
+    /// authorization request (`LANYARD_APPLICATION_LOGIN_URL`; unset: such pages say to open the
+    /// application).
+    pub application_login_url: Option<String>,
     /// `smtp://user:pass@host:587?tls=required`, `smtps://...` or `smtp://host:25`; unset means the
     /// embedded default: `.eml` files in `mail_dir` (`LANYARD_SMTP_URL`).
     pub smtp_url: Option<SecretString>,
@@ -225,7 +232,8 @@ impl Default for Settings {
             session_ttl_seconds: 30 * 24 * 3600,
             signing_algorithm: "ES256".to_owned(),
             config_file: None,
-            invitation_link_template: "http://localhost:3000/invite?token={token}".to_owned(),
+            invitation_link_template: None,
+            application_login_url: None,
             smtp_url: None,
             mail_transport: None,
             mail_from: "Lanyard <no-reply@lanyard.localhost>".to_owned(),
@@ -318,6 +326,14 @@ impl Settings {
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.config_file = file;
         Ok(settings)
+    }
+
+    /// The registration link of invitation emails: the configured template, else the token
+    /// service's landing page.
+    pub fn invitation_link_template(&self) -> String {
+        self.invitation_link_template
+            .clone()
+            .unwrap_or_else(|| format!("{}/invite/{{token}}", self.token_issuer.trim_end_matches('/')))
     }
 
     /// How invitation emails leave: explicit, or SMTP when configured, or files in the embedded
@@ -436,6 +452,25 @@ mod tests {
         assert_eq!(s.operator_keys.len(), 2);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.database_url_for("tenancy"), "postgres://u:pw@db/lanyard");
+    }
+
+    #[test]
+    fn invitation_links_land_on_the_token_service_by_default() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.invitation_link_template(), "http://127.0.0.1:50052/invite/{token}");
+        assert_eq!(s.application_login_url, None);
+        let s = Settings::load_from(None, env(&[("LANYARD_TOKEN_ISSUER", "https://auth.example.com/")])).unwrap();
+        assert_eq!(s.invitation_link_template(), "https://auth.example.com/invite/{token}");
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("LANYARD_INVITATION_LINK_TEMPLATE", "https://app.example.com/join?t={token}"),
+                ("LANYARD_APPLICATION_LOGIN_URL", "https://app.example.com/login"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.invitation_link_template(), "https://app.example.com/join?t={token}");
+        assert_eq!(s.application_login_url.as_deref(), Some("https://app.example.com/login"));
     }
 
     #[test]

@@ -204,7 +204,8 @@ fn invitations_from_the_cli() {
         ],
     ));
     assert_eq!(printed["status"], "pending");
-    assert!(printed["invitation_link"].as_str().unwrap().starts_with("http://localhost:3000/invite?token="));
+    // The default link is the token service's landing page, under the (default) issuer.
+    assert!(printed["invitation_link"].as_str().unwrap().starts_with("http://127.0.0.1:50052/invite/"));
     let id = printed["invitation_id"].as_str().unwrap().to_owned();
 
     // Sent by email (the embedded default writes .eml files): the link is not printed.

@@ -172,7 +172,7 @@ impl TestApp {
         // These tests verify no domain by DNS: a resolver that reaches nothing is enough.
         let mut settings = lanyard_testkit::app::settings(db, "127.0.0.1:9".parse().expect("address"));
         settings.dns_timeout_ms = 200;
-        settings.invitation_link_template = LINK.into();
+        settings.invitation_link_template = Some(LINK.into());
         if let Mail::Smtp(url) = &options.mail {
             settings.smtp_url = Some(SecretString::from(url.clone()));
             settings.mail_transport = Some(MailTransportKind::Smtp);

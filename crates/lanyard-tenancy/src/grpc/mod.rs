@@ -642,16 +642,21 @@ impl TenancyService for TenancyGrpc {
     ) -> Result<Response<pb::FindSsoConnectionsResponse>, Status> {
         let caller = self.caller(&request).await?;
         let req = request.into_inner();
-        let connections = match (req.issuer.is_empty(), req.connection_id.is_empty()) {
-            (true, false) => {
+        let connections = match (req.issuer.is_empty(), req.connection_id.is_empty(), req.domain.is_empty()) {
+            (true, false, true) => {
                 let id = connection_id(&req.connection_id, "connection_id")?;
                 self.tenancy.find_sso_connection(&caller, id).await?.into_iter().collect()
             }
-            (false, true) => self.tenancy.find_sso_connections(&caller, &req.issuer).await?,
+            (false, true, true) => self.tenancy.find_sso_connections(&caller, &req.issuer).await?,
+            (true, true, false) => {
+                let domain = lanyard_core::Domain::parse(&req.domain)
+                    .map_err(|e| TenancyError::InvalidField { field: "domain", message: e.to_string() })?;
+                self.tenancy.find_sso_connections_for_domain(&caller, &domain).await?
+            }
             _ => {
                 return Err(TenancyError::InvalidField {
                     field: "issuer",
-                    message: "exactly one of issuer and connection_id is required".into(),
+                    message: "exactly one of issuer, connection_id and domain is required".into(),
                 }
                 .into())
             }

@@ -90,6 +90,18 @@ impl Tenancy {
         self.store.find_sso_connections(issuer).await
     }
 
+    /// The enabled connections of the active organization holding `domain` verified (service
+    /// keys only): home-realm discovery for email-first sign-in. A pending domain finds nothing,
+    /// so an organization that merely claims a domain never receives its people.
+    pub async fn find_sso_connections_for_domain(
+        &self,
+        caller: &Caller,
+        domain: &lanyard_core::Domain,
+    ) -> Result<Vec<SsoConnection>> {
+        caller.require_service()?;
+        self.store.find_sso_connections_for_domain(domain.as_str()).await
+    }
+
     /// The user an identity signs in to `org` as, under the identity rules of
     /// [`TenancyStore::resolve_identity`] (service keys only). Writes nothing on a dry run or a
     /// refusal.

@@ -118,6 +118,23 @@ impl TenancyStore {
         rows.iter().map(connection_from_row).collect()
     }
 
+    /// The enabled connections of the active organization that holds `domain` verified (at most
+    /// one organization does: `organization_domains_verified_once`).
+    pub async fn find_sso_connections_for_domain(&self, domain: &str) -> Result<Vec<SsoConnection>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.org_id, c.kind, c.issuer, c.client_id, c.client_secret_sealed, c.hosted_domains,
+                    c.tenant_id, c.enabled, c.created_at
+             FROM sso_connections c JOIN organizations o ON o.id = c.org_id
+               JOIN organization_domains d ON d.org_id = c.org_id
+             WHERE d.domain = $1 AND d.state = 'verified' AND c.enabled = 1 AND o.status = 'active'
+             ORDER BY c.id LIMIT 100",
+        )
+        .bind(domain)
+        .fetch_all(&self.db.pool)
+        .await?;
+        rows.iter().map(connection_from_row).collect()
+    }
+
     /// A page of an organization's SSO connections.
     pub async fn list_sso_connections(&self, org: OrganizationId, page: &Page) -> Result<(Vec<SsoConnection>, String)> {
         let rows = sqlx::query(&format!("{CONN_SELECT} WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"))

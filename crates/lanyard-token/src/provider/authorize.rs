@@ -28,7 +28,13 @@ fn cookie_name(id: &str) -> String {
     format!("__Host-lanyard-flow-{}", &id[..16])
 }
 
-fn set_cookie(name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
+/// The cookie that carries an invitation from its landing page to the application's
+/// authorization request: `<connection id>.<invitation token>`.
+pub(super) const INVITATION_COOKIE: &str = "__Host-lanyard-invitation";
+
+/// A `__Host-` cookie: `Secure` (browsers keep it on `http://localhost` too), `HttpOnly`,
+/// `SameSite=Lax`, the whole site.
+pub(super) fn set_cookie(name: &str, value: &str, max_age: u64) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}")).ok()
 }
 
@@ -38,17 +44,19 @@ enum Stop {
     Redirect(&'static str, &'static str),
     /// A Lanyard page.
     Page(Trouble),
+    /// The request names no organization: email-first sign-in chooses it.
+    SignIn,
 }
 
 /// The way back to the application, once its redirect URI matched.
-struct Back<'a> {
-    redirect_uri: &'a str,
-    state: Option<&'a str>,
-    issuer: &'a str,
+pub(super) struct Back<'a> {
+    pub(super) redirect_uri: &'a str,
+    pub(super) state: Option<&'a str>,
+    pub(super) issuer: &'a str,
 }
 
 impl Back<'_> {
-    fn to(&self, pairs: &[(&str, &str)]) -> Response {
+    pub(super) fn to(&self, pairs: &[(&str, &str)]) -> Response {
         let mut all: Vec<(&str, &str)> = pairs.to_vec();
         if let Some(state) = self.state {
             all.push(("state", state));
@@ -64,6 +72,8 @@ impl Back<'_> {
         match stop {
             Stop::Redirect(error, description) => self.to(&[("error", error), ("error_description", description)]),
             Stop::Page(trouble) => page(trouble),
+            // Handled by `authorize_with`, which knows the request.
+            Stop::SignIn => page(Trouble::InvalidRequest),
         }
     }
 }
@@ -73,8 +83,19 @@ fn printable(s: &str) -> bool {
 }
 
 /// `GET /oauth2/authorize`.
-pub(super) async fn authorize(State(p): State<Provider>, uri: Uri) -> Response {
+pub(super) async fn authorize(State(p): State<Provider>, uri: Uri, headers: HeaderMap) -> Response {
     let Ok(params) = Params::parse(uri.query()) else { return page(Trouble::InvalidRequest) };
+    authorize_with(&p, &params, &headers, uri.query()).await
+}
+
+/// An authorization request (from `/oauth2/authorize`, or carried through `/sign-in`); `query`
+/// is the raw request, which `/sign-in` carries on when no organization is named.
+pub(super) async fn authorize_with(
+    p: &Provider,
+    params: &Params,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Response {
     // Until the redirect URI matched a registered one exactly, every refusal is a page.
     let client = match p.clients().get(params.get("client_id").unwrap_or_default()).await {
         Ok(Some(client)) => client,
@@ -89,8 +110,12 @@ pub(super) async fn authorize(State(p): State<Provider>, uri: Uri) -> Response {
         return page(Trouble::InvalidRequest);
     }
     let back = Back { redirect_uri, state, issuer: p.issuer() };
-    match p.start(&params, &client.client_id, redirect_uri).await {
+    match p.start(params, &client.client_id, redirect_uri, headers).await {
         Ok(response) => response,
+        Err(Stop::SignIn) => match query {
+            Some(query) => see_other(&format!("{}?{query}", p.sign_in_url())),
+            None => page(Trouble::InvalidRequest),
+        },
         Err(stop) => back.stop(stop),
     }
 }
@@ -102,7 +127,13 @@ fn internal(e: TokenError) -> Response {
 
 impl Provider {
     /// Checks the rest of the request, records the flow and sends the browser to the provider.
-    async fn start(&self, params: &Params, client_id: &str, redirect_uri: &str) -> Result<Response, Stop> {
+    async fn start(
+        &self,
+        params: &Params,
+        client_id: &str,
+        redirect_uri: &str,
+        headers: &HeaderMap,
+    ) -> Result<Response, Stop> {
         use Stop::Redirect;
         if params.get("request").is_some() {
             return Err(Redirect("request_not_supported", "request objects are not supported"));
@@ -139,14 +170,14 @@ impl Provider {
             return Err(Redirect("login_required", "sign-in at the organization's provider is required"));
         }
         let login_hint = params.get("login_hint").filter(|h| printable(h) && h.len() <= 320);
-        let invitation = params.get("invitation");
-        let org = self.organization(params.get("organization"), invitation).await?;
+        let target = self.target(params, headers, login_hint).await?;
+        let org = target.org;
         let wanted = match params.get("connection") {
             Some(raw) => Some(
                 ConnectionId::parse(raw)
                     .map_err(|_| Redirect("invalid_request", "connection is not a connection id"))?,
             ),
-            None => None,
+            None => target.connection,
         };
         let connection = match self.tokens().sign_in_connection(org, wanted).await {
             Ok(c) => c,
@@ -164,7 +195,7 @@ impl Provider {
         let upstream = UpstreamSecrets {
             nonce: random_token(SECRET_BYTES),
             code_verifier: random_token(SECRET_BYTES),
-            invitation: invitation.map(str::to_owned),
+            invitation: target.invitation,
         };
         let now = Timestamp::now();
         let flow = Flow {
@@ -177,6 +208,7 @@ impl Provider {
                 nonce: nonce.map(str::to_owned),
                 code_challenge: challenge.to_owned(),
                 scope: scope.to_owned(),
+                select_account: params.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "select_account")),
             },
             org,
             connection: connection.id,
@@ -205,6 +237,39 @@ impl Provider {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         Ok(response)
+    }
+
+    /// What a sign-in is for: the invitation named, or the one this browser brought from its
+    /// landing page (unless the request names another organization), or the organization named,
+    /// or the one that verified the `login_hint`'s domain; else email-first sign-in asks.
+    async fn target(&self, params: &Params, headers: &HeaderMap, login_hint: Option<&str>) -> Result<Target, Stop> {
+        let (named, invitation) = (params.get("organization"), params.get("invitation"));
+        if invitation.is_some() {
+            let org = self.organization(named, invitation).await?;
+            return Ok(Target { org, invitation: invitation.map(str::to_owned), connection: None });
+        }
+        let named = match named {
+            Some(_) => Some(self.organization(named, None).await?),
+            None => None,
+        };
+        if let Some((connection, token)) = invitation_cookie(headers) {
+            match self.tokens().invitation_organization(token).await {
+                Ok(org) if named.is_none_or(|n| n == org) => {
+                    return Ok(Target { org, invitation: Some(token.to_owned()), connection: Some(connection) })
+                }
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e, "the browser's invitation no longer applies"),
+            }
+        }
+        if let Some(org) = named {
+            return Ok(Target { org, invitation: None, connection: None });
+        }
+        let Some(email) = login_hint.and_then(|h| lanyard_core::Email::parse(h).ok()) else { return Err(Stop::SignIn) };
+        match self.tokens().home_organization(&email.domain()).await {
+            Ok(Some(org)) => Ok(Target { org, invitation: None, connection: None }),
+            Ok(None) => Err(Stop::Page(Trouble::NoOrganization)),
+            Err(e) => Err(Stop::Page(trouble_of(&e))),
+        }
     }
 
     /// The organization a sign-in is for: the invitation's, or the one named (by id or slug).
@@ -238,14 +303,32 @@ impl Provider {
         match (named, invited) {
             (Some(a), Some(b)) if a != b => Err(Redirect("access_denied", "the invitation is not valid")),
             (_, Some(org)) | (Some(org), None) => Ok(org),
-            // The email-first sign-in page will choose the organization here.
+            // `target` asks only with one of them; without either, email-first sign-in chooses.
             (None, None) => Err(Redirect("invalid_request", "organization or invitation is required")),
         }
     }
 }
 
+/// What a sign-in is for.
+struct Target {
+    org: lanyard_core::OrganizationId,
+    /// The invitation it accepts.
+    invitation: Option<String>,
+    /// The connection chosen on the invitation's landing page.
+    connection: Option<ConnectionId>,
+}
+
+/// The invitation this browser brought from a landing page, and the connection chosen there.
+fn invitation_cookie(headers: &HeaderMap) -> Option<(ConnectionId, &str)> {
+    let (connection, token) = cookie(headers, INVITATION_COOKIE)?.split_once('.')?;
+    let token_shaped = !token.is_empty()
+        && token.len() <= 128
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    Some((ConnectionId::parse(connection).ok()?, token)).filter(|_| token_shaped)
+}
+
 /// The page for a failed sign-in step.
-fn trouble_of(e: &TokenError) -> Trouble {
+pub(super) fn trouble_of(e: &TokenError) -> Trouble {
     use TokenError::*;
     match e {
         NotAMember => Trouble::NotAMember,
@@ -289,13 +372,18 @@ pub(super) async fn callback(State(p): State<Provider>, uri: Uri, headers: Heade
         Ok(false) => return page(Trouble::FlowInvalid),
         Err(e) => return internal(e),
     }
-    let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut response = match p.finish(&flow, &params, user_agent).await {
+    let mut response = match p.finish(&flow, &params, &headers).await {
         Ok(response) => response,
         Err(trouble) => page(trouble),
     };
     if let Some(clear) = set_cookie(&name, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    // The invitation was tried: another attempt starts from its link again.
+    if flow.upstream.invitation.is_some() && cookie(&headers, INVITATION_COOKIE).is_some() {
+        if let Some(clear) = super::hosted::clear_invitation_cookie() {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
     }
     response
 }
@@ -303,7 +391,8 @@ pub(super) async fn callback(State(p): State<Provider>, uri: Uri, headers: Heade
 impl Provider {
     /// The provider's answer to `flow`: redeem its code, sign in, and send the browser back to
     /// the application with a code of ours.
-    async fn finish(&self, flow: &Flow, params: &Params, user_agent: Option<String>) -> Result<Response, Trouble> {
+    async fn finish(&self, flow: &Flow, params: &Params, headers: &HeaderMap) -> Result<Response, Trouble> {
+        let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
         if let Some(error) = params.get("error") {
             tracing::info!(error, "the organization's provider refused the sign-in");
             return Err(Trouble::ProviderRefused);
@@ -351,6 +440,15 @@ impl Provider {
             tracing::info!(error = %e, "federated sign-in refused");
             trouble_of(&e)
         })?;
+        // prompt=select_account and more than one organization to pick from: the picker first.
+        let pickable = match flow.app.select_account {
+            true => tokens.pickable_organizations(&issued.session).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "listing the organizations to pick from failed: no picker");
+                Vec::new()
+            }),
+            false => Vec::new(),
+        };
+        let picking = pickable.len() > 1;
         let code = random_token(SECRET_BYTES);
         let now = Timestamp::now();
         let record = Code {
@@ -360,13 +458,18 @@ impl Provider {
             nonce: flow.app.nonce.clone(),
             session_id: issued.session.id,
             refresh_token: issued.refresh_token,
-            expires_at: now.plus(CODE_TTL),
+            // A code waiting for the pick lives as long as a flow, known only to the browser's
+            // HttpOnly cookie; the pick gives it its usual minute.
+            expires_at: now.plus(if picking { FLOW_TTL } else { CODE_TTL }),
             used_at: None,
         };
         if let Err(e) = self.store().insert_code(&sha256_hex(code.as_bytes()), &record, now).await {
             // Nobody holds this session's tokens: end it rather than leave it.
             let _ = tokens.end_session_by_id(issued.session.id, "code_not_stored", "system:oauth").await;
             return Err(trouble_of(&e));
+        }
+        if picking {
+            return Ok(super::hosted::picker(&pickable, &code, flow.app.state.as_deref(), headers));
         }
         let back =
             Back { redirect_uri: &flow.app.redirect_uri, state: flow.app.state.as_deref(), issuer: self.issuer() };

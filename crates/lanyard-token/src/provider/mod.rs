@@ -17,8 +17,10 @@
 
 mod authorize;
 pub mod clients;
+mod hosted;
 mod pages;
 pub mod store;
+mod text;
 mod token;
 
 use std::collections::HashMap;
@@ -69,6 +71,8 @@ struct Inner {
     issuer: String,
     /// The issuer without a trailing slash, the base of the endpoints' URLs.
     base: String,
+    /// The application's login route, for hosted pages reached without an application.
+    login_url: Option<String>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -78,18 +82,20 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// The provider of `issuer` over the token service; `limit` counts every request per peer
-    /// (the peer found by its rule from the connection's `ConnectInfo<SocketAddr>`).
+    /// The provider of `issuer` over the token service; `login_url` is the application's
+    /// login route for hosted pages reached without an application; `limit` counts every
+    /// request per peer (the peer found by its rule from the connection's
+    /// `ConnectInfo<SocketAddr>`).
     pub fn new(
         tokens: Tokens,
         clients: Clients,
         store: ProviderStore,
-        issuer: &str,
+        (issuer, login_url): (&str, Option<String>),
         (limiter, peer_rule): (PeerLimiter, PeerRule),
     ) -> Self {
         let base = issuer.trim_end_matches('/').to_owned();
         let issuer = issuer.to_owned();
-        Self { inner: Arc::new(Inner { tokens, limiter, peer_rule, clients, store, issuer, base }) }
+        Self { inner: Arc::new(Inner { tokens, limiter, peer_rule, clients, store, issuer, base, login_url }) }
     }
 
     /// The routes, each answer with the security headers; merge into the token service's HTTP
@@ -102,6 +108,10 @@ impl Provider {
             .route("/oauth2/revoke", post(token::revoke))
             .route("/oauth2/userinfo", get(token::userinfo).post(token::userinfo))
             .route("/oauth2/logout", get(token::logout))
+            .route("/invite/{token}", get(hosted::invitation).post(hosted::accept_invitation))
+            .route("/sign-in", get(hosted::sign_in_form).post(hosted::sign_in))
+            .route("/oauth2/select", post(hosted::select))
+            .route(pages::STYLESHEET_PATH, get(pages::stylesheet))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), limit))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(self.clone())
@@ -123,6 +133,16 @@ impl Provider {
 
     fn issuer(&self) -> &str {
         &self.inner.issuer
+    }
+
+    /// The application's login route, if configured.
+    fn login_url(&self) -> Option<&str> {
+        self.inner.login_url.as_deref()
+    }
+
+    /// Email-first sign-in.
+    fn sign_in_url(&self) -> String {
+        format!("{}/sign-in", self.inner.base)
     }
 
     /// Where the organization's provider sends the browser back.
@@ -177,13 +197,16 @@ async fn limit(State(p): State<Provider>, request: Request, next: Next) -> Respo
     response
 }
 
-/// `Content-Security-Policy`, `X-Content-Type-Options` and `Referrer-Policy` on every answer.
+/// `Content-Security-Policy` (unless a page with forms set its own), `X-Content-Type-Options`
+/// and `Referrer-Policy` on every answer.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
-    );
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        );
+    }
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

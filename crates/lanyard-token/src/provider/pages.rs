@@ -1,9 +1,13 @@
-//! What a person sees when a sign-in cannot go on: every text in one place, each page with a
-//! stable code (`data-error`, and the `X-Lanyard-Error` header) that tests and support can rely
-//! on. Server-rendered, no script, nothing from the request reflected.
+//! What a person sees: the hosted pages (invitation landing, email-first sign-in) and the page
+//! for each reason a sign-in stops, each with a stable code (`data-error`, and the
+//! `X-Lanyard-Error` header) that tests and support can rely on. Server-rendered, no script; the
+//! words are in `text`; data shown (an organization's name, an email) is escaped, and nothing
+//! else from the request is reflected.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use super::text;
 
 /// Why a sign-in stopped on a Lanyard page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +36,17 @@ pub enum Trouble {
     SignedOut,
     /// Too many requests from this address.
     RateLimited,
+    /// An invitation link that cannot be used: unknown, expired, revoked, used or malformed,
+    /// all alike (one status, one text: no oracle).
+    InvitationInvalid,
+    /// A form without the CSRF token of this browser's page.
+    FormExpired,
+    /// Email-first sign-in found no organization that verified the email's domain.
+    NoOrganization,
+    /// A hosted page has no application to send the browser to.
+    NoApplication,
+    /// The organization picked does not accept the provider the person signed in with.
+    ProviderRequired,
     /// Lanyard failed; the cause is in the log.
     Internal,
 }
@@ -51,6 +66,11 @@ impl Trouble {
             Self::LogoutUriMismatch => "post_logout_redirect_uri_mismatch",
             Self::SignedOut => "signed_out",
             Self::RateLimited => "rate_limited",
+            Self::InvitationInvalid => "invitation_invalid",
+            Self::FormExpired => "form_expired",
+            Self::NoOrganization => "no_organization",
+            Self::NoApplication => "no_application",
+            Self::ProviderRequired => "reauthentication_required",
             Self::Internal => "internal",
         }
     }
@@ -58,9 +78,13 @@ impl Trouble {
     fn status(self) -> StatusCode {
         match self {
             Self::ProviderUnavailable => StatusCode::BAD_GATEWAY,
-            Self::NotAMember | Self::SignInRefused | Self::ProviderRefused => StatusCode::FORBIDDEN,
+            Self::NotAMember | Self::SignInRefused | Self::ProviderRefused | Self::ProviderRequired => {
+                StatusCode::FORBIDDEN
+            }
             Self::SignedOut => StatusCode::OK,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::InvitationInvalid | Self::NoOrganization => StatusCode::NOT_FOUND,
+            Self::FormExpired => StatusCode::FORBIDDEN,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -68,63 +92,199 @@ impl Trouble {
 
     /// The title and the sentence shown.
     pub fn text(self) -> (&'static str, &'static str) {
-        match self {
-            Self::InvalidRequest => ("This sign-in link is not valid", "Go back to the application and sign in again."),
-            Self::UnknownClient => {
-                ("Unknown application", "This application is not registered to sign people in with Lanyard.")
-            }
-            Self::RedirectUriMismatch => (
-                "Unknown return address",
-                "This application asked to return to an address it has not registered, so the sign-in stopped here.",
-            ),
-            Self::FlowInvalid => (
-                "This sign-in has expired",
-                "It was already used, took too long, or was started in another browser. Go back to the \
-                 application and sign in again.",
-            ),
-            Self::ProviderUnavailable => (
-                "Your identity provider is unavailable",
-                "Your organization's identity provider could not be reached. Try again in a moment.",
-            ),
-            Self::ProviderRefused => {
-                ("Sign-in did not complete", "Your organization's identity provider did not sign you in.")
-            }
-            Self::NotAMember => (
-                "No access to this organization",
-                "You are not a member of this organization. Ask its administrator for an invitation.",
-            ),
-            Self::SignInRefused => {
-                ("Sign-in refused", "This account cannot sign in to this organization. Ask its administrator for help.")
-            }
-            Self::LogoutUriMismatch => {
-                ("Unknown return address", "This application asked to return to an address it has not registered.")
-            }
-            Self::SignedOut => ("Signed out", "You are signed out. You may close this window."),
-            Self::RateLimited => {
-                ("Too many attempts", "Too many sign-in attempts from your network. Wait a minute and try again.")
-            }
-            Self::Internal => ("Something went wrong", "Something went wrong on our side. Try again in a moment."),
-        }
+        text::trouble(self)
     }
 }
 
 /// The page for `trouble`, not cached.
 pub fn page(trouble: Trouble) -> Response {
     let (title, sentence) = trouble.text();
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title} – Lanyard</title></head>\
-         <body><main data-error=\"{code}\"><h1>{title}</h1><p>{sentence}</p></main></body></html>\n",
-        code = trouble.code()
-    );
+    let main = format!("<main data-error=\"{}\"><h1>{title}</h1><p>{sentence}</p></main>", trouble.code());
+    let mut response = html(trouble.status(), &document(title, &main), None);
+    response.headers_mut().insert(HeaderName::from_static("x-lanyard-error"), HeaderValue::from_static(trouble.code()));
+    response
+}
+
+/// Where the pages' stylesheet is served (a file of our own: `default-src 'self'` refuses
+/// inline styles).
+pub const STYLESHEET_PATH: &str = "/assets/lanyard.css";
+
+/// Readable without it; with it: a narrow column, large targets, a focus ring that shows, and
+/// text and buttons above WCAG AA contrast (#1f2328 on white is 15:1, white on #0b57d0 is 6:1).
+const STYLESHEET: &str = "\
+body{margin:0;font:16px/1.5 system-ui,sans-serif;color:#1f2328;background:#fff}\
+main{max-width:28rem;margin:4rem auto;padding:0 1rem}\
+h1{font-size:1.5rem;line-height:1.25}\
+label{display:block;font-weight:600;margin-bottom:.25rem}\
+input{box-sizing:border-box;width:100%;padding:.6rem;font:inherit;border:1px solid #59636e;border-radius:6px}\
+button{display:block;width:100%;margin:.75rem 0;padding:.7rem 1rem;font:inherit;font-weight:600;color:#fff;\
+background:#0b57d0;border:0;border-radius:6px;cursor:pointer}\
+:focus-visible{outline:3px solid #1f2328;outline-offset:2px}\
+.alert{padding:.75rem;border-left:4px solid #b3261e;background:#fdf1f0}\
+";
+
+/// `GET` the stylesheet.
+pub async fn stylesheet() -> Response {
     (
-        trouble.status(),
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// `s` safe inside HTML text and double-quoted attributes.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if lanyard_core::values::is_hidden_or_layout(c) => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole document around `main` (already escaped).
+fn document(title: &str, main: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} – {product}</title><link rel=\"stylesheet\" href=\"{STYLESHEET_PATH}\"></head>\
+         <body>{main}</body></html>\n",
+        lang = text::LANG,
+        product = text::PRODUCT,
+    )
+}
+
+/// An HTML answer, not cached; `set_cookie` when the page hands out a form's CSRF cookie.
+fn html(status: StatusCode, body: &str, set_cookie: Option<HeaderValue>) -> Response {
+    let mut response = (
+        status,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::HeaderName::from_static("x-lanyard-error"), HeaderValue::from_static(trouble.code())),
         ],
-        body,
+        body.to_owned(),
     )
-        .into_response()
+        .into_response();
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// A page with forms: its CSRF token, and the cookie that carries it when new. Its policy has no
+/// `form-action`: browsers apply that to the redirects after a submission too, and these forms
+/// end at the organization's provider or the application, on origins of their own.
+fn form_page(status: StatusCode, kind: &'static str, title: &str, main: &str, csrf: &Csrf) -> Response {
+    let mut response = html(status, &document(title, main), csrf.set_cookie.clone());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(FORM_PAGE_POLICY));
+    headers.insert(HeaderName::from_static("x-lanyard-page"), HeaderValue::from_static(kind));
+    response
+}
+
+/// The policy of pages with forms.
+pub const FORM_PAGE_POLICY: &str = "default-src 'self'; frame-ancestors 'none'";
+
+/// A form's CSRF token (double-submit: the same value in a `__Host-` cookie and in the form).
+pub struct Csrf {
+    pub token: String,
+    /// The cookie to set when this browser had none.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+fn hidden(name: &str, value: &str) -> String {
+    format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(name), escape(value))
+}
+
+/// The invitation landing page: the organization, the invited email, a button per connection
+/// (each its own form, posted back to the page's own address so the link's token is not
+/// repeated in the page).
+pub fn invitation(landing: &crate::service::Landing, csrf: &Csrf) -> Response {
+    use text::invitation as t;
+    let org = escape(&landing.organization_name);
+    let title = format!("{} {org}", t::TITLE);
+    let mut main = format!(
+        "<main data-page=\"invitation\"><h1>{title}</h1><p>{} <strong>{}</strong>.</p>",
+        t::FOR_EMAIL,
+        escape(&landing.email)
+    );
+    if landing.connections.is_empty() {
+        main.push_str(&format!("<p>{}</p>", t::NO_CONNECTION));
+    } else {
+        main.push_str(&format!("<p>{}</p>", t::CHOOSE));
+    }
+    for c in &landing.connections {
+        main.push_str(&format!(
+            "<form method=\"post\">{}{}<button type=\"submit\">{}</button></form>",
+            hidden("csrf", &csrf.token),
+            hidden("connection", &c.id.to_string()),
+            text::continue_with(c.kind)
+        ));
+    }
+    main.push_str("</main>");
+    form_page(StatusCode::OK, "invitation", &title, &main, csrf)
+}
+
+/// The email-first sign-in page; `carried` are the application's authorization parameters, sent
+/// back with the email.
+pub fn sign_in(csrf: &Csrf, carried: &[(&str, &str)], invalid_email: bool) -> Response {
+    use text::sign_in as t;
+    let mut main = format!("<main data-page=\"sign_in\"><h1>{}</h1>", t::TITLE);
+    if invalid_email {
+        main.push_str(&format!("<p class=\"alert\" role=\"alert\" id=\"email-error\">{}</p>", t::EMAIL_INVALID));
+    }
+    main.push_str(&format!("<p>{}</p><form method=\"post\" action=\"/sign-in\">", t::INTRO));
+    main.push_str(&hidden("csrf", &csrf.token));
+    for (k, v) in carried {
+        main.push_str(&hidden(k, v));
+    }
+    let described = if invalid_email { " aria-describedby=\"email-error\" aria-invalid=\"true\"" } else { "" };
+    main.push_str(&format!(
+        "<label for=\"email\">{}</label><input id=\"email\" name=\"email\" type=\"email\" \
+         autocomplete=\"email\" required maxlength=\"320\"{described}><button type=\"submit\">{}</button></form></main>",
+        t::EMAIL_LABEL,
+        t::SUBMIT
+    ));
+    let status = if invalid_email { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    form_page(status, "sign_in", t::TITLE, &main, csrf)
+}
+
+/// The organization picker: one button per organization (each its own form); the code waits in
+/// an HttpOnly cookie, never in the page.
+pub fn picker(organizations: &[(lanyard_core::OrganizationId, String)], csrf: &Csrf) -> Response {
+    use text::picker as t;
+    let mut main = format!("<main data-page=\"picker\"><h1>{}</h1><p>{}</p>", t::TITLE, t::INTRO);
+    for (id, name) in organizations {
+        main.push_str(&format!(
+            "<form method=\"post\" action=\"/oauth2/select\">{}{}<button type=\"submit\">{}</button></form>",
+            hidden("csrf", &csrf.token),
+            hidden("organization", &id.to_string()),
+            escape(name)
+        ));
+    }
+    main.push_str("</main>");
+    form_page(StatusCode::OK, "picker", t::TITLE, &main, csrf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_hidden_characters() {
+        assert_eq!(
+            escape("<a href=\"x\">O'Brien & co\u{202e}</a>"),
+            "&lt;a href=&quot;x&quot;&gt;O&#39;Brien &amp; co&lt;/a&gt;"
+        );
+    }
 }

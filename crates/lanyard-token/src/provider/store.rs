@@ -26,6 +26,10 @@ pub struct AppRequest {
     /// The application's PKCE S256 challenge.
     pub code_challenge: String,
     pub scope: String,
+    /// `prompt=select_account`: a person in several organizations picks one before the code
+    /// goes back (absent in flows stored before it existed).
+    #[serde(default)]
+    pub select_account: bool,
 }
 
 /// What only Lanyard and the organization's provider may know of a flow (sealed at rest).
@@ -216,6 +220,22 @@ impl ProviderStore {
                 })
             })
             .await
+    }
+
+    /// After the organization picker: puts `refresh_token` (the session's, after a switch) beside
+    /// the unused code `hash` and gives the code until `expires_at`; true when the code was still
+    /// unused.
+    pub async fn picked(&self, hash: &str, refresh_token: &str, expires_at: Timestamp) -> Result<bool> {
+        let sealed = self.secrets.seal(refresh_token, &code_context(hash));
+        let done = sqlx::query(
+            "UPDATE oauth_codes SET sealed_refresh = $2, expires_at = $3 WHERE code_hash = $1 AND used_at IS NULL",
+        )
+        .bind(hash)
+        .bind(sealed)
+        .bind(expires_at.0)
+        .execute(&self.db.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The code whose hash is `hash`.

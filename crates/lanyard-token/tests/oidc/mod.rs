@@ -137,6 +137,15 @@ impl Rp {
         answer(req.send().await.expect("POST")).await
     }
 
+    /// `POST path` with a form and `cookies`: a browser submitting a page's form.
+    pub async fn submit(&self, path: &str, form: &[(&str, &str)], cookies: &[String]) -> Answer {
+        let mut req = self.http.post(format!("{}{path}", self.base)).form(form);
+        if !cookies.is_empty() {
+            req = req.header(COOKIE, cookies.join("; "));
+        }
+        answer(req.send().await.expect("POST")).await
+    }
+
     /// The authorization request's query, with `changes` applied (a value of `None` removes).
     pub fn authorize_url(&self, attempt: &Attempt, org: &str, changes: &[(&str, Option<&str>)]) -> String {
         let challenge = attempt.challenge();
@@ -263,8 +272,16 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(backend: lanyard_testkit::app::Backend) -> Self {
+        Self::with(backend, |_| {}).await
+    }
+
+    /// As [`Fixture::new`], with `tune` adjusting the token service's configuration.
+    pub async fn with(
+        backend: lanyard_testkit::app::Backend,
+        tune: impl FnOnce(&mut lanyard_token::TokenConfig) + Send + 'static,
+    ) -> Self {
         let db = lanyard_testkit::app::TestDb::new(backend).await;
-        let app = TestApp::spawn(&db).await;
+        let app = TestApp::spawn_with(&db, tune).await;
         let idp = FakeIdp::start(lanyard_testkit::idp::Kind::Google, "acme.com").await;
         let org = app.create_org("acme", &["acme.com"], "").await;
         app.connect(&org, &idp).await;
@@ -294,4 +311,33 @@ pub fn assert_page(answer: &Answer, code: &str) {
     assert_eq!(answer.page(), Some(code), "{answer:?}");
     assert!(answer.location.is_none(), "a page, not a redirect: {answer:?}");
     assert!(!answer.body.contains("panicked") && answer.body.contains("<h1>"), "{}", answer.body);
+}
+
+/// The forms of a hosted page: each form's hidden inputs, in order (values unescaped).
+pub fn forms(body: &str) -> Vec<Vec<(String, String)>> {
+    let unescape = |v: &str| {
+        v.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    };
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(unescape(&tag[start..start + tag[start..].find('"')?]))
+    };
+    body.split("<form")
+        .skip(1)
+        .map(|form| {
+            let form = form.split("</form>").next().unwrap_or_default();
+            form.split("<input")
+                .skip(1)
+                .filter_map(|tag| {
+                    let tag = tag.split('>').next()?;
+                    tag.contains("type=\"hidden\"").then(|| Some((attr(tag, "name")?, attr(tag, "value")?))).flatten()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A hidden value of a form.
+pub fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_else(|| panic!("no {name} in {form:?}"))
 }
