@@ -62,6 +62,7 @@ export async function startUpstream({ kind, callback, accounts, hostedDomain, te
       profile: ['name'],
     },
     pkce: { required: () => true },
+    ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Session: 3600, Grant: 3600 },
     features: { devInteractions: { enabled: true } },
     async findAccount(ctx, id) {
       const claims = claimsOf(id);
@@ -71,7 +72,15 @@ export async function startUpstream({ kind, callback, accounts, hostedDomain, te
   });
   provider.proxy = false;
   const handle = provider.callback();
-  server.on('request', (req, res) => {
+  server.on('request', async (req, res) => {
+    // A slow provider: its token endpoint answers after `upstream.delayTokenMs`.
+    if (upstream.delayTokenMs && req.method === 'POST' && req.url.startsWith(`${prefix}/token`)) {
+      await new Promise((r) => setTimeout(r, upstream.delayTokenMs));
+    }
+    // Someone in the front channel rewrites the authorization request (`rewriteAuthorize(url)`).
+    if (upstream.rewriteAuthorize && req.method === 'GET' && req.url.startsWith(`${prefix}/auth?`)) {
+      req.url = upstream.rewriteAuthorize(req.url);
+    }
     // A test may rewrite where the provider sends the browser back to Lanyard (an attacker on
     // the way, a stolen answer): `upstream.rewriteCallback(location)` returns the new location.
     const setHeader = res.setHeader.bind(res);
@@ -96,6 +105,8 @@ export async function startUpstream({ kind, callback, accounts, hostedDomain, te
     kind,
     issuer,
     rewriteCallback: null,
+    rewriteAuthorize: null,
+    delayTokenMs: 0,
     clientId,
     clientSecret,
     async stop() {

@@ -25,7 +25,11 @@ const people = {
     'outsider@acme.com': { email: 'outsider@acme.com', name: 'Olga Outsider' },
   },
   entra: { 'admin@globex.com': { email: 'admin@globex.com', name: 'Gloria Admin' } },
-  okta: { 'peter@initech.com': { email: 'peter@initech.com', name: 'Peter Gibbons' } },
+  okta: {
+    'peter@initech.com': { email: 'peter@initech.com', name: 'Peter Gibbons' },
+    // initech's provider asserting an address of acme's verified domain.
+    'impostor': { email: 'it@acme.com', name: 'Not Ida' },
+  },
 };
 
 const denied = (answer) => answer.allowed === false && answer.reason !== 'DECISION_ALLOWED';
@@ -391,6 +395,39 @@ for (const backend of backends) {
       const end = await browse(s.browser, unknown.href, { label: `${backend}-attack-unknown-client`, lanyard: s.lanyard });
       await end.context.close();
       assert.equal(end.errorCode, 'unknown_client');
+    });
+
+    it('attack: a nonce rewritten on the way to the provider: its ID token is refused, nothing issued', async () => {
+      s.entra.rewriteAuthorize = (url) => url.replace(/([?&]nonce=)[^&]*/, '$1tampered-nonce');
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-upstream-nonce');
+        assert.equal(end.errorCode, 'provider_refused', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.entra.rewriteAuthorize = null;
+      }
+    });
+
+    it('attack: one organization\'s provider asserting another organization\'s email signs nobody in', async () => {
+      const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'impostor', s.okta, 'attack-foreign-email');
+      assert.equal(result, null, JSON.stringify(result));
+      assert.ok(['sign_in_refused', 'not_a_member'].includes(end.errorCode), `${end.errorCode} at ${end.url}`);
+      // Nothing was linked to acme's owner: acme still has its one active member, and initech no new one.
+      const active = async (org) => (await s.lanyard.cli(['member', 'list', '--org', org]))
+        .filter((m) => m.status === 'active').map((m) => m.email).sort();
+      assert.deepEqual(await active('acme'), ['it@acme.com']);
+      assert.deepEqual(await active('initech'), ['peter@initech.com']);
+    });
+
+    it('a provider slower than Lanyard waits for: a page says it is unavailable', async () => {
+      s.okta.delayTokenMs = 6500;
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'provider-slow');
+        assert.equal(end.errorCode, 'provider_unavailable', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.okta.delayTokenMs = 0;
+      }
     });
 
     it('the person cancels at their provider: a Lanyard page says the sign-in did not complete', async () => {
