@@ -64,9 +64,11 @@ export async function browse(browser, startUrl, { login, label, lanyard, upstrea
   const page = await context.newPage();
   if (route) await route(page);
   await page.goto(startUrl);
+  let prefilled = null;
   for (let step = 0; step < 4 && upstream && page.url().startsWith(new URL(upstream.issuer).origin); step += 1) {
     if (await page.locator('input[name="login"]').count()) {
       await snap(page, `${label}-provider-login`, { prefix: `${upstream.kind}-` });
+      prefilled = await page.inputValue('input[name="login"]');
       await page.fill('input[name="login"]', login);
       await page.fill('input[name="password"]', 'any password');
       await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
@@ -82,5 +84,5 @@ export async function browse(browser, startUrl, { login, label, lanyard, upstrea
   const onLanyard = url.startsWith(lanyard.issuer);
   const errorCode = onLanyard ? await page.locator('main[data-error]').getAttribute('data-error').catch(() => null) : null;
   const axe = await snap(page, label, { axe: onLanyard });
-  return { page, context, url, errorCode, axe, text: await page.locator('body').innerText() };
+  return { page, context, url, errorCode, axe, prefilled, text: await page.locator('body').innerText() };
 }

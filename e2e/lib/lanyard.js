@@ -69,6 +69,7 @@ export async function startLanyard({ backend, linkTemplate, name, httpPort }) {
     PATH: process.env.PATH,
     HOME: process.env.HOME || dataDir,
     RUST_LOG: process.env.E2E_RUST_LOG || 'info',
+    NO_COLOR: '1',
     LANYARD_DATA_DIR: dataDir,
     LANYARD_LISTEN_ADDR: `127.0.0.1:${grpcPort}`,
     LANYARD_HTTP_ADDR: `127.0.0.1:${httpPort}`,

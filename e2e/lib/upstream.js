@@ -77,6 +77,12 @@ export async function startUpstream({ kind, callback, accounts, hostedDomain, te
     if (upstream.delayTokenMs && req.method === 'POST' && req.url.startsWith(`${prefix}/token`)) {
       await new Promise((r) => setTimeout(r, upstream.delayTokenMs));
     }
+    // A provider whose token endpoint refuses: `upstream.tokenAnswer = { status, body }`.
+    if (upstream.tokenAnswer && req.method === 'POST' && req.url.startsWith(`${prefix}/token`)) {
+      res.writeHead(upstream.tokenAnswer.status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(upstream.tokenAnswer.body));
+      return;
+    }
     // Someone in the front channel rewrites the authorization request (`rewriteAuthorize(url)`).
     if (upstream.rewriteAuthorize && req.method === 'GET' && req.url.startsWith(`${prefix}/auth?`)) {
       req.url = upstream.rewriteAuthorize(req.url);
@@ -107,6 +113,7 @@ export async function startUpstream({ kind, callback, accounts, hostedDomain, te
     rewriteCallback: null,
     rewriteAuthorize: null,
     delayTokenMs: 0,
+    tokenAnswer: null,
     clientId,
     clientSecret,
     async stop() {

@@ -163,7 +163,10 @@ for (const backend of backends) {
       const added = await s.lanyard.cli(['member', 'add', '--org', 'acme', '--email', 'bob@acme.com', '--role', 'member'],
         { apiKey: fresh.access_token });
       assert.equal(added.email, 'bob@acme.com');
-      const { claims, tokens } = await signedIn(loginUrl({ organization: 'acme', login_hint: 'bob@acme.com' }), 'bob@acme.com', s.google, 'colleague');
+      const { end, result } = await signIn(loginUrl({ organization: 'acme', login_hint: 'bob@acme.com' }), 'bob@acme.com', s.google, 'colleague');
+      assert.ok(result && !result.error, JSON.stringify(result));
+      assert.equal(end.prefilled, 'bob@acme.com', 'Lanyard passed login_hint on to the provider');
+      const { claims, tokens } = result;
       assert.equal(claims.org_slug, 'acme');
       assert.deepEqual(claims.roles, ['member']);
       assert.equal((await s.lanyard.authorize(tokens.access_token)).allowed, true);
@@ -175,6 +178,7 @@ for (const backend of backends) {
       const answer = await s.lanyard.authorize(s.bob.tokens.access_token);
       assert.ok(denied(answer), JSON.stringify(answer));
       await expectOAuthError(s.app.refresh(s.bob.tokens.refresh_token), 'invalid_grant');
+      await assert.rejects(s.app.userinfo(s.bob.tokens.access_token, s.bob.claims.sub), 'userinfo refuses the token too');
       const { end, result } = await signIn(loginUrl({ organization: 'acme' }), 'bob@acme.com', s.google, 'removed-colleague');
       assert.equal(result, null, 'the application got nothing');
       assert.equal(end.errorCode, 'not_a_member', end.url);
@@ -225,6 +229,12 @@ for (const backend of backends) {
       await expectOAuthError(s.app.refresh(tokens.refresh_token), 'invalid_grant');
       const answer = await s.lanyard.authorize(tokens.access_token);
       assert.ok(denied(answer), JSON.stringify(answer));
+    
+      // Revoking the access token (RFC 7009) ends its session as well.
+      const third = await signedIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'okta-revoke-access');
+      await s.app.revoke(third.tokens.access_token, 'access_token');
+      assert.ok(denied(await s.lanyard.authorize(third.tokens.access_token)));
+      await expectOAuthError(s.app.refresh(third.tokens.refresh_token), 'invalid_grant');
     });
 
     it('logout with an ID token hint ends the session and returns to the application', async () => {
@@ -417,6 +427,32 @@ for (const backend of backends) {
         .filter((m) => m.status === 'active').map((m) => m.email).sort();
       assert.deepEqual(await active('acme'), ['it@acme.com']);
       assert.deepEqual(await active('initech'), ['peter@initech.com']);
+    });
+
+    it('attack: a provider answer naming another issuer (mix-up) is refused', async () => {
+      s.okta.rewriteCallback = (location) => {
+        const u = new URL(location);
+        u.searchParams.set('iss', 'https://login.example.net');
+        return u.href;
+      };
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'attack-mix-up');
+        assert.equal(end.errorCode, 'provider_refused', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.okta.rewriteCallback = null;
+      }
+    });
+
+    it('a provider whose token endpoint refuses the code: a page, no tokens', async () => {
+      s.okta.tokenAnswer = { status: 400, body: { error: 'invalid_grant' } };
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'provider-error');
+        assert.equal(end.errorCode, 'provider_refused', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.okta.tokenAnswer = null;
+      }
     });
 
     it('a provider slower than Lanyard waits for: a page says it is unavailable', async () => {
