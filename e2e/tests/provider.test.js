@@ -466,6 +466,43 @@ for (const backend of backends) {
       }
     });
 
+    it('prompt=login and max_age=0 make the person sign in again at their provider', async () => {
+      // One browser profile: the provider's own session from the first sign-in would answer.
+      const context = await s.browser.newContext();
+      const page = await context.newPage();
+      const atProviderLogin = async () => (await page.locator('input[name="login"]').count()) === 1;
+      const providerSignIn = async (label) => {
+        await snap(page, `${backend}-${label}-provider-login`, { prefix: 'okta-' });
+        await page.fill('input[name="login"]', 'peter@initech.com');
+        await page.fill('input[name="password"]', 'any password');
+        await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+        if (await page.locator('input[name="prompt"][value="consent"]').count()) {
+          await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+        }
+        await page.waitForLoadState('load');
+      };
+      try {
+        await page.goto(loginUrl({ organization: 'initech' }));
+        assert.ok(await atProviderLogin());
+        await providerSignIn('reauth-first');
+        assert.ok(page.url().startsWith(s.app.redirectUri), page.url());
+        // Without a demand for a fresh sign-in, the provider's session answers at once.
+        await page.goto(loginUrl({ organization: 'initech' }));
+        await page.waitForLoadState('load');
+        assert.ok(page.url().startsWith(s.app.redirectUri), page.url());
+        for (const demand of [{ prompt: 'login' }, { max_age: '0' }]) {
+          const before = s.app.results.length;
+          await page.goto(loginUrl({ organization: 'initech', ...demand }));
+          await page.waitForLoadState('load');
+          assert.ok(await atProviderLogin(), `${JSON.stringify(demand)}: the provider asked again (${page.url()})`);
+          await providerSignIn(`reauth-${Object.keys(demand)[0]}`);
+          assert.ok(s.app.results.length > before && !s.app.results.at(-1).error, JSON.stringify(s.app.results.at(-1)));
+        }
+      } finally {
+        await context.close();
+      }
+    });
+
     it('the person cancels at their provider: a Lanyard page says the sign-in did not complete', async () => {
       const context = await s.browser.newContext();
       const page = await context.newPage();
