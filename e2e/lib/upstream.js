@@ -20,7 +20,8 @@ export async function startUpstream({ kind, callback, accounts, hostedDomain, te
   const prefix = kind === 'entra' ? `/${tenantId}/v2.0` : '';
   const issuer = `http://127.0.0.1:${port}${prefix}`;
   const clientId = `lanyard-${kind}-${randomBytes(4).toString('hex')}`;
-  const clientSecret = randomBytes(24).toString('base64url');
+  // Real secrets carry characters that client_secret_basic must form-encode (Entra's have `~`).
+  const clientSecret = `${randomBytes(18).toString('base64url')}~.+/=`;
 
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const jwk = { ...privateKey.export({ format: 'jwk' }), kid: `${kind}-1`, alg: 'RS256', use: 'sig' };

@@ -23,8 +23,10 @@ const people = {
     'it@acme.com': { email: 'it@acme.com', name: 'Ida Tech' },
     'bob@acme.com': { email: 'bob@acme.com', name: 'Bob Colleague' },
     'outsider@acme.com': { email: 'outsider@acme.com', name: 'Olga Outsider' },
+    'mallory@acme.com': { email: 'mallory@acme.com', name: 'Mallory' },
   },
-  entra: { 'admin@globex.com': { email: 'admin@globex.com', name: 'Gloria Admin' } },
+  // Entra ID hands out addresses as the directory spells them.
+  entra: { 'admin@globex.com': { email: 'Admin@Globex.com', name: 'Gloria Admin' } },
   okta: {
     'peter@initech.com': { email: 'peter@initech.com', name: 'Peter Gibbons' },
     // initech's provider asserting an address of acme's verified domain.
@@ -135,6 +137,10 @@ for (const backend of backends) {
       const mail = await s.lanyard.waitForMail('it@acme.com');
       assert.match(mail.subject, /Acme Corp/);
       assert.ok(mail.link?.startsWith(`${s.app.base}/invite?token=`), `link: ${mail.link}`);
+      // Someone else at acme's provider who got hold of the link: refused, the invitation kept.
+      const stolen = await signIn(mail.link, 'mallory@acme.com', s.google, 'invitation-other-person');
+      assert.equal(stolen.result, null, JSON.stringify(stolen.result));
+      assert.equal(stolen.end.errorCode, 'sign_in_refused', stolen.end.url);
       const result = await signedIn(mail.link, 'it@acme.com', s.google, 'invited-owner');
       const { claims, tokens } = result;
       assert.equal(claims.iss, s.lanyard.issuer);
