@@ -1,15 +1,18 @@
 # The commands the README documents. Each target is a line or two; the scripts hold the logic.
 .DEFAULT_GOAL := help
-.PHONY: help run test lint fmt bench fuzz deny proto-lint deploy-lint deploy-run ci
+.PHONY: help run test e2e lint fmt bench fuzz deny proto-lint deploy-lint deploy-run ci
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 run: ## Run all three services in one process on the embedded default (SQLite in ./data)
 	cargo run --locked -p lanyard -- serve
 
 test: ## Run every test (Postgres-backed ones too when a server answers; required under CI)
 	scripts/test
+
+e2e: ## Sign-in end to end against real peers: oidc-provider, openid-client, Authlib, Chromium (e2e/README.md)
+	scripts/e2e
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check

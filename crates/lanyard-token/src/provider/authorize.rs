@@ -170,6 +170,15 @@ impl Provider {
             return Err(Redirect("login_required", "sign-in at the organization's provider is required"));
         }
         let login_hint = params.get("login_hint").filter(|h| printable(h) && h.len() <= 320);
+        // Lanyard keeps no session of its own, so an application's demand for a fresh sign-in
+        // (OIDC Core 3.1.2.1: `prompt=login`, `max_age`) is the provider's to enforce; without
+        // it the provider's session answers and the ID token's `auth_time` says "now".
+        let reauthenticate = params.get("prompt").is_some_and(|p| p.split(' ').any(|v| v == "login"));
+        let max_age = match params.get("max_age") {
+            Some(m) if m.len() <= 10 && m.bytes().all(|b| b.is_ascii_digit()) => Some(m),
+            Some(_) => return Err(Redirect("invalid_request", "max_age must be a number of seconds")),
+            None => None,
+        };
         let target = self.target(params, headers, login_hint).await?;
         let org = target.org;
         let wanted = match params.get("connection") {
@@ -227,6 +236,12 @@ impl Provider {
             ("code_challenge", challenge.as_str()),
             ("code_challenge_method", "S256"),
         ];
+        if reauthenticate {
+            pairs.push(("prompt", "login"));
+        }
+        if let Some(max_age) = max_age {
+            pairs.push(("max_age", max_age));
+        }
         if let Some(hint) = login_hint {
             pairs.push(("login_hint", hint));
         }

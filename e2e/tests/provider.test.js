@@ -1,0 +1,534 @@
+// Lanyard's OpenID Provider against real peers: `lanyard serve` (the built binary), oidc-provider
+// as each organization's identity provider (Google Workspace, Entra ID, Okta), openid-client as
+// the product's application, Authlib as a second one, and Chromium as the person's browser.
+// Each backend (embedded SQLite; Postgres with Redis) gets a fresh server and tells the story.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { after, before, describe, test } from 'node:test';
+
+import { startApp } from '../lib/app.js';
+import { browse, launchBrowser, snap, writeAxeReport } from '../lib/browser.js';
+import { artifacts, closeGrpc, freePort, repo, serversAnswer, startLanyard } from '../lib/lanyard.js';
+import { startUpstream } from '../lib/upstream.js';
+
+const CI = process.env.CI === 'true' || process.env.CI === '1';
+mkdirSync(artifacts, { recursive: true });
+
+const people = {
+  google: {
+    'it@acme.com': { email: 'it@acme.com', name: 'Ida Tech' },
+    'bob@acme.com': { email: 'bob@acme.com', name: 'Bob Colleague' },
+    'outsider@acme.com': { email: 'outsider@acme.com', name: 'Olga Outsider' },
+    'mallory@acme.com': { email: 'mallory@acme.com', name: 'Mallory' },
+  },
+  // Entra ID hands out addresses as the directory spells them.
+  entra: { 'admin@globex.com': { email: 'Admin@Globex.com', name: 'Gloria Admin' } },
+  okta: {
+    'peter@initech.com': { email: 'peter@initech.com', name: 'Peter Gibbons' },
+    // initech's provider asserting an address of acme's verified domain.
+    'impostor': { email: 'it@acme.com', name: 'Not Ida' },
+  },
+};
+
+const denied = (answer) => answer.allowed === false && answer.reason !== 'DECISION_ALLOWED';
+
+async function expectOAuthError(promise, error) {
+  await assert.rejects(promise, (e) => {
+    const got = e.error ?? e.cause?.error ?? e.code;
+    assert.equal(got, error, `${e.name}: ${e.message}`);
+    return true;
+  });
+}
+
+// E2E_BACKENDS narrows the run while developing (`sqlite`); CI runs both.
+const backends = (process.env.E2E_BACKENDS || 'sqlite,postgres').split(',').map((b) => b.trim());
+if (CI && backends.length < 2) throw new Error('CI=true runs every backend: unset E2E_BACKENDS');
+
+for (const backend of backends) {
+  describe(`OpenID Provider with real peers (${backend})`, { timeout: 600_000 }, () => {
+    const s = {};
+    let available = true;
+
+    before(async () => {
+      if (backend === 'postgres') {
+        available = await serversAnswer();
+        if (!available && CI) throw new Error('Postgres or Redis does not answer on 127.0.0.1 and CI=true: nothing may be skipped');
+      }
+      if (!available) return;
+      const httpPort = await freePort();
+      const callback = `http://127.0.0.1:${httpPort}/oauth2/callback`;
+      s.app = await startApp();
+      s.google = await startUpstream({ kind: 'google', callback, hostedDomain: 'acme.com', accounts: people.google });
+      s.entra = await startUpstream({ kind: 'entra', callback, tenantId: randomUUID(), accounts: people.entra });
+      s.okta = await startUpstream({ kind: 'okta', callback, accounts: people.okta });
+      s.lanyard = await startLanyard({ backend, httpPort, name: backend, linkTemplate: `${s.app.base}/invite?token={token}` });
+      s.browser = await launchBrowser();
+
+      // The operator's side, with the CLI: organizations, verified domains, connections, the
+      // application.
+      const cli = s.lanyard.cli;
+      const org = async (slug, name, domain) =>
+        cli(['org', 'create', '--slug', slug, '--name', name, '--seats', '25', '--domain', domain, '--verify-domains']);
+      const sso = async (slug, up, extra) =>
+        cli(['sso', 'create', '--org', slug, '--kind', extra.kind, '--issuer', up.issuer, '--client-id', up.clientId,
+          '--client-secret-file', '-', ...extra.args], { stdin: `${up.clientSecret}\n` });
+      s.acme = await org('acme', 'Acme Corp', 'acme.com');
+      await sso('acme', s.google, { kind: 'google-workspace', args: ['--hosted-domain', 'acme.com'] });
+      s.globex = await org('globex', 'Globex', 'globex.com');
+      await sso('globex', s.entra, { kind: 'azure-ad', args: ['--tenant-id', new URL(s.entra.issuer).pathname.split('/')[1]] });
+      s.initech = await org('initech', 'Initech', 'initech.com');
+      await sso('initech', s.okta, { kind: 'okta', args: [] });
+      s.initrode = await org('initrode', 'Initrode', 'initrode.com');
+      await sso('initrode', s.okta, { kind: 'okta', args: [] });
+      await cli(['member', 'add', '--org', 'globex', '--email', 'admin@globex.com', '--role', 'admin']);
+      await cli(['member', 'add', '--org', 'initech', '--email', 'peter@initech.com', '--role', 'member']);
+      await cli(['member', 'add', '--org', 'initrode', '--email', 'peter@initech.com', '--role', 'admin', '--waive-domain-check']);
+      const client = await cli(['client', 'register', '--name', 'Product dashboard', '--redirect-uri', s.app.redirectUri,
+        '--post-logout-redirect-uri', s.app.postLogoutUri]);
+      s.clientId = client.client_id;
+      await s.app.connect(s.lanyard.issuer, client.client_id, client.client_secret);
+    });
+
+    after(async () => {
+      await s.browser?.close();
+      closeGrpc();
+      await s.lanyard?.stop();
+      for (const up of [s.google, s.entra, s.okta, s.app]) await up?.stop();
+      writeAxeReport();
+    });
+
+    const it = (name, fn) => test(name, async (t) => {
+      if (!available) { t.skip('Postgres or Redis does not answer on 127.0.0.1'); return; }
+      await fn(t);
+    });
+
+    /** The browser signs in from `startUrl`; returns the application's result of that callback. */
+    async function signIn(startUrl, login, upstream, label) {
+      const before = s.app.results.length;
+      const end = await browse(s.browser, startUrl, { login, label: `${backend}-${label}`, lanyard: s.lanyard, upstream });
+      await end.context.close();
+      return { end, result: s.app.results.length > before ? s.app.results.at(-1) : null };
+    }
+
+    async function signedIn(startUrl, login, upstream, label) {
+      const { end, result } = await signIn(startUrl, login, upstream, label);
+      assert.ok(result && !result.error, `${label}: ended at ${end.url} (${end.errorCode ?? ''}) ${JSON.stringify(result)}`);
+      return result;
+    }
+
+    const loginUrl = (params) => `${s.app.base}/login?${new URLSearchParams(params)}`;
+
+    it('discovery names the endpoints, S256 only, and the issuer in responses', async () => {
+      const meta = s.app.config.serverMetadata();
+      assert.equal(meta.issuer, s.lanyard.issuer);
+      assert.deepEqual(meta.code_challenge_methods_supported, ['S256']);
+      for (const e of ['authorization_endpoint', 'token_endpoint', 'jwks_uri', 'revocation_endpoint', 'userinfo_endpoint', 'end_session_endpoint']) {
+        assert.ok(meta[e]?.startsWith(s.lanyard.issuer), `${e}: ${meta[e]}`);
+      }
+      assert.equal(meta.authorization_response_iss_parameter_supported, true);
+    });
+
+    it('the operator invites it@acme.com; the link from the email signs them in as owner of acme', async () => {
+      await s.lanyard.cli(['invitation', 'create', '--org', 'acme', '--email', 'it@acme.com', '--role', 'owner']);
+      const mail = await s.lanyard.waitForMail('it@acme.com');
+      assert.match(mail.subject, /Acme Corp/);
+      assert.ok(mail.link?.startsWith(`${s.app.base}/invite?token=`), `link: ${mail.link}`);
+      // Someone else at acme's provider who got hold of the link: refused, the invitation kept.
+      const stolen = await signIn(mail.link, 'mallory@acme.com', s.google, 'invitation-other-person');
+      assert.equal(stolen.result, null, JSON.stringify(stolen.result));
+      assert.equal(stolen.end.errorCode, 'sign_in_refused', stolen.end.url);
+      const result = await signedIn(mail.link, 'it@acme.com', s.google, 'invited-owner');
+      const { claims, tokens } = result;
+      assert.equal(claims.iss, s.lanyard.issuer);
+      assert.equal(claims.aud, s.clientId);
+      assert.equal(claims.org_id, s.acme.organization_id);
+      assert.equal(claims.org_slug, 'acme');
+      assert.deepEqual(claims.roles, ['owner']);
+      assert.equal(claims.email, 'it@acme.com');
+      assert.ok(claims.nonce, 'the ID token carries the application nonce (openid-client compared it)');
+      const authz = await s.lanyard.authorize(tokens.access_token, 'members:write');
+      assert.equal(authz.allowed, true, JSON.stringify(authz));
+      assert.equal(authz.principal.organization_slug, 'acme');
+      const info = await s.app.userinfo(tokens.access_token, claims.sub);
+      assert.equal(info.email, 'it@acme.com');
+      assert.deepEqual(info.roles, ['owner']);
+      s.owner = { claims, tokens };
+      // The link is single use: a second visit goes back to the application refused.
+      const again = await signIn(mail.link, 'it@acme.com', s.google, 'invitation-used');
+      assert.equal(again.result?.error, 'access_denied', JSON.stringify(again.result));
+    });
+
+    it('the admin adds a colleague with their own token; the colleague signs in as member', async () => {
+      const fresh = await s.app.refresh(s.owner.tokens.refresh_token);
+      assert.notEqual(fresh.refresh_token, s.owner.tokens.refresh_token, 'refresh tokens rotate');
+      s.owner.tokens = fresh;
+      const added = await s.lanyard.cli(['member', 'add', '--org', 'acme', '--email', 'bob@acme.com', '--role', 'member'],
+        { apiKey: fresh.access_token });
+      assert.equal(added.email, 'bob@acme.com');
+      const { end, result } = await signIn(loginUrl({ organization: 'acme', login_hint: 'bob@acme.com' }), 'bob@acme.com', s.google, 'colleague');
+      assert.ok(result && !result.error, JSON.stringify(result));
+      assert.equal(end.prefilled, 'bob@acme.com', 'Lanyard passed login_hint on to the provider');
+      const { claims, tokens } = result;
+      assert.equal(claims.org_slug, 'acme');
+      assert.deepEqual(claims.roles, ['member']);
+      assert.equal((await s.lanyard.authorize(tokens.access_token)).allowed, true);
+      s.bob = { claims, tokens };
+    });
+
+    it('the admin removes the colleague: their token is denied at once and their next sign-in is refused', async () => {
+      await s.lanyard.cli(['member', 'remove', '--org', 'acme', '--user', s.bob.claims.sub], { apiKey: s.owner.tokens.access_token });
+      const answer = await s.lanyard.authorize(s.bob.tokens.access_token);
+      assert.ok(denied(answer), JSON.stringify(answer));
+      await expectOAuthError(s.app.refresh(s.bob.tokens.refresh_token), 'invalid_grant');
+      await assert.rejects(s.app.userinfo(s.bob.tokens.access_token, s.bob.claims.sub), 'userinfo refuses the token too');
+      const { end, result } = await signIn(loginUrl({ organization: 'acme' }), 'bob@acme.com', s.google, 'removed-colleague');
+      assert.equal(result, null, 'the application got nothing');
+      assert.equal(end.errorCode, 'not_a_member', end.url);
+      assert.match(end.text, /not a member/i);
+    });
+
+    it('someone of a verified domain who is not a member is refused on a page', async () => {
+      const { end, result } = await signIn(loginUrl({ organization: 'acme' }), 'outsider@acme.com', s.google, 'not-a-member');
+      assert.equal(result, null);
+      assert.equal(end.errorCode, 'not_a_member');
+    });
+
+    it('an Entra ID admin of globex signs in (tid, oid, the tenant issuer)', async () => {
+      const { claims, tokens } = await signedIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'entra-admin');
+      assert.equal(claims.org_slug, 'globex');
+      assert.deepEqual(claims.roles, ['admin']);
+      assert.equal(claims.email, 'admin@globex.com');
+      assert.equal((await s.lanyard.authorize(tokens.access_token, 'members:read')).allowed, true);
+    });
+
+    it('a person in two organizations signs into one, then switches with a refresh', async () => {
+      const { claims, tokens } = await signedIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'okta-two-orgs');
+      assert.equal(claims.org_slug, 'initech');
+      assert.deepEqual(claims.roles, ['member']);
+      const switched = await s.app.refresh(tokens.refresh_token, { organization: 'initrode' });
+      const idc = switched.claims();
+      assert.equal(idc.org_slug, 'initrode');
+      assert.deepEqual(idc.roles, ['admin']);
+      assert.equal(idc.sub, claims.sub);
+      const authz = await s.lanyard.authorize(switched.access_token, 'members:write');
+      assert.equal(authz.allowed, true, JSON.stringify(authz));
+      assert.equal(authz.principal.organization_slug, 'initrode');
+      // Not a member of acme: refused, the refresh token still good.
+      await expectOAuthError(s.app.refresh(switched.refresh_token, { organization: 'acme' }), 'invalid_grant');
+      const back = await s.app.refresh(switched.refresh_token, { organization: s.initech.organization_id });
+      assert.equal(back.claims().org_slug, 'initech');
+      s.peter = { claims, tokens: back, used: switched.refresh_token };
+    });
+
+    it('a used refresh token is refused and ends the session; revoke ends a session', async () => {
+      await expectOAuthError(s.app.refresh(s.peter.used), 'invalid_grant');
+      await expectOAuthError(s.app.refresh(s.peter.tokens.refresh_token), 'invalid_grant');
+      assert.ok(denied(await s.lanyard.authorize(s.peter.tokens.access_token)));
+
+      const { tokens } = await signedIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'okta-again');
+      assert.equal((await s.lanyard.authorize(tokens.access_token)).allowed, true);
+      await s.app.revoke(tokens.refresh_token, 'refresh_token');
+      await expectOAuthError(s.app.refresh(tokens.refresh_token), 'invalid_grant');
+      const answer = await s.lanyard.authorize(tokens.access_token);
+      assert.ok(denied(answer), JSON.stringify(answer));
+    
+      // Revoking the access token (RFC 7009) ends its session as well.
+      const third = await signedIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'okta-revoke-access');
+      await s.app.revoke(third.tokens.access_token, 'access_token');
+      assert.ok(denied(await s.lanyard.authorize(third.tokens.access_token)));
+      await expectOAuthError(s.app.refresh(third.tokens.refresh_token), 'invalid_grant');
+    });
+
+    it('logout with an ID token hint ends the session and returns to the application', async () => {
+      const { tokens } = await signedIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'before-logout');
+      const url = s.app.logoutUrl({ id_token_hint: tokens.id_token, post_logout_redirect_uri: s.app.postLogoutUri, state: 'bye' });
+      const end = await browse(s.browser, url.href, { label: `${backend}-logout-return`, lanyard: s.lanyard });
+      await end.context.close();
+      assert.ok(end.url.startsWith(s.app.postLogoutUri), end.url);
+      assert.ok(denied(await s.lanyard.authorize(tokens.access_token)));
+      // Without a return address: Lanyard's own page.
+      const plain = await browse(s.browser, `${s.lanyard.issuer}/oauth2/logout`, { label: `${backend}-signed-out`, lanyard: s.lanyard });
+      await plain.context.close();
+      assert.equal(plain.errorCode, 'signed_out');
+      // A return address the application did not register: a page, no redirect.
+      const odd = await browse(s.browser, s.app.logoutUrl({ post_logout_redirect_uri: `${s.app.base}/elsewhere` }).href,
+        { label: `${backend}-logout-unregistered`, lanyard: s.lanyard });
+      await odd.context.close();
+      assert.equal(odd.errorCode, 'post_logout_redirect_uri_mismatch');
+    });
+
+    it('Authlib (Python) signs in with PKCE, refreshes, and sees reuse refused', async (t) => {
+      const python = process.env.E2E_PYTHON;
+      if (!python) {
+        if (CI) throw new Error('E2E_PYTHON is not set (scripts/e2e makes the Authlib virtualenv)');
+        t.skip('E2E_PYTHON is not set: run scripts/e2e');
+        return;
+      }
+      const port = await freePort();
+      const registered = await s.lanyard.cli(['client', 'register', '--name', 'Authlib app', '--public',
+        '--redirect-uri', `http://127.0.0.1:${port}/callback`]);
+      const child = spawn(python, [path.join(repo, 'e2e', 'authlib', 'client.py'), '--issuer', s.lanyard.issuer,
+        '--client-id', registered.client_id, '--port', String(port), '--organization', 'globex'],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (d) => { stderr += d; });
+      const lines = readline.createInterface({ input: child.stdout });
+      const outputs = [];
+      const exited = new Promise((resolve) => child.on('close', resolve));
+      const first = await new Promise((resolve, reject) => {
+        lines.on('line', (l) => { outputs.push(JSON.parse(l)); if (outputs.length === 1) resolve(outputs[0]); });
+        child.on('close', () => reject(new Error(`authlib client exited early: ${stderr}`)));
+      });
+      assert.ok(first.authorize_url?.startsWith(`${s.lanyard.issuer}/oauth2/authorize?`), JSON.stringify(first));
+      const end = await browse(s.browser, first.authorize_url, { login: 'admin@globex.com', label: `${backend}-authlib`, lanyard: s.lanyard, upstream: s.entra });
+      await end.context.close();
+      const code = await exited;
+      const last = outputs.at(-1);
+      assert.equal(code, 0, `${JSON.stringify(last)} ${stderr}`);
+      assert.equal(last.ok, true);
+      assert.equal(last.claims.org_slug, 'globex');
+      assert.deepEqual(last.claims.roles, ['admin']);
+      assert.equal(last.userinfo.email, 'admin@globex.com');
+      assert.equal(last.reuse_status, 400);
+      assert.equal(last.reuse_error, 'invalid_grant');
+      assert.ok(denied(await s.lanyard.authorize(last.access_token)), 'reuse ended the Authlib session');
+    });
+
+    // Attacks, through the same real peers.
+
+    it('attack: a wrong state at Lanyard\'s callback stops on a page and issues nothing', async () => {
+      const before = s.app.results.length;
+      s.entra.rewriteCallback = (location) => {
+        const u = new URL(location);
+        u.searchParams.set('state', 'A'.repeat(43));
+        return u.href;
+      };
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-wrong-state');
+        assert.equal(end.errorCode, 'sign_in_expired', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.entra.rewriteCallback = null;
+      }
+      assert.equal(s.app.results.length, before);
+    });
+
+    it('attack: the provider\'s answer opened in another browser is refused (flow cookie)', async () => {
+      let stolen;
+      s.entra.rewriteCallback = (location) => {
+        stolen = location;
+        return `${s.app.base}/signed-out`;
+      };
+      try {
+        await signIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-victim');
+      } finally {
+        s.entra.rewriteCallback = null;
+      }
+      assert.ok(stolen, 'the provider answered');
+      const other = await browse(s.browser, stolen, { label: `${backend}-attack-other-browser`, lanyard: s.lanyard });
+      await other.context.close();
+      assert.equal(other.errorCode, 'sign_in_expired');
+    });
+
+    it('attack: the application refuses a callback whose state is not the one it sent', async () => {
+      s.app.expectStateOverride = 'not-the-state-the-application-sent';
+      try {
+        const { result } = await signIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-app-state');
+        assert.ok(result?.error, JSON.stringify(result));
+        assert.match(result.message, /state/i);
+      } finally {
+        s.app.expectStateOverride = null;
+      }
+    });
+
+    it('attack: a code replayed is refused, and the tokens of its first use stop working', async () => {
+      const first = await signedIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-code-replay');
+      assert.equal((await s.lanyard.authorize(first.tokens.access_token)).allowed, true);
+      const attempt = [...s.app.attempts.values()].find((a) => a.state === new URL(first.url).searchParams.get('state'));
+      await expectOAuthError(s.app.redeem(first.url, attempt), 'invalid_grant');
+      assert.ok(denied(await s.lanyard.authorize(first.tokens.access_token)), 'the session of the reused code ended');
+      await expectOAuthError(s.app.refresh(first.tokens.refresh_token), 'invalid_grant');
+    });
+
+    it('attack: PKCE missing or plain is refused back to the application', async () => {
+      for (const [label, extra] of [
+        ['pkce-missing', { code_challenge: null, code_challenge_method: null }],
+        ['pkce-plain', { code_challenge_method: 'plain' }],
+      ]) {
+        const url = await s.app.authorizeUrl({ organization: 'globex', ...extra });
+        const { result } = await signIn(url.href, 'admin@globex.com', s.entra, `attack-${label}`);
+        assert.equal(result?.error, 'invalid_request', `${label}: ${JSON.stringify(result)}`);
+        assert.match(result.description, /PKCE|S256/);
+      }
+    });
+
+    it('attack: at the token endpoint a missing or wrong verifier is refused and does not spend the code', async () => {
+      // The browser's code, held back from the application's own redemption.
+      s.app.holdNext = true;
+      await signIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-verifier');
+      assert.ok(s.app.held, 'the browser came back with a code');
+      const { url: callbackUrl } = s.app.held;
+      s.app.held = null;
+      const code = new URL(callbackUrl).searchParams.get('code');
+      const attempt = s.app.attempts.get(new URL(callbackUrl).searchParams.get('state'));
+      const meta = s.app.config.serverMetadata();
+      const post = (form) => fetch(meta.token_endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${encodeURIComponent(s.clientId)}:${encodeURIComponent(s.app.config.clientMetadata().client_secret)}`).toString('base64')}` },
+        body: new URLSearchParams({ grant_type: 'authorization_code', code, redirect_uri: s.app.redirectUri, ...form }),
+      }).then(async (r) => ({ status: r.status, body: await r.json() }));
+      const missing = await post({});
+      assert.deepEqual([missing.status, missing.body.error], [400, 'invalid_request']);
+      const wrong = await post({ code_verifier: 'x'.repeat(43) });
+      assert.deepEqual([wrong.status, wrong.body.error], [400, 'invalid_grant']);
+      const other = await post({ code_verifier: attempt.verifier, redirect_uri: `${s.app.redirectUri}/` });
+      assert.deepEqual([other.status, other.body.error], [400, 'invalid_grant']);
+      const good = await s.app.redeem(callbackUrl, attempt);
+      assert.equal(good.claims.org_slug, 'globex');
+    });
+
+    it('attack: redirect URIs that are not registered exactly, and unknown clients, stop on Lanyard pages', async () => {
+      const base = s.app.redirectUri;
+      const variants = {
+        'redirect-prefix': `${base}/extra`,
+        'redirect-case': base.replace('/callback', '/Callback'),
+        'redirect-encoded': base.replace('/callback', '/%63allback'),
+        'redirect-query': `${base}?next=https://evil.example`,
+        'redirect-other-host': 'https://evil.example/callback',
+      };
+      for (const [label, redirectUri] of Object.entries(variants)) {
+        const url = await s.app.authorizeUrl({ organization: 'globex', redirect_uri: redirectUri });
+        const end = await browse(s.browser, url.href, { label: `${backend}-attack-${label}`, lanyard: s.lanyard });
+        await end.context.close();
+        assert.equal(end.errorCode, 'redirect_uri_mismatch', `${label}: ${end.url}`);
+        assert.ok(end.url.startsWith(s.lanyard.issuer), `${label}: no redirect (${end.url})`);
+      }
+      const unknown = await s.app.authorizeUrl({ organization: 'globex', client_id: 'lc_nobody' });
+      const end = await browse(s.browser, unknown.href, { label: `${backend}-attack-unknown-client`, lanyard: s.lanyard });
+      await end.context.close();
+      assert.equal(end.errorCode, 'unknown_client');
+    });
+
+    it('attack: a nonce rewritten on the way to the provider: its ID token is refused, nothing issued', async () => {
+      s.entra.rewriteAuthorize = (url) => url.replace(/([?&]nonce=)[^&]*/, '$1tampered-nonce');
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'attack-upstream-nonce');
+        assert.equal(end.errorCode, 'provider_refused', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.entra.rewriteAuthorize = null;
+      }
+    });
+
+    it('attack: one organization\'s provider asserting another organization\'s email signs nobody in', async () => {
+      const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'impostor', s.okta, 'attack-foreign-email');
+      assert.equal(result, null, JSON.stringify(result));
+      assert.ok(['sign_in_refused', 'not_a_member'].includes(end.errorCode), `${end.errorCode} at ${end.url}`);
+      // Nothing was linked to acme's owner: acme still has its one active member, and initech no new one.
+      const active = async (org) => (await s.lanyard.cli(['member', 'list', '--org', org]))
+        .filter((m) => m.status === 'active').map((m) => m.email).sort();
+      assert.deepEqual(await active('acme'), ['it@acme.com']);
+      assert.deepEqual(await active('initech'), ['peter@initech.com']);
+    });
+
+    it('attack: a provider answer naming another issuer (mix-up) is refused', async () => {
+      s.okta.rewriteCallback = (location) => {
+        const u = new URL(location);
+        u.searchParams.set('iss', 'https://login.example.net');
+        return u.href;
+      };
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'attack-mix-up');
+        assert.equal(end.errorCode, 'provider_refused', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.okta.rewriteCallback = null;
+      }
+    });
+
+    it('a provider whose token endpoint refuses the code: a page, no tokens', async () => {
+      s.okta.tokenAnswer = { status: 400, body: { error: 'invalid_grant' } };
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'provider-error');
+        assert.equal(end.errorCode, 'provider_refused', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.okta.tokenAnswer = null;
+      }
+    });
+
+    it('a provider slower than Lanyard waits for: a page says it is unavailable', async () => {
+      s.okta.delayTokenMs = 6500;
+      try {
+        const { end, result } = await signIn(loginUrl({ organization: 'initech' }), 'peter@initech.com', s.okta, 'provider-slow');
+        assert.equal(end.errorCode, 'provider_unavailable', end.url);
+        assert.equal(result, null);
+      } finally {
+        s.okta.delayTokenMs = 0;
+      }
+    });
+
+    it('prompt=login and max_age=0 make the person sign in again at their provider', async () => {
+      // One browser profile: the provider's own session from the first sign-in would answer.
+      const context = await s.browser.newContext();
+      const page = await context.newPage();
+      const atProviderLogin = async () => (await page.locator('input[name="login"]').count()) === 1;
+      const providerSignIn = async (label) => {
+        await snap(page, `${backend}-${label}-provider-login`, { prefix: 'okta-' });
+        await page.fill('input[name="login"]', 'peter@initech.com');
+        await page.fill('input[name="password"]', 'any password');
+        await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+        if (await page.locator('input[name="prompt"][value="consent"]').count()) {
+          await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+        }
+        await page.waitForLoadState('load');
+      };
+      try {
+        await page.goto(loginUrl({ organization: 'initech' }));
+        assert.ok(await atProviderLogin());
+        await providerSignIn('reauth-first');
+        assert.ok(page.url().startsWith(s.app.redirectUri), page.url());
+        // Without a demand for a fresh sign-in, the provider's session answers at once.
+        await page.goto(loginUrl({ organization: 'initech' }));
+        await page.waitForLoadState('load');
+        assert.ok(page.url().startsWith(s.app.redirectUri), page.url());
+        for (const demand of [{ prompt: 'login' }, { max_age: '0' }]) {
+          const before = s.app.results.length;
+          await page.goto(loginUrl({ organization: 'initech', ...demand }));
+          await page.waitForLoadState('load');
+          assert.ok(await atProviderLogin(), `${JSON.stringify(demand)}: the provider asked again (${page.url()})`);
+          await providerSignIn(`reauth-${Object.keys(demand)[0]}`);
+          assert.ok(s.app.results.length > before && !s.app.results.at(-1).error, JSON.stringify(s.app.results.at(-1)));
+        }
+      } finally {
+        await context.close();
+      }
+    });
+
+    it('the person cancels at their provider: a Lanyard page says the sign-in did not complete', async () => {
+      const context = await s.browser.newContext();
+      const page = await context.newPage();
+      await page.goto(loginUrl({ organization: 'initech' }));
+      await page.waitForSelector('input[name="login"]');
+      await Promise.all([page.waitForNavigation({ url: (u) => u.href.startsWith(s.lanyard.issuer) }), page.click('text=[ Cancel ]')]);
+      await page.waitForLoadState('load');
+      const code = await page.locator('main[data-error]').getAttribute('data-error');
+      const run = await snap(page, `${backend}-provider-cancelled`, { axe: true });
+      await context.close();
+      assert.equal(code, 'provider_refused');
+      assert.ok(run);
+    });
+
+    it('every Lanyard page seen has no serious or critical axe violation', async () => {
+      const runs = writeAxeReport();
+      const mine = runs.filter((r) => r.screenshot.includes(`-${backend}-`));
+      assert.ok(mine.length >= 8, `only ${mine.length} Lanyard pages were checked`);
+      const bad = mine.flatMap((r) => r.violations.filter((v) => ['serious', 'critical'].includes(v.impact)).map((v) => `${r.screenshot}: ${v.id} (${v.impact}) ${v.help}`));
+      assert.deepEqual(bad, []);
+    });
+  });
+}
