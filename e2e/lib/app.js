@@ -15,6 +15,10 @@ export async function startApp() {
     redirectUri: `${base}/callback`,
     postLogoutUri: `${base}/signed-out`,
     config: null,
+    /** Its login initiation route (LANYARD_APPLICATION_LOGIN_URL). */
+    loginInitiationUri: `${base}/initiate-login`,
+    /** What Lanyard's pages asked that route for, in order: { loginHint } or { refused }. */
+    initiations: [],
     /** Sign-ins started, by state: { verifier, nonce, state }. */
     attempts: new Map(),
     /** What each callback ended with, in order: { tokens, claims } or { error }. */
@@ -88,9 +92,18 @@ export async function startApp() {
         // The product's sign-in button: ?organization=acme&login_hint=...
         const location = await app.authorizeUrl(Object.fromEntries(url.searchParams));
         res.writeHead(302, { location: location.href }).end();
-      } else if (url.pathname === '/invite') {
-        // The registration link of an invitation email: sign in with the invitation.
-        const location = await app.authorizeUrl({ invitation: url.searchParams.get('token') });
+      } else if (url.pathname === '/initiate-login') {
+        // OpenID Connect third-party-initiated login (Core 4), where Lanyard's hosted pages
+        // (the invitation landing, email-first sign-in) send the browser: the issuer must be
+        // ours; then the ordinary authorization request, naming no organization, with the hint.
+        if (url.searchParams.get('iss') !== app.config.serverMetadata().issuer) {
+          app.initiations.push({ refused: url.searchParams.get('iss') });
+          page(res, 400, 'Unknown issuer', 'not our issuer');
+          return;
+        }
+        const loginHint = url.searchParams.get('login_hint') ?? undefined;
+        app.initiations.push({ loginHint });
+        const location = await app.authorizeUrl({ login_hint: loginHint });
         res.writeHead(302, { location: location.href }).end();
       } else if (url.pathname === '/callback') {
         const attempt = app.attempts.get(url.searchParams.get('state')) ?? [...app.attempts.values()].at(-1);

@@ -43,6 +43,7 @@ export async function snap(page, label, { axe = false, prefix = '' } = {}) {
 /** URLs in the report without codes or tokens. */
 function redact(u) {
   const url = new URL(u);
+  url.pathname = url.pathname.replace(/^\/invite\/.+/, '/invite/…');
   for (const k of ['code', 'state', 'token', 'invitation', 'id_token_hint']) {
     if (url.searchParams.has(k)) url.searchParams.set(k, '…');
   }
@@ -54,27 +55,64 @@ export function writeAxeReport() {
   return axeRuns;
 }
 
+/** The hosted page the browser shows, if it is one of Lanyard's (`data-page`), with its text and buttons. */
+async function hostedPage(page, lanyard) {
+  if (!page.url().startsWith(lanyard.issuer)) return null;
+  const kind = await page.locator('main[data-page]').getAttribute('data-page', { timeout: 1000 }).catch(() => null);
+  if (!kind) return null;
+  return {
+    kind,
+    url: page.url(),
+    title: await page.title(),
+    text: await page.locator('main').innerText(),
+    buttons: await page.locator('main button').allInnerTexts(),
+  };
+}
+
 /**
- * Opens `startUrl` in a fresh browser profile and, whenever it stops at the organization's
- * provider, signs in there as `login` (login page, then consent). Returns where the browser
- * ended: { page, context, url, errorCode (Lanyard's page code, if any) }.
+ * Opens `startUrl` in a fresh browser profile (or `context`) and walks the sign-in: at
+ * Lanyard's invitation landing page it clicks `invitationButton`, at email-first sign-in it
+ * types `email`, at the organization picker it picks `pick` (each page photographed and checked
+ * with axe first; `beforeSubmit(page, seen)` may act on it before the click); at the
+ * organization's provider it signs in as `login` (login page, then consent). Returns where the
+ * browser ended: { page, context, url, errorCode (Lanyard's page code, if any), seen (the hosted
+ * pages passed, with their text, buttons and axe result) }.
  */
-export async function browse(browser, startUrl, { login, label, lanyard, upstream, route }) {
-  const context = await browser.newContext();
+export async function browse(browser, startUrl, {
+  login, label, lanyard, upstream, route, context: given, invitationButton, email, pick, beforeSubmit,
+}) {
+  const context = given ?? await browser.newContext();
   const page = await context.newPage();
   if (route) await route(page);
   await page.goto(startUrl);
   let prefilled = null;
-  for (let step = 0; step < 4 && upstream && page.url().startsWith(new URL(upstream.issuer).origin); step += 1) {
-    if (await page.locator('input[name="login"]').count()) {
-      await snap(page, `${label}-provider-login`, { prefix: `${upstream.kind}-` });
-      prefilled = await page.inputValue('input[name="login"]');
-      await page.fill('input[name="login"]', login);
-      await page.fill('input[name="password"]', 'any password');
-      await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
-    } else if (await page.locator('input[name="prompt"][value="consent"]').count()) {
-      await snap(page, `${label}-provider-consent`, { prefix: `${upstream.kind}-` });
-      await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  const seen = [];
+  const submit = async (button) => {
+    await Promise.all([page.waitForNavigation(), button.click()]);
+    await page.waitForLoadState('load');
+  };
+  for (let step = 0; step < 8; step += 1) {
+    const hosted = await hostedPage(page, lanyard);
+    const act = hosted && { invitation: invitationButton, sign_in: email, picker: pick }[hosted.kind];
+    if (act) {
+      hosted.axe = await snap(page, `${label}-${hosted.kind.replace('_', '-')}`, { axe: true });
+      seen.push(hosted);
+      if (beforeSubmit) await beforeSubmit(page, hosted);
+      if (hosted.kind === 'sign_in') await page.fill('input[name="email"]', email);
+      await submit(page.getByRole('button', { name: hosted.kind === 'sign_in' ? 'Continue' : act, exact: true }));
+    } else if (upstream && page.url().startsWith(new URL(upstream.issuer).origin)) {
+      if (await page.locator('input[name="login"]').count()) {
+        await snap(page, `${label}-provider-login`, { prefix: `${upstream.kind}-` });
+        prefilled = await page.inputValue('input[name="login"]');
+        await page.fill('input[name="login"]', login);
+        await page.fill('input[name="password"]', 'any password');
+        await submit(page.locator('button[type="submit"]'));
+      } else if (await page.locator('input[name="prompt"][value="consent"]').count()) {
+        await snap(page, `${label}-provider-consent`, { prefix: `${upstream.kind}-` });
+        await submit(page.locator('button[type="submit"]'));
+      } else {
+        break;
+      }
     } else {
       break;
     }
@@ -82,7 +120,7 @@ export async function browse(browser, startUrl, { login, label, lanyard, upstrea
   await page.waitForLoadState('load');
   const url = page.url();
   const onLanyard = url.startsWith(lanyard.issuer);
-  const errorCode = onLanyard ? await page.locator('main[data-error]').getAttribute('data-error').catch(() => null) : null;
+  const errorCode = onLanyard ? await page.locator('main[data-error]').getAttribute('data-error', { timeout: 1000 }).catch(() => null) : null;
   const axe = await snap(page, label, { axe: onLanyard });
-  return { page, context, url, errorCode, axe, prefilled, text: await page.locator('body').innerText() };
+  return { page, context, url, errorCode, axe, prefilled, seen, text: await page.locator('body').innerText() };
 }

@@ -56,9 +56,11 @@ function withDatabase(url, name) {
 
 /**
  * Starts `lanyard serve` with a fresh data directory (SQLite) or a fresh Postgres database and a
- * Redis key prefix of its own. `linkTemplate` is where invitation emails point.
+ * Redis key prefix of its own. Invitation emails carry the default link (Lanyard's landing page,
+ * `<issuer>/invite/{token}`); `applicationLoginUrl` is where the hosted pages send a browser
+ * that came without an application.
  */
-export async function startLanyard({ backend, linkTemplate, name, httpPort }) {
+export async function startLanyard({ backend, applicationLoginUrl, name, httpPort }) {
   const grpcPort = await freePort();
   httpPort ??= await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), `lanyard-e2e-${name}-`));
@@ -80,7 +82,7 @@ export async function startLanyard({ backend, linkTemplate, name, httpPort }) {
     // The organizations' providers are oidc-provider instances on loopback.
     LANYARD_ALLOW_HTTP_ISSUERS: 'true',
     LANYARD_MAIL_TRANSPORT: 'files',
-    LANYARD_INVITATION_LINK_TEMPLATE: linkTemplate,
+    LANYARD_APPLICATION_LOGIN_URL: applicationLoginUrl,
     LANYARD_SHUTDOWN_GRACE_SECONDS: '2',
   };
   let database;
@@ -226,6 +228,6 @@ function parseEml(file) {
   if (/quoted-printable/i.test(raw)) body = unQuotedPrintable(body);
   const b64 = [...raw.matchAll(/Content-Transfer-Encoding:\s*base64\r?\n(?:[^\r\n]+\r?\n)*\r?\n([A-Za-z0-9+/=\r\n]+)/gi)];
   for (const m of b64) body += Buffer.from(m[1].replace(/\s+/g, ''), 'base64').toString('utf8');
-  const link = body.match(/https?:\/\/[^\s"'<>]+/g)?.find((u) => /token/.test(u));
+  const link = body.match(/https?:\/\/[^\s"'<>]+/g)?.find((u) => /\/invite\/|token=/.test(u));
   return { file, to: header('To'), subject: header('Subject'), link: link?.replace(/&amp;/g, '&'), body };
 }

@@ -4,7 +4,7 @@
 // Each backend (embedded SQLite; Postgres with Redis) gets a fresh server and tells the story.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -65,7 +65,9 @@ for (const backend of backends) {
       s.google = await startUpstream({ kind: 'google', callback, hostedDomain: 'acme.com', accounts: people.google });
       s.entra = await startUpstream({ kind: 'entra', callback, tenantId: randomUUID(), accounts: people.entra });
       s.okta = await startUpstream({ kind: 'okta', callback, accounts: people.okta });
-      s.lanyard = await startLanyard({ backend, httpPort, name: backend, linkTemplate: `${s.app.base}/invite?token={token}` });
+      // Invitation emails carry Lanyard's default link, its landing page; the landing page and
+      // email-first sign-in hand the browser to the application's login initiation route.
+      s.lanyard = await startLanyard({ backend, httpPort, name: backend, applicationLoginUrl: s.app.loginInitiationUri });
       s.browser = await launchBrowser();
 
       // The operator's side, with the CLI: organizations, verified domains, connections, the
@@ -106,19 +108,41 @@ for (const backend of backends) {
       await fn(t);
     });
 
-    /** The browser signs in from `startUrl`; returns the application's result of that callback. */
-    async function signIn(startUrl, login, upstream, label) {
+    /**
+     * The browser signs in from `startUrl` (`options`: what to do on Lanyard's hosted pages, a
+     * browser `context` to keep); returns the application's result of that callback.
+     */
+    async function signIn(startUrl, login, upstream, label, options = {}) {
       const before = s.app.results.length;
-      const end = await browse(s.browser, startUrl, { login, label: `${backend}-${label}`, lanyard: s.lanyard, upstream });
-      await end.context.close();
+      const end = await browse(s.browser, startUrl, { login, label: `${backend}-${label}`, lanyard: s.lanyard, upstream, ...options });
+      if (options.context) await end.page.close(); else await end.context.close();
       return { end, result: s.app.results.length > before ? s.app.results.at(-1) : null };
     }
 
-    async function signedIn(startUrl, login, upstream, label) {
-      const { end, result } = await signIn(startUrl, login, upstream, label);
+    async function signedIn(startUrl, login, upstream, label, options) {
+      const { end, result } = await signIn(startUrl, login, upstream, label, options);
       assert.ok(result && !result.error, `${label}: ended at ${end.url} (${end.errorCode ?? ''}) ${JSON.stringify(result)}`);
-      return result;
+      return { ...result, end };
     }
+
+    const GOOGLE_BUTTON = 'Continue with Google Workspace';
+
+    /** The status of the invitations of `org` to `email`. */
+    async function invitationStatus(org, email) {
+      const listed = await s.lanyard.cli(['invitation', 'list', '--org', org]);
+      const all = Array.isArray(listed) ? listed : listed.invitations;
+      return all.filter((i) => i.email === email).map((i) => i.status);
+    }
+
+    /** A form POST from inside `page` (its cookies, no CSRF field unless given): status and error code. */
+    const postFrom = (page, action, fields) => page.evaluate(async ([to, body]) => {
+      const r = await fetch(to, {
+        method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(body), redirect: 'manual',
+      });
+      return { status: r.status, error: r.headers.get('x-lanyard-error'), cookie: r.headers.has('set-cookie') };
+    }, [action, fields]);
+
+    const hasCookie = async (context, name) => (await context.cookies()).some((c) => c.name === name);
 
     const loginUrl = (params) => `${s.app.base}/login?${new URLSearchParams(params)}`;
 
@@ -132,16 +156,55 @@ for (const backend of backends) {
       assert.equal(meta.authorization_response_iss_parameter_supported, true);
     });
 
-    it('the operator invites it@acme.com; the link from the email signs them in as owner of acme', async () => {
+    it('the operator invites it@acme.com; the email\'s link opens the landing page, which signs them in as owner of acme', async () => {
       await s.lanyard.cli(['invitation', 'create', '--org', 'acme', '--email', 'it@acme.com', '--role', 'owner']);
       const mail = await s.lanyard.waitForMail('it@acme.com');
       assert.match(mail.subject, /Acme Corp/);
-      assert.ok(mail.link?.startsWith(`${s.app.base}/invite?token=`), `link: ${mail.link}`);
+      // The default link: Lanyard's own landing page.
+      assert.ok(mail.link?.startsWith(`${s.lanyard.issuer}/invite/`), `link: ${mail.link}`);
+      s.invitationLink = mail.link;
+
+      // A form without this browser's CSRF token is refused, and nothing happens.
+      const context = await s.browser.newContext();
+      try {
+        const page = await context.newPage();
+        await page.goto(mail.link);
+        const connection = await page.locator('input[name="connection"]').first().inputValue();
+        const initiations = s.app.initiations.length;
+        const wrong = await postFrom(page, mail.link, { csrf: 'A'.repeat(43), connection });
+        assert.deepEqual([wrong.status, wrong.error], [403, 'form_expired'], 'a CSRF field that is not this browser\'s');
+        await page.evaluate(() => { for (const i of document.querySelectorAll('input[name="csrf"]')) i.remove(); });
+        const [response] = await Promise.all([page.waitForNavigation(), page.getByRole('button', { name: GOOGLE_BUTTON }).click()]);
+        assert.equal(response.status(), 403);
+        assert.equal(await page.locator('main[data-error]').getAttribute('data-error'), 'form_expired');
+        await snap(page, `${backend}-invitation-without-csrf`, { axe: true });
+        assert.equal(await hasCookie(context, '__Host-lanyard-invitation'), false, 'no invitation bound to the browser');
+        assert.equal(s.app.initiations.length, initiations, 'the application was not asked to sign anyone in');
+        assert.deepEqual(await invitationStatus('acme', 'it@acme.com'), ['pending']);
+      } finally {
+        await context.close();
+      }
+
       // Someone else at acme's provider who got hold of the link: refused, the invitation kept.
-      const stolen = await signIn(mail.link, 'mallory@acme.com', s.google, 'invitation-other-person');
+      const stolen = await signIn(mail.link, 'mallory@acme.com', s.google, 'invitation-other-person', { invitationButton: GOOGLE_BUTTON });
       assert.equal(stolen.result, null, JSON.stringify(stolen.result));
       assert.equal(stolen.end.errorCode, 'sign_in_refused', stolen.end.url);
-      const result = await signedIn(mail.link, 'it@acme.com', s.google, 'invited-owner');
+      assert.deepEqual(await invitationStatus('acme', 'it@acme.com'), ['pending']);
+
+      const result = await signedIn(mail.link, 'it@acme.com', s.google, 'invited-owner', { invitationButton: GOOGLE_BUTTON });
+      // The landing page: the organization's display name, the invited email, the provider's button.
+      const [landing, ...rest] = result.end.seen;
+      assert.equal(landing?.kind, 'invitation', JSON.stringify(result.end.seen));
+      assert.deepEqual(rest, [], 'no other Lanyard page on the way');
+      assert.match(landing.text, /Acme Corp/);
+      assert.match(landing.text, /it@acme\.com/);
+      assert.deepEqual(landing.buttons, [GOOGLE_BUTTON]);
+      assert.match(landing.title, /Acme Corp/);
+      // From the page to the application's login route (iss, login_hint), which named no
+      // organization; the hint reached the provider.
+      assert.deepEqual(s.app.initiations.at(-1), { loginHint: 'it@acme.com' });
+      assert.equal(result.end.prefilled, 'it@acme.com');
+      assert.ok(result.url.startsWith(s.app.redirectUri), result.url);
       const { claims, tokens } = result;
       assert.equal(claims.iss, s.lanyard.issuer);
       assert.equal(claims.aud, s.clientId);
@@ -156,10 +219,45 @@ for (const backend of backends) {
       const info = await s.app.userinfo(tokens.access_token, claims.sub);
       assert.equal(info.email, 'it@acme.com');
       assert.deepEqual(info.roles, ['owner']);
+      assert.deepEqual(await invitationStatus('acme', 'it@acme.com'), ['accepted']);
       s.owner = { claims, tokens };
-      // The link is single use: a second visit goes back to the application refused.
-      const again = await signIn(mail.link, 'it@acme.com', s.google, 'invitation-used');
-      assert.equal(again.result?.error, 'access_denied', JSON.stringify(again.result));
+      // The link is single use: the landing page is the neutral one now, and an application
+      // sending the used token itself (`invitation=`) is refused.
+      const again = await browse(s.browser, mail.link, { label: `${backend}-invitation-used`, lanyard: s.lanyard });
+      await again.context.close();
+      assert.equal(again.errorCode, 'invitation_invalid', again.url);
+      const token = new URL(mail.link).pathname.split('/').at(-1);
+      const replay = await signIn(loginUrl({ invitation: token }), 'it@acme.com', s.google, 'invitation-used-by-application');
+      assert.equal(replay.result?.error, 'access_denied', JSON.stringify(replay.result));
+    });
+
+    it('a used link and an unknown link show the same neutral page; its form needs the CSRF token', async () => {
+      const unknown = `${s.lanyard.issuer}/invite/${randomBytes(32).toString('base64url')}`;
+      const answers = [];
+      for (const link of [s.invitationLink, unknown, `${s.lanyard.issuer}/invite/not%20a%20token`]) {
+        const r = await fetch(link);
+        answers.push({ status: r.status, error: r.headers.get('x-lanyard-error'), body: await r.text() });
+      }
+      assert.equal(answers[0].status, 404);
+      assert.equal(answers[0].error, 'invitation_invalid');
+      assert.deepEqual(answers[1], answers[0], 'an unknown link: the same bytes');
+      assert.deepEqual(answers[2], answers[0], 'a malformed link: the same bytes');
+      for (const [label, link] of [['invitation-neutral-used', s.invitationLink], ['invitation-neutral-unknown', unknown]]) {
+        const end = await browse(s.browser, link, { label: `${backend}-${label}`, lanyard: s.lanyard });
+        await end.context.close();
+        assert.equal(end.errorCode, 'invitation_invalid', label);
+        assert.match(end.text, /cannot be used/);
+        assert.ok(end.axe, `${label}: checked with axe`);
+      }
+      // Every form of the hosted pages refuses a post without the CSRF pair, before anything else.
+      for (const [to, fields] of [
+        [unknown, { connection: randomUUID() }],
+        [`${s.lanyard.issuer}/sign-in`, { email: 'it@acme.com' }],
+        [`${s.lanyard.issuer}/oauth2/select`, { organization: s.acme.organization_id }],
+      ]) {
+        const r = await fetch(to, { method: 'POST', body: new URLSearchParams(fields), redirect: 'manual' });
+        assert.deepEqual([r.status, r.headers.get('x-lanyard-error'), r.headers.get('location')], [403, 'form_expired', null], to);
+      }
     });
 
     it('the admin adds a colleague with their own token; the colleague signs in as member', async () => {
