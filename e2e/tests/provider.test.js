@@ -267,9 +267,20 @@ for (const backend of backends) {
       const added = await s.lanyard.cli(['member', 'add', '--org', 'acme', '--email', 'bob@acme.com', '--role', 'member'],
         { apiKey: fresh.access_token });
       assert.equal(added.email, 'bob@acme.com');
-      const { end, result } = await signIn(loginUrl({ organization: 'acme', login_hint: 'bob@acme.com' }), 'bob@acme.com', s.google, 'colleague');
+      // The application signs in without naming an organization: email-first sign-in asks.
+      const { end, result } = await signIn(loginUrl({}), 'bob@acme.com', s.google, 'colleague', {
+        email: 'bob@acme.com',
+        beforeSubmit: async (page, hosted) => {
+          if (hosted.kind !== 'sign_in') return;
+          const forged = await postFrom(page, '/sign-in', { email: 'bob@acme.com', ...Object.fromEntries(new URL(page.url()).searchParams) });
+          assert.deepEqual([forged.status, forged.error], [403, 'form_expired'], 'the form without its CSRF field');
+        },
+      });
       assert.ok(result && !result.error, JSON.stringify(result));
-      assert.equal(end.prefilled, 'bob@acme.com', 'Lanyard passed login_hint on to the provider');
+      assert.deepEqual(end.seen.map((p) => p.kind), ['sign_in']);
+      assert.ok(end.seen[0].url.startsWith(`${s.lanyard.issuer}/sign-in?`), end.seen[0].url);
+      assert.match(end.seen[0].text, /work email/i);
+      assert.equal(end.prefilled, 'bob@acme.com', 'the email reached the provider as login_hint');
       const { claims, tokens } = result;
       assert.equal(claims.org_slug, 'acme');
       assert.deepEqual(claims.roles, ['member']);
@@ -289,6 +300,15 @@ for (const backend of backends) {
       assert.match(end.text, /not a member/i);
     });
 
+    it('email-first sign-in: an email no organization verified gets one clear page', async () => {
+      for (const [label, email] of [['no-organization', 'someone@unknown-company.example'], ['no-organization-lookalike', 'it@acme.com.example']]) {
+        const { end, result } = await signIn(loginUrl({}), email, s.google, `sign-in-${label}`, { email });
+        assert.equal(result, null);
+        assert.equal(end.errorCode, 'no_organization', end.url);
+        assert.ok(end.axe);
+      }
+    });
+
     it('someone of a verified domain who is not a member is refused on a page', async () => {
       const { end, result } = await signIn(loginUrl({ organization: 'acme' }), 'outsider@acme.com', s.google, 'not-a-member');
       assert.equal(result, null);
@@ -296,7 +316,12 @@ for (const backend of backends) {
     });
 
     it('an Entra ID admin of globex signs in (tid, oid, the tenant issuer)', async () => {
-      const { claims, tokens } = await signedIn(loginUrl({ organization: 'globex' }), 'admin@globex.com', s.entra, 'entra-admin');
+      // Email-first sign-in opened directly (no application): the email's verified domain names
+      // globex, the page hands the browser to the application's login route with the hint, and
+      // the application's request (no organization, the hint) goes straight to globex's provider.
+      const { claims, tokens, end } = await signedIn(`${s.lanyard.issuer}/sign-in`, 'admin@globex.com', s.entra, 'entra-admin', { email: 'admin@globex.com' });
+      assert.deepEqual(end.seen.map((p) => p.kind), ['sign_in']);
+      assert.deepEqual(s.app.initiations.at(-1), { loginHint: 'admin@globex.com' });
       assert.equal(claims.org_slug, 'globex');
       assert.deepEqual(claims.roles, ['admin']);
       assert.equal(claims.email, 'admin@globex.com');
@@ -339,6 +364,47 @@ for (const backend of backends) {
       await s.app.revoke(third.tokens.access_token, 'access_token');
       assert.ok(denied(await s.lanyard.authorize(third.tokens.access_token)));
       await expectOAuthError(s.app.refresh(third.tokens.refresh_token), 'invalid_grant');
+    });
+
+    it('a person in two organizations picks one at sign-in (prompt=select_account), then switches with the picker', async () => {
+      const context = await s.browser.newContext();
+      try {
+        // No organization named, select_account: email-first, the provider, then the picker.
+        const first = await signedIn(loginUrl({ prompt: 'select_account' }), 'peter@initech.com', s.okta, 'picker', {
+          context, email: 'peter@initech.com', pick: 'Initrode',
+        });
+        assert.deepEqual(first.end.seen.map((p) => p.kind), ['sign_in', 'picker']);
+        const picker = first.end.seen[1];
+        assert.deepEqual([...picker.buttons].sort(), ['Initech', 'Initrode'], 'both organizations offered');
+        assert.match(picker.text, /Choose an organization/);
+        assert.equal(first.claims.org_slug, 'initrode');
+        assert.deepEqual(first.claims.roles, ['admin']);
+        const authz = await s.lanyard.authorize(first.tokens.access_token, 'members:write');
+        assert.equal(authz.allowed, true, JSON.stringify(authz));
+        assert.equal(authz.principal.organization_slug, 'initrode');
+
+        // The product's "switch organization" link: select_account again; the provider's session
+        // answers, the picker asks. A pick without the CSRF field changes nothing first.
+        const second = await signedIn(loginUrl({ organization: 'initrode', prompt: 'select_account' }), 'peter@initech.com', s.okta, 'picker-switch', {
+          context,
+          pick: 'Initech',
+          beforeSubmit: async (page, hosted) => {
+            if (hosted.kind !== 'picker') return;
+            const organization = await page.locator('input[name="organization"]').first().inputValue();
+            const forged = await postFrom(page, '/oauth2/select', { organization });
+            assert.deepEqual([forged.status, forged.error], [403, 'form_expired'], 'a pick without its CSRF field');
+          },
+        });
+        assert.deepEqual(second.end.seen.map((p) => p.kind), ['picker']);
+        assert.equal(second.claims.org_slug, 'initech');
+        assert.deepEqual(second.claims.roles, ['member']);
+        assert.equal(second.claims.sub, first.claims.sub);
+        const back = await s.lanyard.authorize(second.tokens.access_token);
+        assert.equal(back.allowed, true, JSON.stringify(back));
+        assert.equal(back.principal.organization_slug, 'initech');
+      } finally {
+        await context.close();
+      }
     });
 
     it('logout with an ID token hint ends the session and returns to the application', async () => {
