@@ -211,6 +211,76 @@ macro_rules! service_error {
     };
 }
 
+/// Declares a service's error enum: the variants written inside, then the ones every service's
+/// errors share (bad values and fields, authentication, permission, the database, idempotent
+/// replays, corrupt stored values, internal failures), with their helpers (`failed`, `db_kind`,
+/// [`crate::db::Retryable`]). Each service maps them to its API form in its `grpc::status`.
+///
+/// ```ignore
+/// lanyard_core::service_errors! {
+///     /// Everything a token operation can fail with.
+///     pub enum TokenError {
+///         #[error("organization not found")]
+///         OrganizationNotFound,
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! service_errors {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variants:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, thiserror::Error)]
+        $vis enum $name {
+            #[error(transparent)]
+            Invalid(#[from] $crate::ValueError),
+            #[error("{field}: {message}")]
+            InvalidField { field: &'static str, message: String },
+            #[error(transparent)]
+            Unauthenticated(#[from] $crate::caller::AuthError),
+            #[error(transparent)]
+            Denied(#[from] $crate::caller::Denied),
+            $($variants)*
+            #[error("database error")]
+            Database(#[from] sqlx::Error),
+            #[error(transparent)]
+            Replay(#[from] $crate::idempotency::ReplayError),
+            #[error(transparent)]
+            Corrupt(#[from] $crate::stored::UnknownStored),
+            #[error("internal error: {0}")]
+            Internal(String),
+            /// Something below the domain failed (a key that does not open, a blocking task that
+            /// panicked...): answered `INTERNAL`, its cause chain logged.
+            #[error("{what}")]
+            Failed { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+        }
+
+        impl $name {
+            /// A failure below the domain, its cause kept for the log.
+            pub fn failed<E>(what: &'static str) -> impl FnOnce(E) -> Self
+            where
+                E: std::error::Error + Send + Sync + 'static,
+            {
+                move |source| Self::Failed { what, source: Box::new(source) }
+            }
+
+            /// The database error's meaning, if this is one.
+            pub fn db_kind(&self) -> Option<$crate::db::DbErrorKind> {
+                match self {
+                    Self::Database(source) => Some($crate::db::classify(source)),
+                    _ => None,
+                }
+            }
+        }
+
+        impl $crate::db::Retryable for $name {
+            fn is_retryable(&self) -> bool {
+                self.db_kind() == Some($crate::db::DbErrorKind::Retryable)
+                    || matches!(self, Self::Replay(e) if e.is_retryable())
+            }
+        }
+    };
+}
+
 /// Displays an error and each of its sources, `outer: inner: innermost`.
 pub struct CauseChain<'a>(pub &'a (dyn std::error::Error + 'a));
 

@@ -1,102 +1,59 @@
 //! InvitationService's errors: what can go wrong, in the domain's words (their API form is `grpc::status`).
 
 use lanyard_clients::ClientError;
-use lanyard_core::caller::{AuthError, Denied};
-use lanyard_core::db::{DbErrorKind, Retryable};
-use lanyard_core::idempotency::ReplayError;
-use lanyard_core::ValueError;
 
-/// Everything an invitation operation can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum InvitationError {
-    #[error(transparent)]
-    Invalid(#[from] ValueError),
-    #[error("{field}: {message}")]
-    InvalidField { field: &'static str, message: String },
-    #[error(transparent)]
-    Unauthenticated(#[from] AuthError),
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    #[error("only an operator may invite with the owner role")]
-    OwnerRoleOperatorOnly,
-    #[error("you may invite only into roles whose permissions you hold; you do not hold {0}")]
-    PermissionNotHeld(String),
-    #[error("the organization already has an owner; invite with another role and transfer ownership")]
-    OwnerExists,
-    #[error("invitation not found")]
-    NotFound,
-    #[error("the invitation has expired")]
-    Expired,
-    #[error("the invitation was revoked")]
-    Revoked,
-    #[error("the invitation was already accepted")]
-    AlreadyAccepted,
-    #[error("this link was replaced by a newer one; use the latest invitation email")]
-    Superseded,
-    #[error("the identity's verified email is not the invited email")]
-    EmailMismatch,
-    #[error("the identity's email is not verified")]
-    EmailNotVerified,
-    #[error("the email domain is not one of the organization's allowed domains")]
-    EmailDomainNotAllowed,
-    #[error("a pending invitation for this email already exists")]
-    InvitationPending { existing: String },
-    #[error("the email already belongs to an active member")]
-    MemberExists,
-    #[error("the organization is not active")]
-    OrganizationInactive,
-    #[error("too many requests; slow down")]
-    RateLimited(lanyard_core::limit::Limited),
-    /// A business error of the tenancy service (seats exhausted, organization not found, ...),
-    /// passed through to the caller with its code, reason and details.
-    #[error("tenancy: {0}")]
-    Upstream(ClientError),
-    /// The tenancy service failed unexpectedly (unreachable, misconfigured key, internal).
-    #[error("the tenancy service failed: {0}")]
-    TenancyUnavailable(ClientError),
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
-    #[error(transparent)]
-    Corrupt(#[from] lanyard_core::stored::UnknownStored),
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// Something below the domain failed (a key that does not open, a blocking task that
-    /// panicked...): answered `INTERNAL`, its cause chain logged.
-    #[error("{what}")]
-    Failed { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+// The variants every service's errors share (values, authentication, permission, the database,
+// replays, internal failures) and their helpers come from the macro.
+lanyard_core::service_errors! {
+    /// Everything an invitation operation can fail with.
+    pub enum InvitationError {
+        #[error("only an operator may invite with the owner role")]
+        OwnerRoleOperatorOnly,
+        #[error("you may invite only into roles whose permissions you hold; you do not hold {0}")]
+        PermissionNotHeld(String),
+        #[error("the organization already has an owner; invite with another role and transfer ownership")]
+        OwnerExists,
+        #[error("invitation not found")]
+        NotFound,
+        #[error("the invitation has expired")]
+        Expired,
+        #[error("the invitation was revoked")]
+        Revoked,
+        #[error("the invitation was already accepted")]
+        AlreadyAccepted,
+        #[error("this link was replaced by a newer one; use the latest invitation email")]
+        Superseded,
+        #[error("the identity's verified email is not the invited email")]
+        EmailMismatch,
+        #[error("the identity's email is not verified")]
+        EmailNotVerified,
+        #[error("the email domain is not one of the organization's allowed domains")]
+        EmailDomainNotAllowed,
+        #[error("a pending invitation for this email already exists")]
+        InvitationPending { existing: String },
+        #[error("the email already belongs to an active member")]
+        MemberExists,
+        #[error("the organization is not active")]
+        OrganizationInactive,
+        #[error("too many requests; slow down")]
+        RateLimited(lanyard_core::limit::Limited),
+        /// A business error of the tenancy service (seats exhausted, organization not found, ...),
+        /// passed through to the caller with its code, reason and details.
+        #[error("tenancy: {0}")]
+        Upstream(ClientError),
+        /// The tenancy service failed unexpectedly (unreachable, misconfigured key, internal).
+        #[error("the tenancy service failed: {0}")]
+        TenancyUnavailable(ClientError),
+    }
 }
 
 impl InvitationError {
-    /// A failure below the domain, its cause kept for the log.
-    pub fn failed<E>(what: &'static str) -> impl FnOnce(E) -> Self
-    where
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        move |source| Self::Failed { what, source: Box::new(source) }
-    }
-
-    /// The database error's meaning, if this is one.
-    pub fn db_kind(&self) -> Option<DbErrorKind> {
-        match self {
-            Self::Database(source) => Some(lanyard_core::db::classify(source)),
-            _ => None,
-        }
-    }
-
     /// The stable reason of a tenancy status, if this is one.
     pub fn upstream_reason(&self) -> Option<String> {
         match self {
             Self::Upstream(e) => e.reason(),
             _ => None,
         }
-    }
-}
-
-impl Retryable for InvitationError {
-    fn is_retryable(&self) -> bool {
-        self.db_kind() == Some(DbErrorKind::Retryable) || matches!(self, Self::Replay(e) if e.is_retryable())
     }
 }
 

@@ -1,106 +1,69 @@
 //! TokenService's errors: what can go wrong, in the domain's words (their API form is `grpc::status`).
 
 use lanyard_clients::ClientError;
-use lanyard_core::caller::{AuthError, Denied};
-use lanyard_core::db::{DbErrorKind, Retryable};
-use lanyard_core::idempotency::ReplayError;
-use lanyard_core::ValueError;
 
-/// Everything a token operation can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error(transparent)]
-    Invalid(#[from] ValueError),
-    #[error("{field}: {message}")]
-    InvalidField { field: &'static str, message: String },
-    #[error(transparent)]
-    Unauthenticated(#[from] AuthError),
-    #[error(transparent)]
-    Denied(#[from] Denied),
-    /// The upstream ID token failed verification; the detail goes to the log only.
-    #[error("the ID token is not valid for this organization")]
-    IdTokenInvalid(String),
-    /// The ID token was already exchanged for a session.
-    #[error("the ID token was already used; sign in again")]
-    IdTokenReplayed,
-    /// An invitation grant failed on the invitation token or on the ID token; which one goes to
-    /// the log only, so the answer says nothing about whether the invitation exists.
-    #[error("the invitation token or the ID token is not valid")]
-    InvitationGrantInvalid(String),
-    /// Too many calls from this peer.
-    #[error("too many {what} from this address")]
-    RateLimited { what: &'static str, limited: lanyard_core::limit::Limited },
-    /// The identity provider could not be reached (discovery or JWKS).
-    #[error("the identity provider is unavailable: {0}")]
-    IdpUnavailable(String),
-    #[error("the organization has no enabled SSO connection for this identity provider")]
-    NoConnection,
-    #[error("organization_id is required: this identity has not signed in before")]
-    OrganizationRequired,
-    #[error("the refresh token is not valid")]
-    RefreshTokenInvalid,
-    #[error("the refresh token has expired")]
-    RefreshTokenExpired,
-    #[error("the session was revoked")]
-    SessionRevoked,
-    #[error("the refresh token was already used; the session has been revoked")]
-    RefreshTokenReused,
-    #[error("the user is not an active member of the organization")]
-    NotAMember,
-    #[error("the organization is suspended or deleted")]
-    OrganizationInactive,
-    #[error(
-        "the organization does not accept this session's identity provider; sign in through one of its SSO connections"
-    )]
-    ReauthenticationRequired,
-    #[error("the next signing key has been published for too short a time; retry in {retry_after_secs} s or force")]
-    NextKeyTooNew { retry_after_secs: u64 },
-    #[error("session not found")]
-    SessionNotFound,
-    #[error("OAuth client not found")]
-    ClientNotFound,
-    #[error("organization not found")]
-    OrganizationNotFound,
-    #[error("an invitation grant needs the invitation service, which this process does not reach")]
-    InvitationsUnavailable,
-    /// A business error of the tenancy or invitation service, passed through to the caller with its
-    /// code, reason and details.
-    #[error("upstream: {0}")]
-    Upstream(ClientError),
-    /// Tenancy or invitation failed unexpectedly (unreachable, misconfigured key, internal).
-    #[error("a dependency failed: {0}")]
-    DependencyUnavailable(ClientError),
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
-    #[error(transparent)]
-    Replay(#[from] ReplayError),
-    #[error(transparent)]
-    Corrupt(#[from] lanyard_core::stored::UnknownStored),
-    #[error("internal error: {0}")]
-    Internal(String),
-    /// Something below the domain failed (a key that does not open, a blocking task that
-    /// panicked...): answered `INTERNAL`, its cause chain logged.
-    #[error("{what}")]
-    Failed { what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+// The variants every service's errors share (values, authentication, permission, the database,
+// replays, internal failures) and their helpers come from the macro.
+lanyard_core::service_errors! {
+    /// Everything a token operation can fail with.
+    pub enum TokenError {
+        /// The upstream ID token failed verification; the detail goes to the log only.
+        #[error("the ID token is not valid for this organization")]
+        IdTokenInvalid(String),
+        /// The ID token was already exchanged for a session.
+        #[error("the ID token was already used; sign in again")]
+        IdTokenReplayed,
+        /// An invitation grant failed on the invitation token or on the ID token; which one goes to
+        /// the log only, so the answer says nothing about whether the invitation exists.
+        #[error("the invitation token or the ID token is not valid")]
+        InvitationGrantInvalid(String),
+        /// Too many calls from this peer.
+        #[error("too many {what} from this address")]
+        RateLimited { what: &'static str, limited: lanyard_core::limit::Limited },
+        /// The identity provider could not be reached (discovery or JWKS).
+        #[error("the identity provider is unavailable: {0}")]
+        IdpUnavailable(String),
+        #[error("the organization has no enabled SSO connection for this identity provider")]
+        NoConnection,
+        #[error("organization_id is required: this identity has not signed in before")]
+        OrganizationRequired,
+        #[error("the refresh token is not valid")]
+        RefreshTokenInvalid,
+        #[error("the refresh token has expired")]
+        RefreshTokenExpired,
+        #[error("the session was revoked")]
+        SessionRevoked,
+        #[error("the refresh token was already used; the session has been revoked")]
+        RefreshTokenReused,
+        #[error("the user is not an active member of the organization")]
+        NotAMember,
+        #[error("the organization is suspended or deleted")]
+        OrganizationInactive,
+        #[error(
+            "the organization does not accept this session's identity provider; sign in through one of its SSO connections"
+        )]
+        ReauthenticationRequired,
+        #[error("the next signing key has been published for too short a time; retry in {retry_after_secs} s or force")]
+        NextKeyTooNew { retry_after_secs: u64 },
+        #[error("session not found")]
+        SessionNotFound,
+        #[error("OAuth client not found")]
+        ClientNotFound,
+        #[error("organization not found")]
+        OrganizationNotFound,
+        #[error("an invitation grant needs the invitation service, which this process does not reach")]
+        InvitationsUnavailable,
+        /// A business error of the tenancy or invitation service, passed through to the caller with its
+        /// code, reason and details.
+        #[error("upstream: {0}")]
+        Upstream(ClientError),
+        /// Tenancy or invitation failed unexpectedly (unreachable, misconfigured key, internal).
+        #[error("a dependency failed: {0}")]
+        DependencyUnavailable(ClientError),
+    }
 }
 
 impl TokenError {
-    /// A failure below the domain, its cause kept for the log.
-    pub fn failed<E>(what: &'static str) -> impl FnOnce(E) -> Self
-    where
-        E: std::error::Error + Send + Sync + 'static,
-    {
-        move |source| Self::Failed { what, source: Box::new(source) }
-    }
-
-    /// The database error's meaning, if this is one.
-    pub fn db_kind(&self) -> Option<DbErrorKind> {
-        match self {
-            Self::Database(source) => Some(lanyard_core::db::classify(source)),
-            _ => None,
-        }
-    }
-
     /// The stable reason of a passed-through status, if this is one.
     pub fn upstream_reason(&self) -> Option<String> {
         match self {
@@ -125,12 +88,6 @@ impl TokenError {
             }
             other => other,
         }
-    }
-}
-
-impl Retryable for TokenError {
-    fn is_retryable(&self) -> bool {
-        self.db_kind() == Some(DbErrorKind::Retryable) || matches!(self, Self::Replay(e) if e.is_retryable())
     }
 }
 
