@@ -421,7 +421,17 @@ impl Tokens {
     /// Rotates a refresh token, optionally switching the session's active organization. Switching
     /// to an organization the user is not an active member of changes nothing (the token stays
     /// usable). Reusing a used token revokes its session, the whole family.
-    pub async fn refresh(&self, refresh_token: &str, org: Option<OrganizationId>) -> Result<Issued> {
+    ///
+    /// `client` is the OAuth client redeeming it (`None`: a gateway's `RefreshSession` or
+    /// `ExchangeToken`). A session signed in for an application through the OpenID Provider is
+    /// refreshed by that client only, so its refresh token taken elsewhere cannot be redeemed over
+    /// gRPC without the client's authentication; refused, the token is not used.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        org: Option<OrganizationId>,
+        client: Option<&str>,
+    ) -> Result<Issued> {
         if refresh_token.is_empty() {
             return Err(lanyard_core::ValueError::Missing("refresh_token").into());
         }
@@ -432,6 +442,9 @@ impl Tokens {
         let hash = sha256_hex(refresh_token.as_bytes());
         let record = self.store.refresh_token(&hash).await?.ok_or(TokenError::RefreshTokenInvalid)?;
         let session = self.store.session(record.session_id).await?.ok_or(TokenError::RefreshTokenInvalid)?;
+        if self.store.session_oauth_client(session.id).await?.as_deref() != client {
+            return Err(TokenError::RefreshTokenInvalid);
+        }
         if session.revoked_at.is_some() {
             return Err(TokenError::SessionRevoked);
         }

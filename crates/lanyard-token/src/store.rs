@@ -480,6 +480,15 @@ impl TokenStore {
         self.session(id).await
     }
 
+    /// The OAuth client a session signed in for through the OpenID Provider, if it did.
+    pub async fn session_oauth_client(&self, session: SessionId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT client_id FROM oauth_sessions WHERE session_id = $1")
+            .bind(session.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("client_id")).transpose()?)
+    }
+
     // ----- refresh tokens ------------------------------------------------------------------
 
     /// The refresh token with this hash.

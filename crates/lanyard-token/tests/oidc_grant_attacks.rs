@@ -5,6 +5,7 @@
 mod oidc;
 mod support;
 
+use lanyard_core::status::reason_of;
 use lanyard_proto::tenancy::v1 as tpb;
 use lanyard_proto::token::v1 as pb;
 use oidc::*;
@@ -86,6 +87,34 @@ async fn refresh_token_of_another_client(backend: Backend) {
     assert!(authorized(&f.app, access).await);
     let own = f.rp.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
     assert_eq!(own.status, StatusCode::OK);
+}
+
+/// A refresh token an application holds cannot be redeemed over gRPC (`RefreshSession`, or the
+/// refresh grant of `ExchangeToken`), where no client authenticates: the session is bound to
+/// its client. Refused like an unknown token, it is not used and keeps working for its client.
+async fn refresh_token_over_grpc(backend: Backend) {
+    let f = Fixture::new(backend).await;
+    let (code, attempt) = f.code().await;
+    let body = f.rp.redeem(&code, &attempt.verifier).await.json();
+    let (access, refresh) = (body["access_token"].as_str().unwrap(), body["refresh_token"].as_str().unwrap());
+    let before = rows(&f.app).await;
+    let mut tokens = f.app.tokens.clone();
+    let direct = tokens
+        .refresh_session(pb::RefreshSessionRequest { refresh_token: refresh.to_owned(), ..Default::default() })
+        .await;
+    let err = direct.expect_err("RefreshSession refused");
+    assert_eq!((err.code(), reason_of(&err).as_deref()), (Code::Unauthenticated, Some("REFRESH_TOKEN_INVALID")));
+    let grant = pb::exchange_token_request::Grant::RefreshTokenGrant(pb::RefreshTokenGrant {
+        refresh_token: refresh.to_owned(),
+        organization_id: None,
+    });
+    let exchanged = tokens.exchange_token(pb::ExchangeTokenRequest { grant: Some(grant), ..Default::default() }).await;
+    let err = exchanged.expect_err("the refresh grant refused");
+    assert_eq!((err.code(), reason_of(&err).as_deref()), (Code::Unauthenticated, Some("REFRESH_TOKEN_INVALID")));
+    assert_eq!(rows(&f.app).await, before, "nothing used or revoked");
+    assert!(authorized(&f.app, access).await);
+    let own = f.rp.token_request(&[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    assert_eq!(own.status, StatusCode::OK, "the application still refreshes");
 }
 
 /// An `organization` hint naming an organization the person is not a member of ends on a
@@ -225,6 +254,7 @@ backend_tests!(
     code_reuse,
     wrong_client_secret,
     refresh_token_of_another_client,
+    refresh_token_over_grpc,
     organization_hint_not_a_member,
     other_organizations_provider,
     operator_and_service_rpcs

@@ -241,7 +241,7 @@ impl TokenService for TokenGrpc {
                     }
                     Some(Grant::RefreshTokenGrant(g)) => {
                         let org = org_id(g.organization_id.as_deref())?;
-                        self.tokens.refresh(&g.refresh_token, org).await?
+                        self.tokens.refresh(&g.refresh_token, org, None).await?
                     }
                 };
                 let o = out(issued, self.tokens.access_tokens().ttl());
@@ -274,7 +274,7 @@ impl TokenService for TokenGrpc {
         let reply = self
             .once("RefreshSession", &credential, &req.request_id, &request, refresh_token_of, |_| async {
                 let org = org_id(req.organization_id.as_deref())?;
-                let issued = self.tokens.refresh(&req.refresh_token, org).await?;
+                let issued = self.tokens.refresh(&req.refresh_token, org, None).await?;
                 let o = out(issued, self.tokens.access_tokens().ttl());
                 Ok(pb::RefreshSessionResponse {
                     access_token: o.access_token,

@@ -252,7 +252,7 @@ pub(super) async fn select(State(p): State<Provider>, headers: HeaderMap, body: 
             return page(Trouble::Internal);
         }
     };
-    let issued = match p.tokens().refresh(&record.refresh_token, Some(org)).await {
+    let issued = match p.tokens().refresh(&record.refresh_token, Some(org), Some(&record.client_id)).await {
         Ok(issued) => issued,
         Err(TokenError::ReauthenticationRequired) => return page(Trouble::ProviderRequired),
         Err(

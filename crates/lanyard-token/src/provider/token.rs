@@ -144,7 +144,7 @@ impl Provider {
         }
         // The session's first refresh token, rotated: the application gets a fresh access token
         // and a refresh token that was never stored anywhere but as a hash.
-        match self.tokens().refresh(&record.refresh_token, None).await {
+        match self.tokens().refresh(&record.refresh_token, None, Some(&client.client_id)).await {
             Ok(issued) => self.tokens_response(client, issued, record.nonce, now).await,
             Err(e) => grant_error(self, e),
         }
@@ -179,7 +179,7 @@ impl Provider {
             },
             None => None,
         };
-        match self.tokens().refresh(refresh_token, org).await {
+        match self.tokens().refresh(refresh_token, org, Some(&client.client_id)).await {
             Ok(issued) => self.tokens_response(client, issued, None, Timestamp::now()).await,
             Err(e) => grant_error(self, e),
         }
