@@ -329,7 +329,7 @@ def probe(pod, container, probe_spec, kind, process):
                               f"which the process does not report (NOT_FOUND)")
         elif "exec" in probe_spec:
             ok, last = exec_probe(pod, container, probe_spec, process)
-            if "NotFound" in last or "NOT_FOUND" in last or "SERVICE_UNKNOWN" in last:
+            if any(s in last for s in ("NotFound", "NOT_FOUND", "SERVICE_UNKNOWN", "service not registered")):
                 raise Failure(f"{process.name}: {kind} probe asks about a service the process does not "
                               f"report: {last}")
         elif "tcpSocket" in probe_spec:

@@ -562,6 +562,7 @@ async fn probe_readiness(
     // `build` reported SERVING after migrating and pinging the database.
     let mut serving = true;
     loop {
+        crate::metrics::record_pool(service.as_str(), &db);
         tokio::select! {
             _ = stopping.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(READINESS_PROBE_INTERVAL) => {}
