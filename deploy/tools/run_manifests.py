@@ -509,7 +509,9 @@ def main():
             if front.handshakes == 0:
                 raise Failure(f"nothing connected to {what} through its TLS front")
             print(f"    {what}: {front.handshakes} connection(s) over TLS")
-    except (Failure, story.StoryFailure) as e:
+    except (Failure, story.StoryFailure, story.grpc.RpcError) as e:
+        if isinstance(e, story.grpc.RpcError):
+            e = f"a call of the story failed: {e.code().name}: {e.details()}"
         print(f"FAIL: {opts.overlay}: {e}", file=sys.stderr)
         for p in processes:
             print(f"--- {p.name} (last lines)\n{p.tail()}", file=sys.stderr)
