@@ -179,6 +179,11 @@ async fn one_trace_crosses_services_and_logs_keep_no_secrets() {
     }
     assert!(hops >= 1);
 
+    // The invitation process's call to tenancy is a CLIENT span, the parent of tenancy's server span.
+    let client = by_id.get(&reserve.parent_span_id).expect("ReserveSeat's server span has a parent");
+    let client_kind = opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32;
+    assert_eq!((client.kind, client.name.as_str()), (client_kind, "/lanyard.tenancy.v1.TenancyService/ReserveSeat"));
+
     // OpenTelemetry's rpc.* attributes, and the error status only for a server-side failure.
     let attribute = |span: &Span, key: &str| {
         span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.clone()).and_then(|v| v.value).map(|v| {
@@ -200,6 +205,8 @@ async fn one_trace_crosses_services_and_logs_keep_no_secrets() {
     for (key, value) in expect {
         assert_eq!(attribute(create, key).as_deref(), Some(value), "{key} of {:?}", create.attributes);
     }
+    assert_eq!(attribute(client, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(attribute(client, "rpc.method").as_deref(), Some("ReserveSeat"));
     let error = opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32;
     assert_ne!(create.status.as_ref().map(|s| s.code), Some(error), "a successful call is no error");
     // (tenancy's own GetOrganization spans, called by invitation, are OK.)
