@@ -62,7 +62,8 @@ if $self_check; then
   # The run is only worth something if it fails on the mistakes it claims to catch.
   [[ -f "$render_dir/production.yaml" ]] ||
     "$venv/bin/kubectl" kustomize "$deploy_dir/kubernetes/overlays/production" >"$render_dir/production.yaml"
-  for breakage in missing-secret-key wrong-target-port wrong-service-port dead-setting probe-on-wrong-service; do
+  for breakage in missing-secret-key wrong-target-port wrong-service-port dead-setting probe-on-wrong-service \
+    cleartext-peer tls-secret-without-key; do
     if run production --break "$breakage" >"$render_dir/$breakage.log" 2>&1; then
       cat "$render_dir/$breakage.log"
       die "self-check: the run passed with $breakage"

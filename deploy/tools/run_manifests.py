@@ -37,11 +37,15 @@ import uuid
 import yaml
 
 import story
+import tls_front
 
 IMAGE_NAME = "lanyard"
 WILDCARD_ADDR = re.compile(r"^(0\.0\.0\.0|\[::\]|::):(\d+)$")
 HOST_PORT = re.compile(r"(?P<host>[a-z0-9][a-z0-9.-]*):(?P<port>\d+)")
 VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+# A path inside a value, as in `?sslmode=verify-full&sslrootcert=/etc/lanyard/pg/ca.crt`.
+EMBEDDED_PATH = re.compile(r"(?<==)(/[^&\s]*)")
+POD_LOCAL = re.compile(r"\b(127\.0\.0\.1|localhost):(\d+)\b")
 
 
 class Failure(Exception):
@@ -192,16 +196,26 @@ class Pod:
             port = int(m.group(2))
             return f"127.0.0.1:{self.cluster.pod_port(self.name, port)}"
         if value.startswith("/"):
-            for mount_path, local in self.mounts(container):
-                if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
-                    return local + value[len(mount_path.rstrip("/")):]
-            raise Failure(f"{self.name}/{container['name']}: {what}={value} is on no volume (read-only root filesystem)")
+            return self.local_path(value, container, what)
 
         def service(match):
             address = self.cluster.service_address(match.group("host"), match.group("port"))
             return address or match.group(0)
 
-        return HOST_PORT.sub(service, value)
+        value = HOST_PORT.sub(service, value)
+        return EMBEDDED_PATH.sub(lambda m: self.local_path(m.group(1), container, what), value)
+
+    def local_path(self, value, container, what):
+        for mount_path, local in self.mounts(container):
+            if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+                return local + value[len(mount_path.rstrip("/")):]
+        raise Failure(f"{self.name}/{container['name']}: {what}={value} is on no volume (read-only root filesystem)")
+
+    def rewrite_local(self, value):
+        """An address of the pod itself (`127.0.0.1:50051` in a probe) as the port here."""
+        ports = {int(p) for (w, p) in self.cluster.pod_ports if w == self.name}
+        return POD_LOCAL.sub(lambda m: f"127.0.0.1:{self.cluster.pod_port(self.name, m.group(2))}"
+                             if int(m.group(2)) in ports else m.group(0), value)
 
     def environment(self, container, base):
         env = dict(base)
@@ -253,12 +267,14 @@ class Pod:
         print(f"==> {self.name}/{container['name']}: lanyard {' '.join(args)}  ({len(env)} variables; log {log_path})")
         process = subprocess.Popen([BINARY] + args, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-        return Process(f"{self.name}/{container['name']}", process, log_path)
+        return Process(f"{self.name}/{container['name']}", process, log_path, env, cwd)
 
 
 class Process:
-    def __init__(self, name, popen, log_path):
+    def __init__(self, name, popen, log_path, env, cwd):
         self.name, self.popen, self.log_path = name, popen, log_path
+        # What an `exec` probe runs with: the container's environment and working directory.
+        self.env, self.cwd = env, cwd
 
     def tail(self, lines=25):
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -311,6 +327,11 @@ def probe(pod, container, probe_spec, kind, process):
                 # The process does not know that service name: it never will.
                 raise Failure(f"{process.name}: {kind} probe asks for {probe_spec['grpc'].get('service')!r}, "
                               f"which the process does not report (NOT_FOUND)")
+        elif "exec" in probe_spec:
+            ok, last = exec_probe(pod, container, probe_spec, process)
+            if any(s in last for s in ("NotFound", "NOT_FOUND", "SERVICE_UNKNOWN", "service not registered")):
+                raise Failure(f"{process.name}: {kind} probe asks about a service the process does not "
+                              f"report: {last}")
         elif "tcpSocket" in probe_spec:
             port = probe_spec["tcpSocket"]["port"]
             port = ports.get(port, port)
@@ -322,6 +343,22 @@ def probe(pod, container, probe_spec, kind, process):
             return
         time.sleep(0.5)
     raise Failure(f"{process.name}: {kind} probe did not pass within {budget}s ({last}):\n{process.tail()}")
+
+
+def exec_probe(pod, container, probe_spec, process):
+    """Runs an `exec` probe's command as the kubelet would, in the container: the image's own
+    binary, the container's environment, addresses of the pod itself moved to its ports here."""
+    command = probe_spec["exec"]["command"]
+    if command[0] not in (IMAGE_NAME, f"/usr/local/bin/{IMAGE_NAME}"):
+        raise Failure(f"{process.name}: exec probe runs {command[0]!r}, which the image does not have")
+    args = [pod.rewrite_local(pod.rewrite(a, container, "exec probe")) for a in command[1:]]
+    try:
+        result = subprocess.run([BINARY] + args, env=process.env, cwd=process.cwd, capture_output=True,
+                                timeout=probe_spec.get("timeoutSeconds", 1) + 5)
+    except subprocess.TimeoutExpired:
+        return False, "timed out"
+    output = (result.stdout + result.stderr).decode("utf-8", "replace").strip().replace("\n", " ")
+    return result.returncode == 0, output[-300:]
 
 
 def listening(port):
@@ -351,9 +388,23 @@ BREAKAGES = {
         value="http://lanyard-tenancy:50052"),
     "dead-setting": lambda docs, values: container_env(docs, "lanyard-tenancy").append(
         {"name": "LANYARD_TOKEN_ENDPOINT", "value": "http://lanyard-token:50051"}),
-    "probe-on-wrong-service": lambda docs, values: find(docs, "Deployment", "lanyard-token")["spec"]["template"][
-        "spec"]["containers"][0]["readinessProbe"]["grpc"].update(service="lanyard.tenancy.v1.TenancyService"),
+    "probe-on-wrong-service": lambda docs, values: wrong_probe_service(
+        find(docs, "Deployment", "lanyard-token")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]),
+    # TLS: a peer called in cleartext, and a TLS Secret without its key.
+    "cleartext-peer": lambda docs, values: next(
+        e for e in container_env(docs, "lanyard-invitation") if e["name"] == "LANYARD_TENANCY_URL").update(
+        value="http://lanyard-tenancy:50051"),
+    "tls-secret-without-key": lambda docs, values: values["tls_secrets"].update(
+        {"lanyard-token-tls": {"drop": "tls.key", "names": values["tls_secrets"]["lanyard-token-tls"]}}),
 }
+
+
+def wrong_probe_service(probe_spec):
+    if "grpc" in probe_spec:
+        probe_spec["grpc"]["service"] = "lanyard.tenancy.v1.TenancyService"
+    else:
+        command = probe_spec["exec"]["command"]
+        command[command.index("--service") + 1] = "tenancy"
 
 
 def main():
@@ -380,16 +431,35 @@ def main():
         print(f"==> broken on purpose: {opts.breakage}")
     base_env, workdir = image_env(opts.dockerfile)
     root = tempfile.mkdtemp(prefix=f"lanyard-{opts.overlay}-")
-    database = f"lanyard_manifests_{uuid.uuid4().hex[:12]}"
+    run_id = uuid.uuid4().hex[:12]
+    database = f"lanyard_manifests_{run_id}"
+    roles = {"migrate_role": f"lanyard_migrate_{run_id}", "app_role": f"lanyard_app_{run_id}"}
     smtp = story.SmtpSink()
-    substitutions = {"database": database, "smtp": smtp.address}
+    substitutions = {"database": database, "smtp": smtp.address, **roles}
+    tls_ca = None
+    fronts = []
+    if values.get("tls_secrets") or values.get("ca_secrets"):
+        pki = tls_front.TestPki(os.path.join(root, "pki"))
+        tls_ca = os.path.join(root, "pki", "ca.crt")
+        for name, spec in (values.get("tls_secrets") or {}).items():
+            names = spec["names"] if isinstance(spec, dict) else spec
+            data = pki.secret(name, names)
+            if isinstance(spec, dict):
+                data.pop(spec["drop"])
+            values.setdefault("secrets", {})[name] = data
+        for name in values.get("ca_secrets") or []:
+            values.setdefault("secrets", {})[name] = {"ca.crt": pki.ca_pem}
+        fronts = [tls_front.TlsFront(pki.server_context("postgres"), ("127.0.0.1", 5432), postgres=True),
+                  tls_front.TlsFront(pki.server_context("redis"), ("127.0.0.1", 6379))]
+        substitutions.update(postgres_tls=fronts[0].address, redis_tls=fronts[1].address)
+        print(f"==> test CA {tls_ca}; TLS fronts: Postgres {fronts[0].address}, Redis {fronts[1].address}")
     cluster = Cluster(docs, values, "default")
     processes = []
     created = False
     failed = False
     try:
         if values.get("postgres"):
-            story.create_database(opts.database_admin_url, database)
+            story.create_database(opts.database_admin_url, database, **roles)
             created = True
         # Every Service must route to a declared port, whether or not the story uses it.
         for s in cluster.services:
@@ -433,8 +503,15 @@ def main():
             if not key_files:
                 raise Failure("no operator key: neither in the test values nor generated in a data directory")
             api_key = open(key_files[0], encoding="utf-8").read().strip()
-        story.run(opts.proto_dir, os.path.join(root, "stubs"), endpoints, api_key, lambda: smtp.messages + eml_files(root), processes)
-    except (Failure, story.StoryFailure) as e:
+        story.run(opts.proto_dir, os.path.join(root, "stubs"), endpoints, api_key,
+                  lambda: smtp.messages + eml_files(root), processes, tls_ca)
+        for front, what in zip(fronts, ("Postgres", "Redis")):
+            if front.handshakes == 0:
+                raise Failure(f"nothing connected to {what} through its TLS front")
+            print(f"    {what}: {front.handshakes} connection(s) over TLS")
+    except (Failure, story.StoryFailure, story.grpc.RpcError) as e:
+        if isinstance(e, story.grpc.RpcError):
+            e = f"a call of the story failed: {e.code().name}: {e.details()}"
         print(f"FAIL: {opts.overlay}: {e}", file=sys.stderr)
         for p in processes:
             print(f"--- {p.name} (last lines)\n{p.tail()}", file=sys.stderr)
@@ -442,8 +519,10 @@ def main():
     finally:
         codes = {p.name: p.stop() for p in processes}
         smtp.close()
+        for front in fronts:
+            front.close()
         if created:
-            story.drop_database(opts.database_admin_url, database)
+            story.drop_database(opts.database_admin_url, database, **roles)
         if opts.keep:
             print(f"kept {root}")
         else:

@@ -7,6 +7,7 @@ a service asks Authorize about a token that is no Lanyard token and is told so (
 the split processes refuse what they do not serve.
 """
 
+import http.client
 import json
 import os
 import socket
@@ -14,10 +15,15 @@ import socketserver
 import subprocess
 import sys
 import threading
+import ssl
 import time
+import urllib.error
 import urllib.request
 
-import grpc
+# gRPC's own INFO lines (a probe of a port that is no gRPC port fails its handshake) are noise here.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import grpc  # noqa: E402  (reads GRPC_VERBOSITY when imported)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 SERVICES = {
@@ -31,11 +37,19 @@ class StoryFailure(Exception):
     """The services started but did not do what the story needs."""
 
 
-def health(address, service):
+def channel(address, roots=None, server_name=None):
+    """A channel to `address`: TLS checked against `roots` (PEM bytes), for `server_name`, if given."""
+    if roots is None:
+        return grpc.insecure_channel(address)
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=roots), options)
+
+
+def health(address, service, roots=None, server_name=None):
     """(SERVING?, what was seen) for one gRPC health check, as a grpc probe asks it."""
     try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+        with channel(address, roots, server_name) as channel_:
+            reply = health_pb2_grpc.HealthStub(channel_).Check(health_pb2.HealthCheckRequest(service=service),
                                                                timeout=2)
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return reply.status == health_pb2.HealthCheckResponse.SERVING, status
@@ -47,14 +61,27 @@ def psql(admin_url, sql):
     subprocess.run(["psql", "--no-psqlrc", "-q", "-v", "ON_ERROR_STOP=1", admin_url, "-c", sql], check=True)
 
 
-def create_database(admin_url, name):
+def create_database(admin_url, name, migrate_role, app_role):
+    """A fresh database and the two roles of deploy/README.md ("Database roles"): the migration
+    role may create schemas in it, and everything it creates is readable and writable, row by
+    row only, by the runtime role."""
     psql(admin_url, f"CREATE DATABASE {name}")
-    print(f"==> created database {name}")
+    psql(admin_url, f"CREATE ROLE {migrate_role} LOGIN; CREATE ROLE {app_role} LOGIN; "
+                    f"GRANT CONNECT, CREATE ON DATABASE {name} TO {migrate_role}; "
+                    f"GRANT CONNECT ON DATABASE {name} TO {app_role}")
+    psql(admin_url.rsplit("/", 1)[0] + "/" + name,
+         f"REVOKE ALL ON SCHEMA public FROM PUBLIC; "
+         f"ALTER DEFAULT PRIVILEGES FOR ROLE {migrate_role} GRANT USAGE ON SCHEMAS TO {app_role}; "
+         f"ALTER DEFAULT PRIVILEGES FOR ROLE {migrate_role} "
+         f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app_role}; "
+         f"ALTER DEFAULT PRIVILEGES FOR ROLE {migrate_role} GRANT USAGE, SELECT ON SEQUENCES TO {app_role}")
+    print(f"==> created database {name}, migration role {migrate_role}, runtime role {app_role}")
 
 
-def drop_database(admin_url, name):
+def drop_database(admin_url, name, migrate_role, app_role):
     psql(admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    print(f"==> dropped database {name}")
+    psql(admin_url, f"DROP ROLE IF EXISTS {app_role}; DROP ROLE IF EXISTS {migrate_role}")
+    print(f"==> dropped database {name} and its roles")
 
 
 class SmtpSink:
@@ -135,9 +162,12 @@ def step(text):
     print(f"    story: {text}")
 
 
-def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
+def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes, tls_ca=None):
     """The story. `endpoints` maps `service-name:port` to the loopback address behind it; `mail()`
-    returns the emails delivered so far (to the SMTP sink, or as files)."""
+    returns the emails delivered so far (to the SMTP sink, or as files). With `tls_ca` (a PEM file)
+    every call is TLS, the server's certificate checked against it for the Service's name, and
+    cleartext must be refused."""
+    roots = open(tls_ca, "rb").read() if tls_ca else None
     load_stubs(proto_dir, stubs_dir)
     from lanyard.authz.v1 import authz_pb2, authz_pb2_grpc
     from lanyard.invitation.v1 import invitation_pb2 as ipb, invitation_pb2_grpc
@@ -148,7 +178,7 @@ def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
     serving = {}
     for name, grpc_name in SERVICES.items():
         for endpoint, address in endpoints.items():
-            if health(address, grpc_name)[0]:
+            if health(address, grpc_name, roots, endpoint.split(":")[0])[0]:
                 serving[name] = (endpoint, address)
                 break
         else:
@@ -156,9 +186,13 @@ def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
     for name, (endpoint, _) in serving.items():
         step(f"{name} is served at {endpoint}")
     auth = [("authorization", f"Bearer {api_key}")]
-    tenancy = tenancy_pb2_grpc.TenancyServiceStub(grpc.insecure_channel(serving["tenancy"][1]))
-    invitations = invitation_pb2_grpc.InvitationServiceStub(grpc.insecure_channel(serving["invitation"][1]))
-    token_channel = grpc.insecure_channel(serving["token"][1])
+    def to(name):
+        endpoint, address = serving[name]
+        return channel(address, roots, endpoint.split(":")[0])
+
+    tenancy = tenancy_pb2_grpc.TenancyServiceStub(to("tenancy"))
+    invitations = invitation_pb2_grpc.InvitationServiceStub(to("invitation"))
+    token_channel = to("token")
     tokens = token_pb2_grpc.TokenServiceStub(token_channel)
     authz = authz_pb2_grpc.AuthorizationServiceStub(token_channel)
 
@@ -206,11 +240,13 @@ def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
     jwks = tokens.GetJwks(token_pb2.GetJwksRequest(), timeout=10)
     if not jwks.keys:
         raise StoryFailure("GetJwks published no key")
-    http = next((a for e, a in endpoints.items() if e.startswith(serving["token"][0].split(":")[0] + ":")
-                 and e.endswith(":8080")), None)
-    if http is None:
+    http_address = next((a for e, a in endpoints.items() if e.startswith(serving["token"][0].split(":")[0] + ":")
+                         and e.endswith(":8080")), None)
+    if http_address is None:
         raise StoryFailure("the token Service has no port 8080 for /.well-known/jwks.json")
-    with urllib.request.urlopen(f"http://{http}/.well-known/jwks.json", timeout=5) as r:
+    context = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
+    with urllib.request.urlopen(f"{'https' if tls_ca else 'http'}://{http_address}/.well-known/jwks.json", timeout=5,
+                                context=context) as r:
         published = json.load(r)
     if {k["kid"] for k in published["keys"]} != {k.kid for k in jwks.keys}:
         raise StoryFailure("the JWKS over HTTP differs from GetJwks")
@@ -225,7 +261,7 @@ def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
     # What a split deployment refuses: the processes serve only their own service, and a separate
     # tenancy process accepts API keys only (no access tokens).
     if len({a for _, a in serving.values()}) > 1:
-        wrong = tenancy_pb2_grpc.TenancyServiceStub(grpc.insecure_channel(serving["invitation"][1]))
+        wrong = tenancy_pb2_grpc.TenancyServiceStub(to("invitation"))
         expect_code(lambda: wrong.GetOrganization(tpb.GetOrganizationRequest(organization_id=org.organization_id),
                                                   metadata=auth, timeout=10),
                     grpc.StatusCode.UNIMPLEMENTED, "TenancyService on the invitation process")
@@ -235,6 +271,21 @@ def run(proto_dir, stubs_dir, endpoints, api_key, mail, processes):
                                                 timeout=10),
                 grpc.StatusCode.UNAUTHENTICATED, "GetOrganization with a wrong key")
     step("a wrong API key is UNAUTHENTICATED")
+    if roots is not None:
+        # No downgrade: every port of every Service answers TLS only.
+        for endpoint, address in sorted(endpoints.items()):
+            if endpoint.endswith(":50051"):
+                ok, seen = health(address, "")
+                if ok or seen != "UNAVAILABLE":
+                    raise StoryFailure(f"{endpoint} answered cleartext gRPC: {seen}")
+            else:
+                try:
+                    with urllib.request.urlopen(f"http://{address}/", timeout=5):
+                        raise StoryFailure(f"{endpoint} answered cleartext HTTP")
+                except (OSError, http.client.HTTPException) as e:
+                    if isinstance(e, urllib.error.HTTPError):
+                        raise StoryFailure(f"{endpoint} answered cleartext HTTP with {e.code}")
+        step(f"cleartext is refused on all {len(endpoints)} Service ports (gRPC, HTTP, metrics)")
     for p in processes:
         if p.popen.poll() is not None:
             raise StoryFailure(f"{p.name} exited {p.popen.returncode} during the story")

@@ -25,13 +25,40 @@ async fn metrics_count_rpcs_codes_and_seats(backend: Backend) {
     assert_eq!(full.unwrap_err().code(), Code::ResourceExhausted);
     let text = app.scrape_metrics().await;
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle) || (l.contains(needle) && !l.starts_with('#')));
-    for label in ["method=\"AddMember\"", "code=\"Ok\"", "code=\"ResourceExhausted\""] {
+    // gRPC codes by their canonical names, on the counter and on the latency histogram.
+    for label in ["method=\"AddMember\"", "code=\"OK\"", "code=\"RESOURCE_EXHAUSTED\""] {
+        for metric in ["lanyard_rpc_requests_total{", "lanyard_rpc_duration_seconds_bucket{"] {
+            assert!(
+                text.lines().any(|l| l.starts_with(metric) && l.contains(label)),
+                "no {metric} with {label}:\n{text}"
+            );
+        }
+    }
+    assert!(!text.contains("code=\"Ok\""), "codes by their Rust names:\n{text}");
+    // Every metric says what it is.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP line:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with("lanyard_build_info{")
+            && l.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            && l.contains("git_sha=\"")
+            && l.ends_with(" 1")),
+        "no lanyard_build_info:\n{text}"
+    );
+    for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
+        assert!(text.lines().any(|l| l.starts_with(&format!("{name} "))), "no {name}:\n{text}");
+    }
+    for pool in ["state=\"idle\"", "state=\"in_use\""] {
         assert!(
-            text.lines().any(|l| l.starts_with("lanyard_rpc_requests_total{") && l.contains(label)),
-            "no lanyard_rpc_requests_total with {label}:\n{text}"
+            text.lines().any(|l| l.starts_with("lanyard_db_pool_connections{")
+                && l.contains("service=\"tenancy\"")
+                && l.contains(pool)),
+            "no pool gauge with {pool}:\n{text}"
         );
     }
-    assert!(has("lanyard_rpc_duration_seconds_bucket{"), "{text}");
+    assert!(has("lanyard_db_pool_max_connections{"), "{text}");
     let seats = format!("organization_id=\"{}\"", org.organization_id);
     assert!(
         text.lines().any(|l| l.starts_with("lanyard_org_seats{")

@@ -141,6 +141,14 @@ async fn one_trace_crosses_services_and_logs_keep_no_secrets() {
         .await
         .unwrap();
 
+    // A call the process does not serve: a server-side error by OpenTelemetry's conventions.
+    let wrong = tonic::transport::Channel::from_shared(invitation.endpoint.clone()).unwrap().connect().await.unwrap();
+    let refused = pb::tenancy_service_client::TenancyServiceClient::new(wrong)
+        .get_organization(pb::GetOrganizationRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+
     // Export what is buffered (the exporter blocks, so off the async workers).
     let telemetry = tokio::task::spawn_blocking(move || {
         telemetry.flush();
@@ -170,8 +178,56 @@ async fn one_trace_crosses_services_and_logs_keep_no_secrets() {
     }
     assert!(hops >= 1);
 
+    // The invitation process's call to tenancy is a CLIENT span, the parent of tenancy's server span.
+    let client = by_id.get(&reserve.parent_span_id).expect("ReserveSeat's server span has a parent");
+    let client_kind = opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32;
+    assert_eq!((client.kind, client.name.as_str()), (client_kind, "/lanyard.tenancy.v1.TenancyService/ReserveSeat"));
+
+    // OpenTelemetry's rpc.* attributes, and the error status only for a server-side failure.
+    let attribute = |span: &Span, key: &str| {
+        span.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.clone()).and_then(|v| v.value).map(|v| {
+            use opentelemetry_proto::tonic::common::v1::any_value::Value;
+            match v {
+                Value::StringValue(s) => s,
+                Value::IntValue(i) => i.to_string(),
+                other => format!("{other:?}"),
+            }
+        })
+    };
+    let expect = [
+        ("rpc.system", "grpc"),
+        ("rpc.service", "lanyard.invitation.v1.InvitationService"),
+        ("rpc.method", "CreateInvitation"),
+        ("rpc.grpc.status_code", "0"),
+        ("code", "OK"),
+    ];
+    for (key, value) in expect {
+        assert_eq!(attribute(create, key).as_deref(), Some(value), "{key} of {:?}", create.attributes);
+    }
+    assert_eq!(attribute(client, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(attribute(client, "rpc.method").as_deref(), Some("ReserveSeat"));
+    let error = opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32;
+    assert_ne!(create.status.as_ref().map(|s| s.code), Some(error), "a successful call is no error");
+    // (tenancy's own GetOrganization spans, called by invitation, are OK.)
+    let unserved = spans
+        .iter()
+        .find(|s| {
+            s.name == "/lanyard.tenancy.v1.TenancyService/GetOrganization"
+                && attribute(s, "rpc.grpc.status_code").as_deref() == Some("12")
+        })
+        .expect("the refused call's span, with UNIMPLEMENTED's code");
+    assert_eq!(attribute(unserved, "code").as_deref(), Some("UNIMPLEMENTED"));
+    assert_eq!(unserved.status.as_ref().map(|s| s.code), Some(error), "UNIMPLEMENTED is a server error");
+
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("CreateInvitation"), "the logs were captured");
+    // Log lines inside a call name its trace and span, as exported.
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    for needle in
+        [format!("\"trace_id\":\"{}\"", hex(&create.trace_id)), format!("\"span_id\":\"{}\"", hex(&create.span_id))]
+    {
+        assert!(text.contains(&needle), "no log line with {needle}");
+    }
     for (what, needle) in [
         ("operator key", OPERATOR_KEY),
         ("service key", SERVICE_KEY),

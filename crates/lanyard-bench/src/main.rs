@@ -57,6 +57,11 @@ struct Args {
     /// the floor or h2load); repeat or separate with commas.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Extra>,
+    /// Install `lanyard serve`'s log subscriber first (JSON to stderr, `RUST_LOG` or else `info`),
+    /// so that Lanyard's figures include what its logging costs at that level; without it, the
+    /// process has no subscriber and spans and log lines cost nothing.
+    #[arg(long)]
+    serve_logging: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -79,6 +84,7 @@ fn positive_seconds(raw: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let _telemetry = args.serve_logging.then(|| lanyard::telemetry::init(lanyard::settings::LogFormat::Json));
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let cores = lanyard_bench::machine::cores();
     let closed = Load {

@@ -91,10 +91,20 @@ impl Database {
         }
         if backend == Backend::Postgres {
             let mut conn = AnyConnection::connect(&config.url).await?;
-            // Two services starting at once may race to create it; the loser sees it exist.
-            if let Err(e) = conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await {
-                if classify(&e) != DbErrorKind::UniqueViolation {
-                    return Err(e);
+            // Only when it is missing: a service's runtime role may not create schemas (the
+            // migration Job's role does), and `CREATE SCHEMA IF NOT EXISTS` checks that privilege
+            // even when the schema exists.
+            let exists = sqlx::query("SELECT 1 FROM pg_namespace WHERE nspname = $1")
+                .bind(schema.as_str())
+                .fetch_optional(&mut conn)
+                .await?
+                .is_some();
+            if !exists {
+                // Two services starting at once may race to create it; the loser sees it exist.
+                if let Err(e) = conn.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await {
+                    if classify(&e) != DbErrorKind::UniqueViolation {
+                        return Err(e);
+                    }
                 }
             }
             conn.close().await?;
@@ -127,9 +137,29 @@ impl Database {
         Ok(Self { pool, backend })
     }
 
-    /// Runs the service's migrations (inside its own schema on Postgres).
+    /// Runs the service's migrations (inside its own schema on Postgres). When every one is
+    /// already applied, as the migration Job left them, it only reads: a service whose runtime
+    /// role may not change the schema starts, and one that needs a migration fails to.
     pub async fn migrate(&self, migrations: &Migrator) -> Result<(), sqlx::migrate::MigrateError> {
+        if self.is_migrated(migrations).await {
+            return Ok(());
+        }
         migrations.run(&self.pool).await
+    }
+
+    /// Whether every migration is applied with the checksum it has here (no table yet: no).
+    async fn is_migrated(&self, migrations: &Migrator) -> bool {
+        let Ok(applied) =
+            sqlx::query_as::<_, (i64, Vec<u8>)>("SELECT version, checksum FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(&self.pool)
+                .await
+        else {
+            return false;
+        };
+        migrations
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .all(|m| applied.iter().any(|(v, sum)| *v == m.version && sum.as_slice() == &*m.checksum))
     }
 
     /// Whether the Postgres server of `url` accepts a connection and answers a query, without a

@@ -336,7 +336,13 @@ impl Application {
             workers.push(lanyard_core::workers::Workers::new("tls", stop, vec![reloader]));
         }
         let small = settings.grpc_max_request_bytes;
-        let mut router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if settings.grpc_max_connection_age_seconds > 0 {
+            server = server
+                .max_connection_age(Duration::from_secs(settings.grpc_max_connection_age_seconds))
+                .max_connection_age_grace(Duration::from_secs(settings.grpc_max_connection_age_grace_seconds));
+        }
+        let mut router = server
             .max_concurrent_streams(settings.grpc_max_concurrent_streams)
             .http2_keepalive_interval(Some(Duration::from_secs(settings.grpc_keepalive_interval_seconds)))
             .http2_keepalive_timeout(Some(Duration::from_secs(settings.grpc_keepalive_timeout_seconds)))
@@ -576,6 +582,7 @@ async fn probe_readiness(
     // `build` reported SERVING after migrating and pinging the database.
     let mut serving = true;
     loop {
+        crate::metrics::record_pool(service.as_str(), &db);
         tokio::select! {
             _ = stopping.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(READINESS_PROBE_INTERVAL) => {}

@@ -16,7 +16,7 @@ use crate::settings::{MailTransportKind, Settings};
 pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyard_token::TokenConfig> {
     let database = database_config(settings, ServiceName::Token);
     let mut config =
-        lanyard_token::TokenConfig::new(database, secret_box(settings)?, settings.token_issuer.clone(), facts.clone());
+        lanyard_token::TokenConfig::new(database, secret_box(settings)?, token_issuer(settings)?, facts.clone());
     config.upstream.allow_http_loopback = settings.allow_http_issuers;
     config.upstream.issuer_allowlist = issuer_allowlist(settings)?;
     config.upstream.dns_servers = settings.dns_servers.clone();
@@ -37,6 +37,31 @@ pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyar
             format!("LANYARD_SIGNING_ALGORITHM={:?}: use ES256, EdDSA or RS256", settings.signing_algorithm)
         })?;
     Ok(config)
+}
+
+/// `iss` of access tokens, the base URL of the OpenID configuration: an absolute URL with no query
+/// or fragment, and with a production database `https://` (OpenID Discovery requires it, and
+/// tokens keep their issuer for good) unless it names this machine (development, tests).
+fn token_issuer(settings: &Settings) -> anyhow::Result<String> {
+    let issuer = &settings.token_issuer;
+    let uri: http::Uri = issuer.parse().with_context(|| format!("LANYARD_TOKEN_ISSUER={issuer:?}: not a URL"))?;
+    let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let well_formed = matches!(uri.scheme_str(), Some("https" | "http"))
+        && !host.is_empty()
+        && uri.query().is_none()
+        && !issuer.contains('#');
+    if !well_formed {
+        anyhow::bail!("LANYARD_TOKEN_ISSUER={issuer:?}: an https:// URL with no query or fragment");
+    }
+    if uri.scheme_str() == Some("http") && !loopback && !settings.is_embedded() {
+        anyhow::bail!(
+            "LANYARD_TOKEN_ISSUER={issuer:?}: with a database URL the issuer is the public https:// URL of the \
+             token service (tokens keep it, verifiers fetch its JWKS); http:// is for loopback only"
+        );
+    }
+    Ok(issuer.clone())
 }
 
 /// `aud` of access tokens: printable ASCII, no spaces, at most 128 bytes.
@@ -129,6 +154,36 @@ mod tests {
             let err = token_lifetimes(&settings(&[(key, value)])).unwrap_err().to_string();
             assert!(err.contains(key), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_production_issuer_is_https() {
+        let production = [("LANYARD_DATABASE_URL", "postgres://db.internal/lanyard")];
+        for ok in [
+            "https://auth.example.com",
+            "https://auth.example.com/tenant",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+        ] {
+            let mut env = production.to_vec();
+            env.push(("LANYARD_TOKEN_ISSUER", ok));
+            assert_eq!(token_issuer(&settings(&env)).unwrap(), ok);
+        }
+        for bad in [
+            "http://lanyard-token:8080",
+            "http://auth.example.com",
+            "ftp://x",
+            "https://a.example/?x=1",
+            "https://a.example/#f",
+            "auth",
+        ] {
+            let mut env = production.to_vec();
+            env.push(("LANYARD_TOKEN_ISSUER", bad));
+            let err = token_issuer(&settings(&env)).unwrap_err().to_string();
+            assert!(err.contains("LANYARD_TOKEN_ISSUER"), "{bad}: {err}");
+        }
+        // The embedded default (development) may name any host over http.
+        assert!(token_issuer(&settings(&[("LANYARD_TOKEN_ISSUER", "http://lanyard.local:8080")])).is_ok());
     }
 
     #[test]

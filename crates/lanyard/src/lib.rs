@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod rekey;
 pub mod settings;
 pub mod telemetry;

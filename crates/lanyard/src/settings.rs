@@ -178,6 +178,14 @@ pub struct Settings {
     /// How long a gRPC connection may stay open with no request in flight, in seconds
     /// (`LANYARD_GRPC_IDLE_TIMEOUT_SECONDS`).
     pub grpc_idle_timeout_seconds: u64,
+    /// How long a gRPC connection may live, however busy, in seconds; then the server sends
+    /// GOAWAY and the client reconnects, through the Service, possibly to a newer pod: without it
+    /// pods that an autoscaler adds get no traffic from long-lived clients. 0: forever
+    /// (`LANYARD_GRPC_MAX_CONNECTION_AGE_SECONDS`).
+    pub grpc_max_connection_age_seconds: u64,
+    /// How long calls in flight on a connection past its age may take to finish before it is
+    /// closed, in seconds (`LANYARD_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS`).
+    pub grpc_max_connection_age_grace_seconds: u64,
     /// Open connections to the HTTP address at most (`LANYARD_HTTP_MAX_CONNECTIONS`).
     pub http_max_connections: usize,
     /// How long the HTTP listener waits for a request's headers, in milliseconds; an idle
@@ -256,6 +264,8 @@ impl Default for Settings {
             grpc_keepalive_interval_seconds: 30,
             grpc_keepalive_timeout_seconds: 10,
             grpc_idle_timeout_seconds: 600,
+            grpc_max_connection_age_seconds: 0,
+            grpc_max_connection_age_grace_seconds: 30,
             http_max_connections: 128,
             http_header_read_timeout_ms: 5000,
             tls_cert_file: None,

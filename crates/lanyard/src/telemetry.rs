@@ -1,8 +1,10 @@
 //! Logs, traces and metrics. Logs are text for development or JSON for production; traces go to
 //! an OTLP collector when the standard `OTEL_EXPORTER_OTLP_*` variables name one (and nowhere
 //! otherwise); metrics are rendered in the Prometheus text format. Every RPC gets one `rpc` span
-//! (method, caller kind, organization, gRPC code), a request counter and a latency histogram.
+//! (OpenTelemetry's `rpc.*` attributes, caller kind, organization, gRPC code, and the trace and
+//! span ids its log lines carry), a request counter and a latency histogram.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -13,6 +15,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::field::Empty;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -77,6 +80,7 @@ where
                     .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
                     .build();
                 let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("lanyard"));
+                EXPORTING.store(true, Ordering::Relaxed);
                 (Some(provider), Some(layer))
             }
             Err(e) => {
@@ -103,6 +107,10 @@ where
     Telemetry { provider }
 }
 
+/// Whether spans are exported (an OTLP endpoint is configured): only then does a span have ids
+/// of its own to put into its log lines.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
 /// The process's Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -119,33 +127,10 @@ pub fn metrics_handle() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only this one");
             }
-            describe_metrics();
+            crate::metrics::describe();
             handle
         })
         .clone()
-}
-
-fn describe_metrics() {
-    metrics::describe_counter!("lanyard_rpc_requests_total", "RPCs handled, by service, method and gRPC code.");
-    metrics::describe_histogram!(
-        "lanyard_rpc_duration_seconds",
-        metrics::Unit::Seconds,
-        "RPC latency from request to response headers, by service and method."
-    );
-    metrics::describe_counter!("lanyard_database_errors_total", "Database errors, by service and kind.");
-    metrics::describe_gauge!("lanyard_org_seats", "Seats of an organization by state (limit, active, reserved).");
-    metrics::describe_counter!(
-        "lanyard_tls_reloads_total",
-        "Checks that found new TLS certificate and key files, by result: ok (now served) or error (kept the previous)."
-    );
-    metrics::describe_counter!(
-        "lanyard_tls_handshake_failures_total",
-        "TLS handshakes that failed or missed the handshake deadline, by listener."
-    );
-    metrics::describe_gauge!(
-        "lanyard_redis_up",
-        "Whether the shared cache (Redis) answered its last check: 1 or 0. Readiness does not follow it."
-    );
 }
 
 /// `GET /metrics` (Prometheus text format), served on the metrics address by the same accept
@@ -158,7 +143,9 @@ pub fn metrics_router() -> axum::Router {
             let handle = handle.clone();
             async move {
                 handle.run_upkeep();
-                ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
+                let mut text = handle.render();
+                crate::metrics::render_process(&mut text);
+                ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }
         }),
     )
@@ -209,17 +196,26 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (service, method) = route(req.uri().path());
+        // OpenTelemetry's semantic conventions for RPC server spans (rpc.*); `code` is the same
+        // status by its canonical name, for people reading logs.
         let span = tracing::info_span!(
             "rpc",
             otel.name = %req.uri().path(),
             otel.kind = "server",
-            method = %req.uri().path(),
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = service.as_str(),
+            rpc.method = method.as_str(),
+            rpc.grpc.status_code = Empty,
             caller = Empty,
             org = Empty,
             code = Empty,
+            trace_id = Empty,
+            span_id = Empty,
         );
         lanyard_core::trace::set_parent_from(&span, req.headers());
-        let (service, method) = route(req.uri().path());
+        record_trace_ids(&span, req.headers());
         let started = Instant::now();
         let fut = {
             let _enter = span.enter();
@@ -230,7 +226,7 @@ where
             async move {
                 let result = fut.await;
                 let elapsed = started.elapsed();
-                match &result {
+                let code = match &result {
                     Ok(response) => {
                         // Errors are trailers-only responses: their status is in the headers.
                         let code = response
@@ -238,26 +234,93 @@ where
                             .get("grpc-status")
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| v.parse::<i32>().ok())
-                            .map(|c| format!("{:?}", tonic::Code::from(c)))
-                            .unwrap_or_else(|| "Ok".to_owned());
-                        record.record("code", code.as_str());
-                        metrics::counter!("lanyard_rpc_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => code).increment(1);
+                            .map_or(tonic::Code::Ok, tonic::Code::from);
+                        record.record("rpc.grpc.status_code", code as i32);
+                        record.record("code", code_name(code));
+                        if is_server_error(code) {
+                            record.record("otel.status_code", "ERROR");
+                        }
                         // Per call, so DEBUG: at the authorization fast path's rates an INFO line per
                         // call costs more than the call. Metrics and the span carry the same facts.
                         tracing::debug!(elapsed_us = elapsed.as_micros() as u64, "rpc finished");
+                        code_name(code)
                     }
                     Err(e) => {
-                        metrics::counter!("lanyard_rpc_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => "Transport").increment(1);
+                        record.record("otel.status_code", "ERROR");
+                        record.record("code", "TRANSPORT");
                         tracing::warn!(error = %e, "rpc failed in transport");
+                        "TRANSPORT"
                     }
-                }
-                metrics::histogram!("lanyard_rpc_duration_seconds", "service" => service, "method" => method)
+                };
+                metrics::counter!("lanyard_rpc_requests_total", "service" => service.clone(), "method" => method.clone(), "code" => code).increment(1);
+                metrics::histogram!("lanyard_rpc_duration_seconds", "service" => service, "method" => method, "code" => code)
                     .record(elapsed.as_secs_f64());
                 result
             }
             .instrument(span),
         )
     }
+}
+
+/// Puts the trace and span ids into the span, so that every log line inside it names them. When
+/// spans are exported they are the span's own; otherwise the caller's trace id, if it sent a
+/// W3C `traceparent` (its bytes as sent: nothing is allocated), so logs still join up across
+/// services.
+fn record_trace_ids(span: &tracing::Span, headers: &http::HeaderMap) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        let context = span.context();
+        let ids = opentelemetry::trace::TraceContextExt::span(&context).span_context().clone();
+        if ids.is_valid() {
+            span.record("trace_id", tracing::field::display(ids.trace_id()));
+            span.record("span_id", tracing::field::display(ids.span_id()));
+        }
+    } else if let Some(trace_id) = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(traceparent_id) {
+        span.record("trace_id", trace_id);
+    }
+}
+
+/// The trace id of a version-00 W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), unless it is
+/// malformed or all zeros (invalid by the specification).
+fn traceparent_id(value: &str) -> Option<&str> {
+    let parts: [&str; 4] = {
+        let mut it = value.split('-');
+        [it.next()?, it.next()?, it.next()?, it.next()?]
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let ok = parts[0] == "00" && hex(parts[1], 32) && hex(parts[2], 16) && hex(parts[3], 2);
+    (ok && parts[1].bytes().any(|b| b != b'0')).then_some(parts[1])
+}
+
+/// A gRPC code by its canonical name (`OK`, `NOT_FOUND`), as the gRPC specification and
+/// OpenTelemetry spell it: the `code` label of the RPC metrics and the span's `code`.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Whether a server span with this code is an error, by OpenTelemetry's gRPC conventions: the
+/// codes that say the server failed; a refusal of the caller's request is the server working.
+fn is_server_error(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(code, Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss)
 }
 
 #[cfg(test)]
@@ -273,5 +336,33 @@ mod tests {
         assert_eq!(route("/grpc.health.v1.Health/Check").1, "Check");
         assert_eq!(route("/evil/path"), ("unknown".into(), "unknown".into()));
         assert_eq!(route("/"), ("unknown".into(), "unknown".into()));
+    }
+
+    #[test]
+    fn codes_have_their_canonical_names() {
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+        assert_eq!(code_name(tonic::Code::ResourceExhausted), "RESOURCE_EXHAUSTED");
+        for c in 0..=16 {
+            let name = code_name(tonic::Code::from(c));
+            assert!(name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{name}");
+        }
+        assert!(is_server_error(tonic::Code::Internal) && !is_server_error(tonic::Code::NotFound));
+    }
+
+    #[test]
+    fn traceparent_trace_ids_are_read_only_when_well_formed() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(traceparent_id(&format!("00-{id}-00f067aa0ba902b7-01")), Some(id));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736\n-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(traceparent_id(bad), None, "{bad:?}");
+        }
     }
 }

@@ -524,3 +524,38 @@ async fn idle_grpc_connections_are_closed() {
     drop(client);
     eventually(|| get_jwks(server.endpoint())).await;
 }
+
+/// A busy gRPC connection is still closed (GOAWAY) once it reaches the maximum connection age,
+/// so a client reconnects and pods added by an autoscaler get their share; the client's next
+/// connection works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_grpc_connections_are_closed_at_their_maximum_age() {
+    let server = Server::start(
+        &[("LANYARD_GRPC_MAX_CONNECTION_AGE_SECONDS", "1"), ("LANYARD_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", "1")],
+        &[],
+    );
+    let tcp = TcpStream::connect(server.grpc).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    let mut connection = tokio::spawn(connection);
+    let uri = format!("http://{}/lanyard.token.v1.TokenService/GetJwks", server.grpc);
+    // Never idle: a request every 100 ms until the server ends the connection.
+    let closed = tokio::time::timeout(EVENTUALLY, async {
+        let mut answered = 0;
+        loop {
+            tokio::select! {
+                _ = &mut connection => return answered,
+                outcome = attack_stream(client.clone(), uri.clone(), Bytes::from_static(&[0, 0, 0, 0, 0])) => {
+                    if outcome == Outcome::Status(0) {
+                        answered += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the server closed the busy connection at its maximum age");
+    assert!(closed >= 1, "the connection answered before it aged");
+    drop(client);
+    eventually(|| get_jwks(server.endpoint())).await;
+}

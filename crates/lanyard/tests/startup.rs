@@ -216,3 +216,101 @@ async fn readiness_follows_postgres_not_redis() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// The two roles of deploy/README.md ("Database roles"), dropped when the guard is (declare it
+/// before the database, so that the database goes first).
+struct Roles {
+    migrate: String,
+    runtime: String,
+}
+
+impl Roles {
+    async fn create(database: &str) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (migrate, runtime) = (format!("lanyard_migrate_{id}"), format!("lanyard_app_{id}"));
+        let admin = |db: &str| format!("postgres://postgres@{POSTGRES}/{db}");
+        let mut conn = sqlx::PgConnection::connect(&admin("postgres")).await.unwrap();
+        for sql in [
+            format!("CREATE ROLE {migrate} LOGIN"),
+            format!("CREATE ROLE {runtime} LOGIN"),
+            format!("GRANT CONNECT, CREATE ON DATABASE {database} TO {migrate}"),
+            format!("GRANT CONNECT ON DATABASE {database} TO {runtime}"),
+        ] {
+            conn.execute(sql.as_str()).await.unwrap();
+        }
+        let _ = conn.close().await;
+        let mut conn = sqlx::PgConnection::connect(&admin(database)).await.unwrap();
+        for sql in [
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_owned(),
+            format!("ALTER DEFAULT PRIVILEGES FOR ROLE {migrate} GRANT USAGE ON SCHEMAS TO {runtime}"),
+            format!("ALTER DEFAULT PRIVILEGES FOR ROLE {migrate} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {runtime}"),
+            format!("ALTER DEFAULT PRIVILEGES FOR ROLE {migrate} GRANT USAGE, SELECT ON SEQUENCES TO {runtime}"),
+        ] {
+            conn.execute(sql.as_str()).await.unwrap();
+        }
+        let _ = conn.close().await;
+        Self { migrate, runtime }
+    }
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let roles = [self.runtime.clone(), self.migrate.clone()];
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut conn) =
+                    sqlx::PgConnection::connect(&format!("postgres://postgres@{POSTGRES}/postgres")).await
+                {
+                    for role in roles {
+                        let _ = conn.execute(format!("DROP ROLE IF EXISTS {role}").as_str()).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The services run with a role that may only read and write rows: after the migration role has
+/// migrated, they start without any DDL; before, the runtime role cannot migrate and start-up fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn services_start_with_a_runtime_role_once_the_migration_role_migrated() {
+    if !servers_available("services_start_with_a_runtime_role_once_the_migration_role_migrated").await {
+        return;
+    }
+    let (unmigrated_roles, migrated_roles);
+    let (unmigrated, migrated) = (FreshDb::create().await, FreshDb::create().await);
+    unmigrated_roles = Roles::create(&unmigrated.0).await;
+    migrated_roles = Roles::create(&migrated.0).await;
+    let postgres: SocketAddr = POSTGRES.parse().unwrap();
+    let redis: SocketAddr = REDIS.parse().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let as_role = |db: &str, role: &str| {
+        let mut s = production_settings(postgres, db, redis, data.path());
+        s.database_url = Some(SecretString::from(format!("postgres://{role}@{postgres}/{db}")));
+        s.startup_retry_seconds = 1;
+        s
+    };
+
+    let refused = Application::build(as_role(&unmigrated.0, &unmigrated_roles.runtime), &[ServiceName::Tenancy]).await;
+    let text = format!("{:#}", refused.err().expect("the runtime role cannot create the schema"));
+    assert!(text.contains("permission denied"), "{text}");
+
+    lanyard::app::migrate(&as_role(&migrated.0, &migrated_roles.migrate), &[])
+        .await
+        .expect("the migration role migrates");
+    let app = Application::build(as_role(&migrated.0, &migrated_roles.runtime), &ServiceName::ALL)
+        .await
+        .expect("the runtime role starts every service on the migrated database");
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    for service in ServiceName::ALL {
+        assert_eq!(status(addr, service.grpc_name()).await, ServingStatus::Serving, "{service:?}");
+    }
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
