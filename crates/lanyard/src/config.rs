@@ -25,8 +25,7 @@ pub fn token_config(settings: &Settings, facts: &Facts) -> anyhow::Result<lanyar
     config.rate_limits = lanyard_token::RateLimits {
         exchange: RateLimit::new(settings.rate_limit_exchange_burst, settings.rate_limit_exchange_per_minute),
         invitation_grant: invitation_rate_limit(settings),
-        // Not a setting yet: the documented default (lanyard_token::RateLimits).
-        sign_in: lanyard_token::RateLimits::default().sign_in,
+        sign_in: RateLimit::new(settings.rate_limit_sign_in_burst, settings.rate_limit_sign_in_per_minute),
     };
     config.peer_rule = PeerRule { trust_forwarded_for: settings.trust_forwarded_for };
     config.application_login_url = settings.application_login_url.clone();
@@ -200,6 +199,8 @@ mod tests {
             ("LANYARD_TOKEN_AUDIENCE", "acme"),
             ("LANYARD_ACCESS_TOKEN_TTL_SECONDS", "60"),
             ("LANYARD_SIGNING_ALGORITHM", "EdDSA"),
+            ("LANYARD_RATE_LIMIT_SIGN_IN_PER_MINUTE", "30"),
+            ("LANYARD_RATE_LIMIT_SIGN_IN_BURST", "5"),
             ("LANYARD_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
             ("LANYARD_DATA_DIR", std::env::temp_dir().to_str().unwrap()),
         ]);
@@ -208,6 +209,7 @@ mod tests {
         assert_eq!(config.audience, "acme");
         assert_eq!(config.lifetimes.access, Duration::from_secs(60));
         assert_eq!(config.signing_algorithm, lanyard_token::SigningAlgorithm::EdDsa);
+        assert_eq!(config.rate_limits.sign_in, RateLimit::new(5, 30));
         let bad = settings(&[
             ("LANYARD_SIGNING_ALGORITHM", "HS256"),
             ("LANYARD_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),

@@ -143,6 +143,12 @@ pub struct Settings {
     pub rate_limit_invitation_per_minute: u32,
     /// Of those, how many may come at once (`LANYARD_RATE_LIMIT_INVITATION_BURST`).
     pub rate_limit_invitation_burst: u32,
+    /// Requests to the hosted sign-in (the OpenID Provider's `/oauth2/*`, `/sign-in`,
+    /// `/invite/*`) per peer address and minute; 0 turns the limit off
+    /// (`LANYARD_RATE_LIMIT_SIGN_IN_PER_MINUTE`).
+    pub rate_limit_sign_in_per_minute: u32,
+    /// Of those, how many may come at once (`LANYARD_RATE_LIMIT_SIGN_IN_BURST`).
+    pub rate_limit_sign_in_burst: u32,
     /// Count rate limits against the last address of `x-forwarded-for` instead of the TCP peer:
     /// only behind a proxy that sets it (`LANYARD_TRUST_FORWARDED_FOR`).
     pub trust_forwarded_for: bool,
@@ -252,6 +258,8 @@ impl Default for Settings {
             rate_limit_exchange_burst: 60,
             rate_limit_invitation_per_minute: 20,
             rate_limit_invitation_burst: 20,
+            rate_limit_sign_in_per_minute: 300,
+            rate_limit_sign_in_burst: 300,
             trust_forwarded_for: false,
             id_token_max_age_seconds: 600,
             grpc_max_connections: 512,
@@ -535,18 +543,22 @@ mod tests {
     fn rate_limits_and_token_age_from_the_environment() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!((s.rate_limit_exchange_per_minute, s.rate_limit_invitation_burst), (60, 20));
+        assert_eq!((s.rate_limit_sign_in_per_minute, s.rate_limit_sign_in_burst), (300, 300));
         assert!(!s.trust_forwarded_for);
         assert_eq!(s.id_token_max_age_seconds, 600);
         let s = Settings::load_from(
             None,
             env(&[
                 ("LANYARD_RATE_LIMIT_EXCHANGE_PER_MINUTE", "0"),
+                ("LANYARD_RATE_LIMIT_SIGN_IN_PER_MINUTE", "30"),
+                ("LANYARD_RATE_LIMIT_SIGN_IN_BURST", "5"),
                 ("LANYARD_TRUST_FORWARDED_FOR", "true"),
                 ("LANYARD_ID_TOKEN_MAX_AGE_SECONDS", "120"),
             ]),
         )
         .unwrap();
         assert_eq!(s.rate_limit_exchange_per_minute, 0);
+        assert_eq!((s.rate_limit_sign_in_per_minute, s.rate_limit_sign_in_burst), (30, 5));
         assert!(s.trust_forwarded_for);
         assert_eq!(s.id_token_max_age_seconds, 120);
     }
