@@ -25,6 +25,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::domain::{Clock, Invitation};
 use crate::store::{InvitationStore, OutboxMessage};
+use lanyard_core::values::escape_html as escape;
 
 /// Attempts before a message is marked failed, by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
@@ -120,21 +121,6 @@ pub fn render(invitation: &Invitation, link: &str) -> EmailContent {
         expires = escape(&expires),
     );
     EmailContent { to: invitation.email.to_string(), subject, text, html }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Builds the MIME message: `multipart/alternative` with a plain-text and an HTML part, both

@@ -292,6 +292,24 @@ impl DisplayName {
     }
 }
 
+/// `s` safe inside HTML text and double-quoted attributes, without the characters
+/// [`is_hidden_or_layout`] names (an email's or a page's text shows what the value is).
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if is_hidden_or_layout(c) => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Whether `c` must not appear in a name shown to people: control characters (Cc, which include
 /// line breaks), format characters (Cf: bidi overrides and isolates such as U+202E, zero-width
 /// characters such as U+200B, soft hyphens, tag characters) and the line and paragraph separators
@@ -337,6 +355,16 @@ pub fn sanitize_display_name(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_escaping_leaves_no_markup_and_no_hidden_characters() {
+        assert_eq!(
+            escape_html(r#"<a href="x" onclick='y'>&</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape_html("Acme\u{202E}gpj.exe\u{200B}\n"), "Acmegpj.exe");
+        assert_eq!(escape_html("Zoë Corp"), "Zoë Corp");
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -136,21 +136,7 @@ pub async fn stylesheet() -> Response {
 }
 
 /// `s` safe inside HTML text and double-quoted attributes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if lanyard_core::values::is_hidden_or_layout(c) => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use lanyard_core::values::escape_html as escape;
 
 /// A whole document around `main` (already escaped).
 fn document(title: &str, main: &str) -> String {
