@@ -78,13 +78,18 @@ fn url_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-/// A form body, as the authorization parameters are parsed.
+/// A posted form, as the authorization parameters are parsed, once its CSRF field matches the
+/// browser's cookie (else `FormExpired`, before anything else runs).
 fn form(headers: &HeaderMap, body: &str) -> Result<Params, Trouble> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !content_type.starts_with("application/x-www-form-urlencoded") {
         return Err(Trouble::InvalidRequest);
     }
-    Params::parse(Some(body)).map_err(|_| Trouble::InvalidRequest)
+    let form = Params::parse(Some(body)).map_err(|_| Trouble::InvalidRequest)?;
+    if !csrf_ok(headers, &form) {
+        return Err(Trouble::FormExpired);
+    }
+    Ok(form)
 }
 
 impl Provider {
@@ -137,9 +142,6 @@ pub(super) async fn accept_invitation(
         Ok(form) => form,
         Err(trouble) => return page(trouble),
     };
-    if !csrf_ok(&headers, &form) {
-        return page(Trouble::FormExpired);
-    }
     let landing = match p.landing(&token).await {
         Ok(landing) => landing,
         Err(response) => return response,
@@ -177,9 +179,6 @@ pub(super) async fn sign_in(State(p): State<Provider>, headers: HeaderMap, body:
         Ok(form) => form,
         Err(trouble) => return page(trouble),
     };
-    if !csrf_ok(&headers, &form) {
-        return page(Trouble::FormExpired);
-    }
     let Some(email) = form.get("email").and_then(|e| Email::parse(e).ok()) else {
         return pages::sign_in(&csrf(&headers), &carried(&form), true);
     };
@@ -231,9 +230,6 @@ pub(super) async fn select(State(p): State<Provider>, headers: HeaderMap, body: 
         Ok(form) => form,
         Err(trouble) => return page(trouble),
     };
-    if !csrf_ok(&headers, &form) {
-        return page(Trouble::FormExpired);
-    }
     let waiting = cookie(&headers, PICK_COOKIE).and_then(|v| v.split_once('.'));
     let Some((code, state)) = waiting else { return page(Trouble::FlowInvalid) };
     let Some(state) = URL_SAFE_NO_PAD.decode(state).ok().and_then(|b| String::from_utf8(b).ok()) else {
